@@ -1,0 +1,341 @@
+"""Incremental, resumable scanning of folders into a library (DESIGN.md section 5).
+
+A scan
+
+1. takes the library's write lock (a second writer waits ``lock_timeout`` seconds, then
+   fails with ``LibraryError``);
+2. binds the library to the embedder's model: a different model id empties every vector
+   in the same transaction and marks every file pending, so two models never mix;
+3. walks the folders (symlinks followed, each real directory visited once, so a symlink
+   loop ends; an unreadable directory is recorded as a problem and its files are neither
+   scanned nor forgotten);
+4. forgets files that disappeared, then embeds new, changed (size or mtime) and pending
+   files in path order, committing rows and vectors together every ``batch_size`` files
+   or ``commit_seconds``: a kill loses at most the uncommitted batch and a restart picks
+   up where it stopped, since committed files now match their size and mtime;
+5. records a file that cannot be decoded or embedded with its reason and goes on;
+6. exports the per-subspace stores and hnswlib indexes atomically (engine.vectors).
+
+The GUI calls :func:`scan` from a worker thread with a ``progress`` callback and a
+``cancel`` flag; the CLI shows a tqdm bar.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine import vectors
+from engine.errors import DecodeError, LibraryError, LoevError
+from engine.library import Library
+
+ProgressCallback = Callable[[int, int, "str | None"], None]
+
+
+class EmbedderLike(Protocol):
+    """What a scan needs of ``engine.embed.Embedder``."""
+
+    model_id: str
+    config: dict[str, Any]
+    subspaces: tuple[str, ...]
+    dims: dict[str, int]
+
+    def embed_file(self, path: str) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class ScanReport:
+    """What one scan did. Paths are absolute and resolved."""
+
+    library: str
+    found: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    cancelled: bool = False
+    reembedded: bool = False
+    audio_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "library": self.library, "found": self.found, "added": self.added,
+            "updated": self.updated, "removed": self.removed, "unchanged": self.unchanged,
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "problems": [{"path": p, "reason": r} for p, r in self.problems],
+            "cancelled": self.cancelled, "reembedded": self.reembedded,
+            "audio_seconds": round(self.audio_seconds, 3), "seconds": round(self.seconds, 3),
+        }
+
+
+# -- walking ---------------------------------------------------------------------------
+
+
+@dataclass
+class WalkResult:
+    files: dict[str, tuple[int, int]]  # resolved path -> (size, mtime_ns)
+    problems: list[tuple[str, str]]  # (path, reason) of folders that could not be read
+    unreadable: list[str]  # resolved folders whose contents are unknown this time
+
+
+def walk_audio(folders: Iterable[str | os.PathLike[str]]) -> WalkResult:
+    """Find audio files (by extension, any case) under ``folders``, recursively.
+
+    Symbolic links are followed, but every real directory is entered once (by device
+    and inode), so a link loop cannot recurse. A folder argument may also be a single
+    audio file.
+
+    Raises
+    ------
+    LibraryError
+        A folder argument does not exist.
+    """
+    from engine.audio import is_audio_path
+
+    result = WalkResult({}, [], [])
+    seen_dirs: set[tuple[int, int]] = set()
+    stack: list[str] = []
+    for folder in folders:
+        path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+        if not os.path.exists(path):
+            raise LibraryError(f"{path}: no such folder")
+        if os.path.isdir(path):
+            stack.append(path)
+        elif is_audio_path(path):
+            _add_file(result, path, None)
+        else:
+            raise LibraryError(f"{path}: not a folder or an audio file")
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:
+                continue
+            seen_dirs.add(key)
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            result.problems.append((folder, f"cannot read folder: {e.strerror or e}"))
+            result.unreadable.append(os.path.realpath(folder))
+            continue
+        for entry in sorted(entries, key=lambda e: e.name, reverse=True):
+            try:
+                if entry.is_dir():
+                    stack.append(entry.path)
+                elif is_audio_path(entry.name) and entry.is_file():
+                    _add_file(result, entry.path, None)
+            except OSError as e:
+                result.problems.append((entry.path, f"cannot stat: {e.strerror or e}"))
+    return result
+
+
+def _add_file(result: WalkResult, path: str, _unused: Any) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        result.problems.append((path, f"cannot stat: {e.strerror or e}"))
+        return
+    if stat.S_ISREG(st.st_mode):
+        result.files[os.path.realpath(path)] = (st.st_size, st.st_mtime_ns)
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+# -- scanning --------------------------------------------------------------------------
+
+
+def _is_cancelled(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def _model_identity(embedder: EmbedderLike | None, checkpoint: str | os.PathLike[str] | None
+                    ) -> dict[str, Any]:
+    """Model id, config, subspaces and dims, from the embedder or the checkpoint header."""
+    if embedder is not None:
+        return {"model_id": embedder.model_id,
+                "checkpoint": str(getattr(embedder, "checkpoint_path", "") or "") or None,
+                "config": dict(embedder.config if isinstance(embedder.config, dict)
+                               else embedder.config.to_dict()),
+                "subspaces": tuple(embedder.subspaces), "dims": dict(embedder.dims)}
+    from engine.checkpoint import read_checkpoint_info
+
+    if checkpoint is None:
+        from engine.resources import default_checkpoint
+
+        checkpoint = default_checkpoint()
+    info = read_checkpoint_info(checkpoint)
+    return {"model_id": info.model_id, "checkpoint": str(Path(info.path).absolute()),
+            "config": info.config, "subspaces": info.subspaces, "dims": info.dims}
+
+
+def scan(
+    folders: Iterable[str | os.PathLike[str]],
+    *,
+    library: Library | str | os.PathLike[str],
+    embedder: EmbedderLike | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Any = None,
+    batch_size: int = 16,
+    commit_seconds: float = 5.0,
+    lock_timeout: float = 0.0,
+) -> ScanReport:
+    """Scan ``folders`` into ``library``, incrementally.
+
+    Parameters
+    ----------
+    folders : iterable of path
+        Folders (or single audio files) to scan recursively.
+    library : Library or path
+        An open library, or its directory (created if missing).
+    embedder : Embedder, optional
+        Embeds audio files. Without one, the model is identified from ``checkpoint``'s
+        header (the default checkpoint when None) and an ``engine.embed.Embedder`` is only
+        built (importing torch) if some file needs embedding.
+    checkpoint : path, optional
+        Used when ``embedder`` is None.
+    progress : callable(done, total, path), optional
+        Called with ``(0, total, None)`` once the work is known, then after each file.
+    cancel : threading.Event or callable() -> bool, optional
+        Checked between files; when set, the work done so far is committed and exported
+        and the report says ``cancelled``.
+    batch_size, commit_seconds : int, float
+        Commit at least every ``batch_size`` files or ``commit_seconds`` seconds.
+    lock_timeout : float
+        Seconds to wait for another process writing the same library.
+
+    Returns
+    -------
+    ScanReport
+
+    Raises
+    ------
+    LibraryError
+        A folder is missing, or another process holds the library.
+    CheckpointError
+        The checkpoint cannot be read.
+    """
+    t0 = time.monotonic()
+    own = not isinstance(library, Library)
+    lib = Library(library, create=True) if own else library
+    try:
+        lib.acquire_write_lock(timeout=lock_timeout)
+        try:
+            report = _scan_locked(list(folders), lib, embedder, checkpoint, progress, cancel,
+                                  batch_size, commit_seconds)
+        finally:
+            lib.release_write_lock()
+    finally:
+        if own:
+            lib.close()
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None,
+                 checkpoint: Any, progress: ProgressCallback | None, cancel: Any,
+                 batch_size: int, commit_seconds: float) -> ScanReport:
+    report = ScanReport(library=str(lib.root))
+    walk = walk_audio(folders)
+    ident = _model_identity(embedder, checkpoint)
+    report.reembedded = lib.set_model(**ident)
+    report.problems = list(walk.problems)
+    lib.set_problems([(p, "folder", r) for p, r in walk.problems])
+    roots = [os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(f))))
+             for f in folders]
+    report.found = len(walk.files)
+
+    known = {t.path: t for t in lib.tracks()}
+    gone = [t.id for p, t in known.items() if p not in walk.files
+            and not _under(p, walk.unreadable)
+            and (_under(p, roots) or not os.path.exists(p))]
+    lib.mark_deleted(gone)
+    report.removed = len(gone)
+
+    todo: list[str] = []
+    for path, (size, mtime_ns) in sorted(walk.files.items()):
+        t = known.get(path)
+        if t is None or t.status == "pending" or (t.size, t.mtime_ns) != (size, mtime_ns):
+            todo.append(path)
+        else:
+            report.unchanged += 1
+    if progress is not None:
+        progress(0, len(todo), None)
+
+    pending: list[tuple[str, dict[str, Any]]] = []
+    last_commit = time.monotonic()
+
+    def commit() -> None:
+        nonlocal last_commit
+        with lib.transaction():
+            for path, row in pending:
+                lib.record_track(path, **row)
+        pending.clear()
+        last_commit = time.monotonic()
+
+    for done, path in enumerate(todo, 1):
+        if _is_cancelled(cancel):
+            report.cancelled = True
+            break
+        size, mtime_ns = walk.files[path]
+        if embedder is None:
+            embedder = _make_embedder(ident["checkpoint"])
+        row = _embed_one(embedder, path, size, mtime_ns)
+        if row["status"] == "ok":
+            report.audio_seconds += row["duration"] or 0.0
+        else:
+            report.failed.append((path, row["error"]))
+        if path in known:
+            report.updated += 1
+        else:
+            report.added += 1
+        pending.append((path, row))
+        if len(pending) >= batch_size or time.monotonic() - last_commit >= commit_seconds:
+            commit()
+        if progress is not None:
+            progress(done, len(todo), path)
+    if pending:
+        commit()
+    vectors.export(lib, full=report.reembedded)
+    return report
+
+
+def _make_embedder(checkpoint: str | None) -> EmbedderLike:
+    from engine.embed import Embedder
+
+    return Embedder(checkpoint)
+
+
+def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int) -> dict[str, Any]:
+    """Catalogue fields for one file; a failure becomes status 'error' with its reason."""
+    from engine.audio import audio_info
+
+    row: dict[str, Any] = {"size": size, "mtime_ns": mtime_ns, "duration": None}
+    try:
+        row["duration"] = float(audio_info(path).duration)
+        vecs = embedder.embed_file(path)
+        bad = [k for k, v in vecs.items() if not np.all(np.isfinite(v))]
+        if bad:
+            raise DecodeError(path, f"embedding is not finite in {', '.join(bad)}")
+    except DecodeError as e:
+        return {**row, "status": "error", "error": e.reason}
+    except (LoevError, OSError, ValueError, RuntimeError, MemoryError) as e:
+        # Never stop a scan on one file: record why and go on (beets' habit).
+        return {**row, "status": "error", "error": f"{type(e).__name__}: {e}"}
+    return {**row, "status": "ok", "error": None, "vectors": vecs}
