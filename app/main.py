@@ -1,0 +1,21 @@
+"""The ``loev`` console script: no arguments opens the desktop app, anything else is the
+engine's command line (DESIGN.md section 6). Lives in app/ because app -> engine is the
+only direction imports may go."""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv == ["--smoke-test"]:
+        from app.window import run_app
+
+        return run_app(argv)
+    from engine.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
