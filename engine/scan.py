@@ -232,12 +232,16 @@ def scan(
         The checkpoint cannot be read.
     """
     t0 = time.monotonic()
+    folders = list(folders)
+    # Check the model and the folders before creating or locking anything.
+    ident = _model_identity(embedder, checkpoint)
+    walk_audio([f for f in folders if not os.path.isdir(f)])
     own = not isinstance(library, Library)
     lib = Library(library, create=True) if own else library
     try:
         lib.acquire_write_lock(timeout=lock_timeout)
         try:
-            report = _scan_locked(list(folders), lib, embedder, checkpoint, progress, cancel,
+            report = _scan_locked(folders, lib, embedder, ident, progress, cancel,
                                   batch_size, commit_seconds)
         finally:
             lib.release_write_lock()
@@ -249,11 +253,10 @@ def scan(
 
 
 def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None,
-                 checkpoint: Any, progress: ProgressCallback | None, cancel: Any,
+                 ident: dict[str, Any], progress: ProgressCallback | None, cancel: Any,
                  batch_size: int, commit_seconds: float) -> ScanReport:
     report = ScanReport(library=str(lib.root))
     walk = walk_audio(folders)
-    ident = _model_identity(embedder, checkpoint)
     report.reembedded = lib.set_model(**ident)
     report.problems = list(walk.problems)
     lib.set_problems([(p, "folder", r) for p, r in walk.problems])

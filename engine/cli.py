@@ -1,0 +1,283 @@
+"""The ``loev`` command line (DESIGN.md section 6, a contract: tests and benchmarks use it).
+
+``app.main`` opens the desktop app when ``loev`` has no arguments and otherwise calls
+:func:`main`. A user's mistake (missing file, bad folder, unreadable checkpoint, empty
+library) prints one ``loev: error: ...`` line on stderr and exits non-zero, without a
+traceback. Nothing here imports torch unless audio has to be embedded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from engine.errors import LoevError
+
+PROG = "loev"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.25 <= value <= 4.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0.25, 4], got {value}")
+    return value
+
+
+def _semitones(text: str) -> float:
+    value = float(text)
+    if not -12.0 <= value <= 12.0:
+        raise argparse.ArgumentTypeError(f"must lie in [-12, 12], got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Explore audio folders by key, tempo and vibe "
+                     "(LOEV++ embeddings). Without arguments, opens the desktop app.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def library_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--library", metavar="DIR", type=Path,
+                       help="library directory (default: the per-user data dir)")
+
+    def checkpoint_opt(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--checkpoint", metavar="FILE", type=Path, help=what)
+
+    p = sub.add_parser("scan", help="add folders to the library (incremental, resumable)")
+    p.add_argument("folders", nargs="+", metavar="FOLDER")
+    library_opt(p)
+    checkpoint_opt(p, "model checkpoint (default: the shipped model)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another scan of the same library (default 0)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    p = sub.add_parser("query", help="nearest library tracks by key, tempo or vibe")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--by", choices=("key", "tempo", "vibe"), required=True)
+    p.add_argument("-k", type=_positive_int, default=10, help="neighbours per query (10)")
+    p.add_argument("--shift", type=_semitones, default=0.0, metavar="SEMITONES",
+                   help="pitch-shift the query audio first")
+    p.add_argument("--stretch", type=_rate, default=1.0, metavar="RATIO",
+                   help="time-stretch the query audio first (> 1 is faster)")
+    library_opt(p)
+    checkpoint_opt(p, "checkpoint for files that need embedding (default: the library's)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("curve", help="invariance curve of one file under pitch or tempo")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--transform", choices=("pitch", "tempo"), required=True)
+    checkpoint_opt(p, "model checkpoint (default: the shipped model)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("info", help="tracks, subspaces, model and problem files of a library")
+    library_opt(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("match", help="pitch shift and stretch that align RESULT to QUERY")
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("result", metavar="RESULT")
+    checkpoint_opt(p, "model checkpoint (default: the shipped model)")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _library_dir(arg: Path | None) -> Path:
+    from engine.library import default_library_dir
+
+    return arg if arg is not None else default_library_dir()
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _embedder(checkpoint: Path | None) -> Any:
+    from engine.checkpoint import read_checkpoint_info
+    from engine.embed import Embedder
+
+    if checkpoint is not None:
+        read_checkpoint_info(checkpoint)  # a clear CheckpointError before importing torch
+    return Embedder(checkpoint)
+
+
+# -- subcommands ---------------------------------------------------------------------
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine.scan import scan
+
+    bar: Any = None
+
+    def progress(done: int, total: int, path: str | None) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="file", file=sys.stderr, mininterval=0.5,
+                       dynamic_ncols=True, desc="scan")
+        if path is not None:
+            bar.update(done - bar.n)
+            bar.set_postfix_str(Path(path).name[-40:], refresh=False)
+
+    try:
+        report = scan(args.folders, library=_library_dir(args.library),
+                      checkpoint=args.checkpoint, progress=progress, lock_timeout=args.wait)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    speed = report.audio_seconds / report.seconds if report.seconds else 0.0
+    print(f"{report.library}: {report.found} audio files, {report.added} added, "
+          f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged"
+          f"{' (re-embedded for a new model)' if report.reembedded else ''}; "
+          f"{report.audio_seconds:.0f} s of audio in {report.seconds:.1f} s ({speed:.0f}x)")
+    for path, reason in report.failed:
+        print(f"  skipped {path}: {reason}")
+    for path, reason in report.problems:
+        print(f"  problem {path}: {reason}")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from engine.query import query
+
+    results = query(args.files, by=args.by, k=args.k, shift=args.shift, stretch=args.stretch,
+                    library=_library_dir(args.library), checkpoint=args.checkpoint)
+    if args.json:
+        _print_json({"results": [r.to_dict() for r in results]})
+        return 0
+    for r in results:
+        print(r.query)
+        for i, n in enumerate(r.neighbours, 1):
+            print(f"  {i:3d}. {n.distance:.4f}  {n.path}")
+    return 0
+
+
+def cmd_curve(args: argparse.Namespace) -> int:
+    from engine.curves import invariance_curve
+    from engine.errors import DecodeError
+
+    if not Path(args.file).is_file():
+        raise DecodeError(args.file, "no such file")
+    curve = invariance_curve(args.file, args.transform, _embedder(args.checkpoint))
+    if args.json:
+        _print_json(curve)
+        return 0
+    names = list(curve["subspaces"])
+    unit = "semitones" if args.transform == "pitch" else "rate"
+    print(f"{unit:>10}  " + "  ".join(f"{n:>9}" for n in names))
+    for i, v in enumerate(curve["values"]):
+        print(f"{v:>10g}  " + "  ".join(f"{curve['subspaces'][n][i]:9.4f}" for n in names))
+    return 0
+
+
+def library_info(library_dir: Path) -> dict[str, Any]:
+    """What ``loev info --json`` prints."""
+    from engine.library import Library
+    from engine.vectors import read_manifest
+
+    with Library(library_dir) as lib:
+        counts = lib.counts()
+        manifest = read_manifest(lib.root) or {}
+        config = lib.get_meta("model_config") or {}
+        seq = int(lib.get_meta("vec_seq", 0))
+        problems = [{"path": p, "reason": r} for p, r in lib.errors()]
+        problems += [{"path": p, "reason": r} for p, _kind, r in lib.problems()]
+        return {
+            "library": str(lib.root),
+            "tracks": counts["ok"],
+            "errors": counts["error"],
+            "pending": counts["pending"],
+            "model": {"id": lib.model_id, "checkpoint": lib.get_meta("checkpoint"),
+                      "method": config.get("method"),
+                      "profile": (config.get("profile") or {}).get("name")},
+            "subspaces": lib.dims,
+            "index": {"generation": manifest.get("generation"),
+                      "up_to_date": bool(manifest) and manifest.get("vec_seq") == seq
+                      and manifest.get("model_id") == lib.model_id},
+            "problems": problems,
+        }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = library_info(_library_dir(args.library))
+    if args.json:
+        _print_json(info)
+        return 0
+    model = info["model"]
+    print(f"library   {info['library']}")
+    print(f"tracks    {info['tracks']} ({info['errors']} problem files, {info['pending']} pending)")
+    print(f"model     {model['method']} {model['profile']} id {str(model['id'])[:12]} "
+          f"({model['checkpoint']})")
+    print("subspaces " + ", ".join(f"{k} ({v}-d)" for k, v in info["subspaces"].items()))
+    if not info["index"]["up_to_date"]:
+        print("index     out of date: run `loev scan` to finish")
+    for p in info["problems"]:
+        print(f"  problem {p['path']}: {p['reason']}")
+    return 0
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    from engine.audio import load_audio
+    from engine.match import match_tracks
+
+    query_y, result_y = load_audio(args.query), load_audio(args.result)
+    result = match_tracks(query_y, result_y, _embedder(args.checkpoint)).to_dict()
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"shift {args.result} by {result['shift']:+g} semitones and stretch it by "
+          f"{result['stretch']:.3g} to align it with {args.query}")
+    for key in ("key_distance", "tempo_distance"):
+        if f"{key}_before" in result:
+            print(f"  {key.replace('_', ' ')}: {result[f'{key}_before']:.4f} -> "
+                  f"{result[f'{key}_after']:.4f}")
+    return 0
+
+
+COMMANDS = {"scan": cmd_scan, "query": cmd_query, "curve": cmd_curve, "info": cmd_info,
+            "match": cmd_match}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``loev`` subcommand; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except LoevError as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        return 1
+    except ValueError as e:  # bad values that argparse could not check (e.g. aspect weights)
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Invariance curves: how far each subspace moves when a track is transposed or stretched.
+
+For a LOEV++ model the invariant subspace should stay put under both transforms while
+the pitch (tempo) subspace moves with a pitch shift (time stretch): paper Section V's
+picture of what each head keeps. The transforms are the trainer's augmentations
+(engine.transforms); every transformed version is embedded in one batch.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from engine.config import SAMPLE_RATE
+
+PITCH_VALUES = tuple(float(s) for s in range(-12, 13))  # semitones
+TEMPO_VALUES = tuple(float(r) for r in np.round(np.geomspace(0.5, 2.0, 13), 4))  # rates
+# Seconds of the track (its middle) that the curve looks at: bounded cost for long files.
+EXCERPT_SECONDS = 12.0
+
+
+def _excerpt(path: str | os.PathLike[str], seconds: float) -> np.ndarray:
+    from engine.audio import audio_info, load_audio
+
+    info = audio_info(path)
+    offset = max(0.0, (info.duration - seconds) / 2)
+    return load_audio(path, offset=offset, duration=min(seconds, info.duration))
+
+
+def invariance_curve(path_or_y: str | os.PathLike[str] | np.ndarray, transform: str,
+                     embedder: Any, *, values: list[float] | None = None,
+                     seconds: float = EXCERPT_SECONDS) -> dict[str, Any]:
+    """Cosine distance between the clean and the transformed track embedding.
+
+    Parameters
+    ----------
+    path_or_y : path or np.ndarray [T]
+        An audio file, or a 16 kHz mono signal.
+    transform : {"pitch", "tempo"}
+        Pitch shift in semitones (default -12..+12, step 1) or time stretch by a rate
+        (default 13 log-spaced values 0.5..2.0; > 1 is faster).
+    embedder : Embedder
+    values : list of float, optional
+    seconds : float
+        Length of the excerpt (the middle of a file) the curve is computed on; for
+        ``tempo`` the transformed excerpts are this long and are cut from twice as much
+        audio where the track has it, so that even rate 2.0 is not padded.
+
+    Returns
+    -------
+    dict
+        ``{"transform", "values": [...], "subspaces": {name: [distance per value]}}``.
+    """
+    if transform not in ("pitch", "tempo"):
+        raise ValueError(f"transform must be 'pitch' or 'tempo', got {transform!r}")
+    vals = list(values) if values is not None else list(
+        PITCH_VALUES if transform == "pitch" else TEMPO_VALUES)
+    span = seconds * (max(max(vals), 1.0) if transform == "tempo" else 1.0)
+    if isinstance(path_or_y, np.ndarray):
+        y = np.asarray(path_or_y, dtype=np.float32)
+        y = y[: int(span * SAMPLE_RATE)]
+    else:
+        y = _excerpt(path_or_y, span)
+    clean, transformed = _transformed(y, transform, vals)
+    embs = embedder.embed_audio_batch([clean] + list(transformed))
+    ref, rest = embs[0], embs[1:]
+    subspaces = {s: [float(max(0.0, 1.0 - float(np.dot(ref[s], e[s])))) for e in rest]
+                 for s in ref}
+    return {"transform": transform, "values": [float(v) for v in vals], "subspaces": subspaces}
+
+
+def _transformed(y: np.ndarray, transform: str, vals: list[float]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The clean reference [T'] and the transformed batch [len(vals), T'] in one call."""
+    import torch
+
+    from engine.transforms import pitch_shift, time_stretch
+
+    x = torch.from_numpy(np.ascontiguousarray(y))
+    batch = x[None].expand(len(vals), -1).contiguous()
+    v = torch.tensor(vals, dtype=torch.float32)
+    with torch.inference_mode():
+        if transform == "pitch":
+            return y, pitch_shift(batch, v, sr=SAMPLE_RATE).numpy()
+        # One output length for all rates: as much as the fastest rate can fill.
+        out = int(len(y) / max(max(vals), 1.0))
+        return y[:out], time_stretch(batch, v, out_samples=out, sr=SAMPLE_RATE).numpy()
