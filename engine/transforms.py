@@ -1,0 +1,306 @@
+"""Pitch shift and time stretch: batched torch phase vocoders, on whatever device ``y`` is.
+
+These are the variant augmentations of the paper (Table IV: pitch shift -4..+4 semitones
+continuous, time stretch 0.7..1.3) used by the trainer on the training device, by the
+invariance curves and by ``loev match``. The audition player runs a streaming numpy
+version of the same vocoder (``engine.audition.StreamingVocoder``), tested to agree.
+
+One vocoder does both jobs. From the STFT ``X`` (Hann, ``hop_length`` H) it builds output
+frame j, synthesised every H samples, from the analysis position ``t_j`` (in frames):
+
+* time stretch by ``rate``: ``t_j = j * rate``, magnitude interpolated between the two
+  frames around ``t_j``, and the instantaneous frequency of each bin measured from the
+  phase advance between them (a fixed lag of H samples, so it does not depend on rate);
+* pitch shift by ``p = 2 ** (semitones / 12)``: ``t_j = j`` and the frequency axis is
+  scaled, output bin k taking the magnitude of source bin k / p and p times its
+  instantaneous frequency (a frequency-domain shift in the spirit of Laroche & Dolson,
+  "New phase-vocoder techniques for pitch-shifting", 1999). Unlike "stretch by 1 / p then
+  resample", the duration never changes, nothing aliases, and per-item amounts stay one
+  batched gather instead of a resampler per item.
+
+The phase of output frame j is the running sum of instantaneous frequency x H, so every
+partial stays continuous from frame to frame. Everything is per item (gathers with
+per-item indices), so a batch with different amounts equals separate calls.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.config import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import torch
+
+SEMITONE_RANGE = (-12.0, 12.0)
+RATE_RANGE = (0.25, 4.0)
+
+
+def default_n_fft(sr: int) -> int:
+    """1024 at 16 kHz (64 ms), scaled to the nearest power of two at other rates."""
+    return int(2 ** round(math.log2(1024 * sr / SAMPLE_RATE)))
+
+
+def source_samples_needed(out_samples: int, rate: float) -> int:
+    """Input samples a ``time_stretch(..., rate, out_samples=out_samples)`` call needs.
+
+    The trainer cuts this much source audio for a stretched view, so that the view is
+    filled without padding (DESIGN.md section 3).
+    """
+    if out_samples < 0 or not rate > 0:
+        raise ValueError(f"need out_samples >= 0 and rate > 0, got {out_samples}, {rate}")
+    return int(math.ceil(out_samples * rate - 1e-9))
+
+
+def _as_batch(y: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    import torch
+
+    if not isinstance(y, torch.Tensor) or y.dim() not in (1, 2):
+        raise ValueError(f"y must be a torch tensor [T] or [B, T], got {getattr(y, 'shape', y)}")
+    return (y[None], True) if y.dim() == 1 else (y, False)
+
+
+def _per_item(value: float | torch.Tensor, batch: int, like: torch.Tensor, name: str,
+              lo: float, hi: float) -> torch.Tensor:
+    import torch
+
+    v = torch.as_tensor(value, dtype=torch.float32, device=like.device).reshape(-1)
+    if v.numel() == 1:
+        v = v.expand(batch)
+    if v.numel() != batch:
+        raise ValueError(f"{name} has {v.numel()} values for a batch of {batch}")
+    if not bool(torch.isfinite(v).all()) or bool((v < lo).any()) or bool((v > hi).any()):
+        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {v.tolist()}")
+    return v
+
+
+def _window(n_fft: int, like: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.hann_window(n_fft, periodic=True, device=like.device, dtype=torch.float32)
+
+
+def _vocode(y: torch.Tensor, positions: torch.Tensor, pitch: torch.Tensor, *, n_fft: int,
+            hop_length: int, length: int) -> torch.Tensor:
+    """The shared phase vocoder.
+
+    Parameters
+    ----------
+    y : Tensor [B, T], float32
+    positions : Tensor [B, J]
+        Analysis position of each output frame, in frames of ``y``'s STFT.
+    pitch : Tensor [B]
+        Frequency scale factor per item (1 = unchanged).
+    length : int
+        Output samples.
+
+    Returns
+    -------
+    Tensor [B, length]
+    """
+    import torch
+
+    if y.shape[-1] <= n_fft // 2:
+        raise ValueError(f"signal of {y.shape[-1]} samples is too short for n_fft={n_fft}")
+    window = _window(n_fft, y)
+    spec = torch.stft(y, n_fft, hop_length, window=window, center=True, return_complex=True)
+    batch, n_bins, n_frames = spec.shape
+    if n_frames < 2:
+        raise ValueError(f"signal of {y.shape[-1]} samples is too short for n_fft={n_fft}")
+    mag, ang = spec.abs(), spec.angle()
+
+    pos = positions.clamp(0, n_frames - 1)
+    i0 = pos.floor().long().clamp(max=n_frames - 2)
+    frac = (pos - i0).unsqueeze(1)  # [B, 1, J]
+    idx0 = i0.unsqueeze(1).expand(batch, n_bins, -1)
+    m0, m1 = mag.gather(2, idx0), mag.gather(2, idx0 + 1)
+    a0, a1 = ang.gather(2, idx0), ang.gather(2, idx0 + 1)
+    out_mag = (1 - frac) * m0 + frac * m1
+
+    # Instantaneous frequency (radians per sample) from the phase advance over one hop.
+    nominal = torch.linspace(0, math.pi, n_bins, device=y.device).unsqueeze(-1)  # [F, 1]
+    dphi = a1 - a0 - nominal * hop_length
+    dphi = dphi - 2 * math.pi * torch.round(dphi / (2 * math.pi))
+    omega = nominal + dphi / hop_length  # [B, F, J]
+    # Phases are tracked at the window centre, where every bin of one partial's main lobe
+    # agrees (frame-start phases alternate by pi from bin to bin for a Hann window), so a
+    # lobe can be moved to other bins (pitch) without cancelling itself.
+    centre = math.pi * torch.arange(n_bins, device=y.device, dtype=torch.float32)[:, None]
+    c_in = a0 + centre
+    if bool((pitch != 1).any()):
+        out_mag, omega, c_in = _scale_frequency(out_mag, omega, c_in, pitch)
+
+    # Running phase of every bin (exclusive sum of its advances); each step is wrapped
+    # first so that the float32 sum stays small on long tracks.
+    step = omega * hop_length
+    step = step - 2 * math.pi * torch.round(step / (2 * math.pi))
+    running = c_in[..., :1] + torch.cumsum(step, dim=-1) - step
+    phase = _lock_phases(out_mag, running, c_in) - centre
+    out = torch.polar(out_mag, phase)
+    return torch.istft(out, n_fft, hop_length, window=window, center=True, length=length)
+
+
+def _lock_phases(mag: torch.Tensor, running: torch.Tensor, c_in: torch.Tensor) -> torch.Tensor:
+    """Identity phase locking (Laroche & Dolson, 1999): each bin takes the running phase
+    of the strongest bin within +-2 bins plus its own analysed offset from that bin, so
+    the bins of one partial stay coherent (a plain vocoder lets them drift apart:
+    "phasiness", and a lost main lobe when the first frame is not a clean sinusoid).
+
+    Parameters
+    ----------
+    mag, running, c_in : Tensor [B, F, J]
+        Output magnitudes, running centre phases, analysed centre phases.
+    """
+    import torch.nn.functional as F
+
+    batch, n_bins, n_frames = mag.shape
+    flat = mag.transpose(1, 2).reshape(batch * n_frames, 1, n_bins)
+    _, peak = F.max_pool1d(flat, 5, stride=1, padding=2, return_indices=True)
+    peak = peak.reshape(batch, n_frames, n_bins).transpose(1, 2)
+    return running.gather(1, peak) + c_in - c_in.gather(1, peak)
+
+
+def _scale_frequency(mag: torch.Tensor, omega: torch.Tensor, c_in: torch.Tensor,
+                     pitch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Output bin k takes source bin k / p: magnitude interpolated linearly, frequency
+    (scaled by p) and centre phase from the nearest source bin (interpolating across two
+    partials would invent a third). Bins whose source lies above Nyquist are silent.
+
+    Parameters
+    ----------
+    mag, omega, c_in : Tensor [B, F, J]
+    pitch : Tensor [B]
+    """
+    import torch
+
+    batch, n_bins, n_frames = mag.shape
+    src = torch.arange(n_bins, device=mag.device, dtype=torch.float32) / pitch[:, None]  # [B, F]
+    valid = (src <= n_bins - 1).to(mag.dtype).unsqueeze(-1)
+    src = src.clamp(max=n_bins - 1)
+    q0 = src.floor().long().clamp(max=n_bins - 2)
+    qf = (src - q0).unsqueeze(-1)
+    expand = (batch, n_bins, n_frames)
+    g0, g1 = q0.unsqueeze(-1).expand(expand), (q0 + 1).unsqueeze(-1).expand(expand)
+    gn = src.round().long().unsqueeze(-1).expand(expand)
+    new_mag = ((1 - qf) * mag.gather(1, g0) + qf * mag.gather(1, g1)) * valid
+    return new_mag, omega.gather(1, gn) * pitch[:, None, None], c_in.gather(1, gn)
+
+
+def pitch_shift(
+    y: torch.Tensor,
+    semitones: float | torch.Tensor,
+    *,
+    sr: int = SAMPLE_RATE,
+    n_fft: int | None = None,
+    hop_length: int | None = None,
+) -> torch.Tensor:
+    """Shift pitch by a continuous number of semitones, keeping the duration.
+
+    Parameters
+    ----------
+    y : Tensor [T] or [B, T]
+        Audio on any device; float16/bfloat16 are processed in float32.
+    semitones : float or Tensor [B]
+        One amount for all items or one per item, in [-12, 12].
+    sr : int
+        Sample rate; sets the default ``n_fft`` (about 64 ms).
+    n_fft, hop_length : int, optional
+        STFT size (default ``default_n_fft(sr)``) and hop (default ``n_fft // 4``).
+
+    Returns
+    -------
+    Tensor, same shape, dtype and device as ``y``.
+    """
+    import torch
+
+    yb, single = _as_batch(y)
+    n_fft = n_fft or default_n_fft(sr)
+    hop_length = hop_length or n_fft // 4
+    semis = _per_item(semitones, yb.shape[0], yb, "semitones", *SEMITONE_RANGE)
+    pitch = torch.pow(2.0, semis / 12.0)
+    length = yb.shape[-1]
+    n_frames = length // hop_length + 1
+    positions = torch.arange(n_frames, device=yb.device, dtype=torch.float32).expand(
+        yb.shape[0], -1
+    )
+    out = _vocode(yb.float(), positions, pitch, n_fft=n_fft, hop_length=hop_length,
+                  length=length).to(y.dtype)
+    return out[0] if single else out
+
+
+def time_stretch(
+    y: torch.Tensor,
+    rate: float | torch.Tensor,
+    *,
+    out_samples: int | None = None,
+    sr: int = SAMPLE_RATE,
+    n_fft: int | None = None,
+    hop_length: int | None = None,
+) -> torch.Tensor:
+    """Change tempo by ``rate`` (> 1 faster) without changing pitch.
+
+    Parameters
+    ----------
+    y : Tensor [T] or [B, T]
+    rate : float or Tensor [B]
+        Tempo factor per item, in [0.25, 4].
+    out_samples : int, optional
+        Exactly this many samples come out. ``y`` must then hold at least
+        ``source_samples_needed(out_samples, rate)`` samples for every item (the trainer
+        cuts enough source audio: no padding). Without it the output has
+        ``round(T / rate)`` samples, which requires one rate for the whole batch.
+    sr, n_fft, hop_length
+        As :func:`pitch_shift`.
+
+    Returns
+    -------
+    Tensor [out_samples] or [B, out_samples], same dtype and device as ``y``.
+    """
+    import torch
+
+    yb, single = _as_batch(y)
+    n_fft = n_fft or default_n_fft(sr)
+    hop_length = hop_length or n_fft // 4
+    rates = _per_item(rate, yb.shape[0], yb, "rate", *RATE_RANGE)
+    length = yb.shape[-1]
+    if out_samples is None:
+        if bool((rates != rates[0]).any()):
+            raise ValueError("different rates per item need out_samples (one output length)")
+        out_samples = int(round(length / float(rates[0])))
+    else:
+        needed = source_samples_needed(out_samples, float(rates.max()))
+        if length < needed:
+            raise ValueError(
+                f"time_stretch to {out_samples} samples at rate {float(rates.max()):.4f} "
+                f"needs {needed} input samples, got {length}"
+            )
+    n_frames = out_samples // hop_length + 1
+    frames = torch.arange(n_frames, device=yb.device, dtype=torch.float32)
+    positions = frames[None, :] * rates[:, None]
+    ones = torch.ones_like(rates)
+    out = _vocode(yb.float(), positions, ones, n_fft=n_fft, hop_length=hop_length,
+                  length=out_samples).to(y.dtype)
+    return out[0] if single else out
+
+
+def pitch_shift_np(y: np.ndarray, semitones: float, *, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """:func:`pitch_shift` for a numpy signal [T] or [B, T] (imports torch on first use)."""
+    import torch
+
+    with torch.no_grad():
+        out = pitch_shift(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)),
+                          semitones, sr=sr)
+    return out.numpy()
+
+
+def time_stretch_np(y: np.ndarray, rate: float, *, out_samples: int | None = None,
+                    sr: int = SAMPLE_RATE) -> np.ndarray:
+    """:func:`time_stretch` for a numpy signal [T] or [B, T] (imports torch on first use)."""
+    import torch
+
+    with torch.no_grad():
+        out = time_stretch(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), rate,
+                           out_samples=out_samples, sr=sr)
+    return out.numpy()
