@@ -119,3 +119,22 @@ def make_collection(root: Path) -> dict[str, Path]:
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+_CHECKPOINTS: dict[str, Path] = {}
+
+
+def tiny_checkpoint_path(directory: Path, *, seed: int = 0) -> Path:
+    """A randomly initialised ``tiny`` LOEV++ checkpoint, made once per session and seed."""
+    key = f"seed{seed}"
+    if key not in _CHECKPOINTS:
+        import torch
+
+        from engine.checkpoint import save_checkpoint
+        from engine.config import make_config
+        from engine.model import build_model
+
+        torch.manual_seed(seed)
+        model = build_model(make_config("tiny", "loev++", "psts")).eval()
+        _CHECKPOINTS[key] = save_checkpoint(Path(directory) / f"tiny-{key}.safetensors", model)
+    return _CHECKPOINTS[key]
