@@ -1,0 +1,258 @@
+"""The LOEV / LOEV++ contrastive objective (paper Section II, eq. 1-3; DESIGN.md section 3).
+
+Every anchor chunk gives M views; view ``i`` carries its anchor id and a tracking vector
+``t_i`` in {0, 1}^K saying which variant augmentations (pitch shift, time stretch, in
+``engine.config.VARIANTS`` order) it received.
+
+* The invariant head (index 0) treats every other view of the same anchor as a positive.
+* Head k (one per variant augmentation) only treats views j of the same anchor with
+  ``t_jk = t_ik = 0`` as positives: two views that differ by a pitch shift are not
+  "the same" for the pitch head, so the pitch subspace is free to keep pitch.
+* The loss of a head is NT-Xent (SimCLR's normalised-temperature cross entropy) over
+  cosine similarities / temperature with a denominator over all j != i, averaged over the
+  positives of each row (SupCon's "outside" average, which reduces to SimCLR for one
+  positive). Rows with no positive contribute nothing and are not counted.
+* The total is the mean over the K + 1 heads that exist in the configuration.
+
+Everything here is a short pure function of tensors, checked by hand in
+``tests/test_objective.py`` (STYLE.md habit 4).
+
+SemiSupCon (Guinot et al., arXiv 2407.13840): with labels, a head's positives also
+include the views of *other* anchors that share a label valid for that head
+(:func:`label_positives`). Which label serves which head is a choice made here:
+the instrument family for the invariant head (it survives pitch and tempo changes),
+the key moved by the view's own pitch shift for the pitch head, and the tempo scaled by
+the view's own stretch rate for the tempo head.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+# Two tempi are "the same" when they differ by less than 4 % (acc1's tolerance).
+TEMPO_TOLERANCE = 0.04
+
+
+def positive_masks(anchor: torch.Tensor, applied: torch.Tensor) -> torch.Tensor:
+    """Positive pairs of the invariant head and of each variant head.
+
+    Parameters
+    ----------
+    anchor : LongTensor [B]
+        Anchor id of each view (views of one anchor share it).
+    applied : BoolTensor [B, K]
+        Tracking vectors: ``applied[i, k]`` is True when view i got variant augmentation k.
+
+    Returns
+    -------
+    BoolTensor [K + 1, B, B]
+        Index 0: same anchor, j != i. Index k >= 1: same anchor, j != i, and neither view
+        got augmentation k - 1 (``t_ik = t_jk = 0``).
+    """
+    if anchor.dim() != 1 or applied.dim() != 2 or applied.shape[0] != anchor.shape[0]:
+        raise ValueError(f"need anchor [B] and applied [B, K], got {tuple(anchor.shape)} "
+                         f"and {tuple(applied.shape)}")
+    b = anchor.shape[0]
+    same = anchor[:, None] == anchor[None, :]
+    same &= ~torch.eye(b, dtype=torch.bool, device=anchor.device)
+    clean = ~applied.bool()  # [B, K]
+    both_clean = clean.T[:, :, None] & clean.T[:, None, :]  # [K, B, B]
+    return torch.cat([same[None], same[None] & both_clean], dim=0)
+
+
+def nt_xent(z: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent over cosine similarity (paper eq. 1-2).
+
+    ``loss_i = -mean_{p in P(i)} log( exp(s_ip / tau) / sum_{j != i} exp(s_ij / tau) )``,
+    averaged over the rows i that have at least one positive.
+
+    Parameters
+    ----------
+    z : Tensor [B, D]
+        Projections (normalised here).
+    positives : BoolTensor [B, B]
+        ``positives[i, j]``: j is a positive of i. The diagonal is ignored.
+    temperature : float
+
+    Returns
+    -------
+    Tensor []
+        The loss; 0 (still attached to ``z``'s graph) when no row has a positive.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    b = z.shape[0]
+    zn = F.normalize(z.float(), dim=1)
+    sim = zn @ zn.T / temperature
+    eye = torch.eye(b, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = positives.bool() & ~eye
+    n_pos = pos.sum(dim=1)
+    rows = n_pos > 0
+    if not bool(rows.any()):
+        return z.sum() * 0.0
+    per_row = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    return -(per_row[rows] / n_pos[rows]).mean()
+
+
+def head_masks(method: str, heads: Sequence[str], variants: Sequence[str],
+               masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Which positive mask each head of a method trains on.
+
+    LOEV / LOEV++: head ``v`` uses the mask of its variant augmentation. MULE / MULE++
+    (and MULE-Mixup, built as ``mule``) use the invariant mask for every head: "the same
+    objective for all" (paper Section III baselines).
+    """
+    out = {}
+    for h in heads:
+        if h == "invariant" or method.startswith("mule"):
+            out[h] = masks[0]
+        else:
+            out[h] = masks[1 + list(variants).index(h)]
+    return out
+
+
+def contrastive_loss(projections: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
+                     *, temperature: float = 0.1) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean NT-Xent over the heads (paper eq. 3).
+
+    Parameters
+    ----------
+    projections : {head: Tensor [B, P]}
+    masks : {head: BoolTensor [B, B]}
+        From :func:`head_masks` (possibly OR'ed with :func:`label_positives`).
+    temperature : float
+
+    Returns
+    -------
+    (Tensor [], {head: float})
+        The total loss and each head's value for logging.
+    """
+    losses = {h: nt_xent(z, masks[h], temperature) for h, z in projections.items()}
+    total = torch.stack(list(losses.values())).mean()
+    return total, {h: float(v.detach()) for h, v in losses.items()}
+
+
+def mixup(y: torch.Tensor, *, generator: torch.Generator, max_ratio: float = 0.5) -> torch.Tensor:
+    """MULE-Mixup's only augmentation: mix each view with another view of the batch.
+
+    ``y_i' = (1 - lam_i) y_i + lam_i y_perm(i)`` with ``lam_i ~ U(0, max_ratio)``, so the
+    view's own chunk always dominates (MULE, McCallum et al. 2022, in-batch mixup).
+
+    Parameters
+    ----------
+    y : Tensor [B, T]
+    generator : torch.Generator on ``y``'s device
+    max_ratio : float
+
+    Returns
+    -------
+    Tensor [B, T]
+    """
+    b = y.shape[0]
+    perm = torch.randperm(b, generator=generator, device=y.device)
+    lam = torch.rand(b, 1, generator=generator, device=y.device) * max_ratio
+    return (1 - lam) * y + lam * y[perm]
+
+
+# --- SemiSupCon label positives -------------------------------------------------------
+
+_PITCH_CLASSES = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+
+
+def parse_key(text: str) -> int | None:
+    """A key name as an integer in 0..23 (pitch class, + 12 for minor), None if unknown.
+
+    Accepts ``"C major"``, ``"a minor"``, ``"F#:min"``, ``"Bb maj"``, ``"c#m"``; a lone
+    lower-case tonic means minor (music21's convention), upper-case major.
+    """
+    s = text.strip().replace(":", " ").replace("_", " ")
+    if not s or s[0].lower() not in _PITCH_CLASSES:
+        return None
+    pc = _PITCH_CLASSES[s[0].lower()]
+    rest = s[1:]
+    while rest[:1] in ("#", "b", "-", "\u266f", "\u266d"):
+        pc += 1 if rest[0] in ("#", "\u266f") else -1
+        rest = rest[1:]
+    mode = rest.strip().lower()
+    if not mode:
+        minor = s[0].islower()
+    elif mode.startswith("min") or mode == "m":
+        minor = True
+    elif mode.startswith("maj"):
+        minor = False
+    else:
+        return None
+    return pc % 12 + (12 if minor else 0)
+
+
+def shifted_keys(keys: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
+    """Move keys (0..23, -1 unknown) by each view's pitch shift, rounded to semitones."""
+    steps = torch.round(semitones).long()
+    moved = (keys % 12 + steps) % 12 + 12 * (keys >= 12).long()
+    return torch.where(keys >= 0, moved, keys)
+
+
+def label_positives(labels: torch.Tensor, *, valid: torch.Tensor | None = None,
+                    tolerance: float | None = None) -> torch.Tensor:
+    """Views that share a label (SemiSupCon), diagonal false.
+
+    Parameters
+    ----------
+    labels : Tensor [B]
+        Integer class per view (``tolerance`` None), or a positive real (tempo) compared
+        with relative ``tolerance``: ``|log(l_i / l_j)| < log(1 + tolerance)``.
+    valid : BoolTensor [B], optional
+        Views that have a label; unlabelled views get no supervised positive.
+        Default: ``labels >= 0`` (integers) or ``labels > 0`` (reals).
+
+    Returns
+    -------
+    BoolTensor [B, B]
+    """
+    b = labels.shape[0]
+    if tolerance is None:
+        ok = labels >= 0 if valid is None else valid.bool()
+        share = labels[:, None] == labels[None, :]
+    else:
+        ok = labels > 0 if valid is None else valid.bool() & (labels > 0)
+        safe = torch.where(labels > 0, labels.double(), torch.ones_like(labels, dtype=torch.float64))
+        log_l = torch.log(safe)
+        share = (log_l[:, None] - log_l[None, :]).abs() < math.log1p(tolerance)
+    eye = torch.eye(b, dtype=torch.bool, device=labels.device)
+    return share & ok[:, None] & ok[None, :] & ~eye
+
+
+def supervised_masks(heads: Sequence[str], *, family: torch.Tensor, key: torch.Tensor,
+                     tempo: torch.Tensor, semitones: torch.Tensor,
+                     rate: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Label positives of each head, each view's label following its own augmentation.
+
+    Parameters
+    ----------
+    heads : the configuration's heads
+    family : LongTensor [B]   instrument family id, -1 unlabelled
+    key : LongTensor [B]      key 0..23 of the track, -1 unlabelled
+    tempo : Tensor [B]        BPM of the track, 0 unlabelled
+    semitones : Tensor [B]    each view's pitch shift (0 when none)
+    rate : Tensor [B]         each view's stretch rate (1 when none)
+
+    Returns
+    -------
+    {head: BoolTensor [B, B]}
+        Invariant head: same family. Pitch head: same key after the view's shift (a view
+        shifted by +2 has its key moved by 2). Tempo head: tempo x rate within 4 %.
+    """
+    out = {}
+    for h in heads:
+        if h == "invariant":
+            out[h] = label_positives(family)
+        elif h == "pitch":
+            out[h] = label_positives(shifted_keys(key, semitones))
+        elif h == "tempo":
+            out[h] = label_positives(tempo * rate, tolerance=TEMPO_TOLERANCE)
+    return out
