@@ -1,0 +1,167 @@
+"""The `loev` command line: DESIGN.md section 6 is a contract (random tiny checkpoint)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from tests.fixtures_audio import clicks, tiny_checkpoint_path, tone, write
+
+pytest.importorskip("torch")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint_path(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, ckpt):
+    root = tmp_path_factory.mktemp("cli")
+    music = root / "music"
+    write(music / "a.wav", tone(440.0, 3.0))
+    write(music / "b.flac", tone(330.0, 2.0), format="FLAC")
+    write(music / "c.wav", clicks(120, 3.5))
+    (music / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    return root, music
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_scan_info_query_json_contracts(scanned, ckpt, capsys):
+    root, music = scanned
+    lib = root / "lib"
+    rc, out, err = run(capsys, "scan", music, "--library", lib, "--checkpoint", ckpt, "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert (report["found"], report["added"]) == (4, 4)
+    assert [f["path"] for f in report["failed"]] == [os.path.realpath(music / "broken.wav")]
+    assert "scan" in err  # the tqdm bar went to stderr
+
+    rc, out, err = run(capsys, "info", "--library", lib, "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["tracks"] == 3 and info["errors"] == 1
+    assert set(info["subspaces"]) == {"invariant", "pitch", "tempo"}
+    assert info["model"]["method"] == "loev++" and info["index"]["up_to_date"]
+    assert [p["path"] for p in info["problems"]] == [os.path.realpath(music / "broken.wav")]
+
+    rc, out, err = run(capsys, "query", music / "a.wav", music / "c.wav", "--by", "vibe",
+                       "-k", "5", "--library", lib, "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert list(doc) == ["results"] and len(doc["results"]) == 2
+    for r, q in zip(doc["results"], ("a.wav", "c.wav")):
+        assert list(r) == ["query", "neighbours"] and Path(r["query"]).name == q
+        assert len(r["neighbours"]) == 2  # 3 tracks minus the query
+        for n in r["neighbours"]:
+            assert list(n) == ["path", "distance"] and isinstance(n["distance"], float)
+            assert n["path"] != r["query"]
+
+    rc, out, _ = run(capsys, "query", music / "b.flac", "--by", "key", "--library", lib)
+    assert rc == 0 and out.splitlines()[0].endswith("b.flac") and "a.wav" in out
+
+
+def test_query_of_outside_file_with_shift_and_stretch(scanned, ckpt, capsys, tmp_path):
+    root, music = scanned
+    lib = root / "lib"
+    if not (lib / "catalogue.sqlite").exists():
+        assert main(["scan", str(music), "--library", str(lib), "--checkpoint", str(ckpt)]) == 0
+    outside = write(tmp_path / "out.wav", tone(220.0, 3.0))
+    rc, out, err = run(capsys, "query", outside, "--by", "key", "--shift", "2", "--stretch",
+                       "1.1", "-k", "2", "--library", lib, "--json")
+    assert rc == 0, err
+    (r,) = json.loads(out)["results"]
+    assert len(r["neighbours"]) == 2
+
+
+@pytest.mark.parametrize("transform, n, first, last", [("pitch", 25, -12.0, 12.0),
+                                                       ("tempo", 13, 0.5, 2.0)])
+def test_curve_json_contract(scanned, ckpt, capsys, transform, n, first, last):
+    _, music = scanned
+    rc, out, err = run(capsys, "curve", music / "a.wav", "--transform", transform,
+                       "--checkpoint", ckpt, "--json")
+    assert rc == 0, err
+    curve = json.loads(out)
+    assert list(curve) == ["transform", "values", "subspaces"]
+    assert curve["transform"] == transform and len(curve["values"]) == n
+    assert curve["values"][0] == first and curve["values"][-1] == last
+    assert set(curve["subspaces"]) == {"invariant", "pitch", "tempo"}
+    for dists in curve["subspaces"].values():
+        assert len(dists) == n and all(0.0 <= d <= 2.0 for d in dists)
+    identity = curve["values"].index(0.0 if transform == "pitch" else 1.0)
+    assert all(d[identity] < 1e-2 for d in curve["subspaces"].values())
+
+
+def test_match_json_contract(scanned, ckpt, capsys):
+    pytest.importorskip("engine.match")
+    _, music = scanned
+    rc, out, err = run(capsys, "match", music / "a.wav", music / "b.flac", "--checkpoint", ckpt,
+                       "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert isinstance(result["shift"], (int, float)) and isinstance(result["stretch"], (int, float))
+
+
+def test_checkpoint_change_reembeds(tmp_path, ckpt, capsys):
+    music = tmp_path / "music"
+    write(music / "x.wav", tone(500.0, 1.0))
+    other = tiny_checkpoint_path(tmp_path, seed=1)
+    assert main(["scan", str(music), "--library", str(tmp_path / "lib"), "--checkpoint", str(ckpt)]) == 0
+    capsys.readouterr()
+    rc, out, _ = run(capsys, "scan", music, "--library", tmp_path / "lib", "--checkpoint", other,
+                     "--json")
+    assert rc == 0 and json.loads(out)["reembedded"] and json.loads(out)["updated"] == 1
+
+
+def _one_error_line(rc: int, err: str, *needles: str) -> None:
+    assert rc != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("loev: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_user_mistakes_are_one_line_errors(scanned, ckpt, capsys, tmp_path):
+    root, music = scanned
+    lib = root / "lib"
+    bad_ckpt = tmp_path / "model.safetensors"
+    bad_ckpt.write_bytes(b"not a checkpoint at all")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["query", tmp_path / "missing.wav", "--by", "key", "--library", lib], "no such file"),
+        (["scan", tmp_path / "no-folder", "--library", tmp_path / "l1", "--checkpoint", ckpt],
+         "no such folder"),
+        (["scan", music, "--library", tmp_path / "l2", "--checkpoint", bad_ckpt], "model.safetensors"),
+        (["curve", music / "a.wav", "--transform", "pitch", "--checkpoint", bad_ckpt], "model.safetensors"),
+        (["curve", tmp_path / "missing.wav", "--transform", "pitch", "--checkpoint", ckpt], "no such file"),
+        (["info", "--library", tmp_path / "nothing"], "no library"),
+        (["query", music / "a.wav", "--by", "key", "--library", tmp_path / "nothing"], "no library"),
+        (["query", music / "a.wav", "--by", "colour", "--library", lib], "--by"),
+        (["query", music / "a.wav", "--by", "key", "-k", "0", "--library", lib], "-k"),
+    ]
+    for argv, needle in cases:
+        rc, _, err = run(capsys, *argv)
+        _one_error_line(rc, err, needle)
+    assert main(["scan", str(tmp_path / "empty"), "--library", str(tmp_path / "l3"),
+                 "--checkpoint", str(ckpt)]) == 0
+    capsys.readouterr()
+    rc, _, err = run(capsys, "query", music / "a.wav", "--by", "key", "--library", tmp_path / "l3")
+    _one_error_line(rc, err, "no tracks")
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "info", "--library",
+                          str(tmp_path / "none")], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and out.stderr.startswith("loev: error: no library")
