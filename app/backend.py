@@ -142,12 +142,9 @@ class Backend:
                 self._embedder = LazyEmbedder(self.checkpoint)
             return self._embedder
 
-    def model_description(self) -> str:
-        """A one-line name of the model for the status bar (torch-free)."""
-        from engine.resources import default_checkpoint
-
-        path = self.checkpoint or default_checkpoint()
-        return Path(path).name
+    def has_embedder(self) -> bool:
+        """True when an embedder was given or already made (no checkpoint to find)."""
+        return self._embedder is not None
 
     # -- folders --------------------------------------------------------------------------
 

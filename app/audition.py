@@ -1,0 +1,220 @@
+"""The audition panel: transport, live pitch/tempo sliders, "match to query".
+
+It drives an engine player (engine.audition.AuditionPlayer) through a small set of calls:
+``open(y_or_path)``, ``play()``, ``pause()``, ``stop()``, ``seek(seconds)``,
+``set_loop(bool)``, ``set_pitch(semitones)``, ``set_tempo(ratio)``, ``position``,
+``duration``. Slider moves reach the player through a pyqtgraph SignalProxy (at most 60
+updates a second: the player cross-fades between settings, so more would only queue
+work), while the plot marker follows every move.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QSlider, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from app.models import format_duration
+
+PITCH_STEPS = 10  # slider ticks per semitone
+TEMPO_STEPS = 100  # slider ticks per 1.0 of ratio
+
+
+class AuditionPanel(QWidget):
+    """Transport and transform controls for the track being auditioned.
+
+    Signals
+    -------
+    pitch_changed(float) : semitones, on every slider move
+    tempo_changed(float) : ratio, on every slider move
+    match_requested() : the "Match to query" button
+    """
+
+    pitch_changed = Signal(float)
+    tempo_changed = Signal(float)
+    match_requested = Signal()
+    position_changed = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.player: Any = None
+        self.path: str | None = None
+        self._build()
+        self._proxies = [
+            pg.SignalProxy(self.pitch_slider.valueChanged, rateLimit=60, slot=self._apply_pitch),
+            pg.SignalProxy(self.tempo_slider.valueChanged, rateLimit=60, slot=self._apply_tempo),
+        ]
+        self._timer = QTimer(self)
+        self._timer.setInterval(30)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.title = QLabel("Nothing to audition: click a result or press Space")
+        self.title.setObjectName("auditionTitle")
+        self.play_button = QToolButton(text="▶")
+        self.play_button.setToolTip("Play / pause (Space in the results)")
+        self.play_button.clicked.connect(self.toggle_play)
+        self.stop_button = QToolButton(text="■")
+        self.stop_button.setToolTip("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.loop_button = QToolButton(text="⟲")
+        self.loop_button.setCheckable(True)
+        self.loop_button.setToolTip("Loop")
+        self.loop_button.toggled.connect(self._apply_loop)
+        self.position_label = QLabel("0:00.0 / 0:00.0")
+        self.position_label.setMinimumWidth(110)
+
+        self.pitch_slider = _slider(-12 * PITCH_STEPS, 12 * PITCH_STEPS, 0)
+        self.pitch_slider.setToolTip("Pitch shift, -12..+12 semitones (double-click resets)")
+        self.pitch_label = QLabel()
+        self.tempo_slider = _slider(int(0.5 * TEMPO_STEPS), int(2.0 * TEMPO_STEPS), TEMPO_STEPS)
+        self.tempo_slider.setToolTip("Tempo ratio, 0.5x..2.0x")
+        self.tempo_label = QLabel()
+        for label in (self.pitch_label, self.tempo_label):
+            label.setMinimumWidth(64)
+        self.pitch_slider.valueChanged.connect(self._pitch_moved)
+        self.tempo_slider.valueChanged.connect(self._tempo_moved)
+        reset = QPushButton("Reset")
+        reset.setToolTip("Back to the original pitch and tempo")
+        reset.clicked.connect(self.reset_transform)
+        self.match_button = QPushButton("Match to query")
+        self.match_button.setToolTip("Pitch and tempo that bring this result closest to the "
+                                     "query in the key and tempo subspaces")
+        self.match_button.clicked.connect(self.match_requested)
+
+        transport = QHBoxLayout()
+        for w in (self.play_button, self.stop_button, self.loop_button, self.position_label):
+            transport.addWidget(w)
+        transport.addWidget(self.title, 1)
+        sliders = QHBoxLayout()
+        sliders.addWidget(QLabel("Pitch"))
+        sliders.addWidget(self.pitch_slider, 2)
+        sliders.addWidget(self.pitch_label)
+        sliders.addWidget(QLabel("Tempo"))
+        sliders.addWidget(self.tempo_slider, 2)
+        sliders.addWidget(self.tempo_label)
+        sliders.addWidget(reset)
+        sliders.addWidget(self.match_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 2, 4, 2)
+        layout.setSpacing(2)
+        layout.addLayout(transport)
+        layout.addLayout(sliders)
+        self._pitch_moved(0)
+        self._tempo_moved(TEMPO_STEPS)
+
+    # -- the transform --------------------------------------------------------------------
+
+    @property
+    def semitones(self) -> float:
+        return self.pitch_slider.value() / PITCH_STEPS
+
+    @property
+    def tempo(self) -> float:
+        return self.tempo_slider.value() / TEMPO_STEPS
+
+    def set_transform(self, *, semitones: float | None = None, tempo: float | None = None) -> None:
+        if semitones is not None:
+            self.pitch_slider.setValue(round(max(-12.0, min(12.0, semitones)) * PITCH_STEPS))
+        if tempo is not None:
+            self.tempo_slider.setValue(round(max(0.5, min(2.0, tempo)) * TEMPO_STEPS))
+
+    def reset_transform(self) -> None:
+        self.set_transform(semitones=0.0, tempo=1.0)
+
+    def _pitch_moved(self, value: int) -> None:
+        self.pitch_label.setText(f"{value / PITCH_STEPS:+.1f} st")
+        self.pitch_changed.emit(value / PITCH_STEPS)
+
+    def _tempo_moved(self, value: int) -> None:
+        self.tempo_label.setText(f"{value / TEMPO_STEPS:.2f}x")
+        self.tempo_changed.emit(value / TEMPO_STEPS)
+
+    def _apply_pitch(self, _args: Any = None) -> None:
+        if self.player is not None:
+            self.player.set_pitch(self.semitones)
+
+    def _apply_tempo(self, _args: Any = None) -> None:
+        if self.player is not None:
+            self.player.set_tempo(self.tempo)
+
+    def _apply_loop(self, on: bool) -> None:
+        if self.player is not None:
+            self.player.set_loop(on)
+
+    # -- transport ------------------------------------------------------------------------
+
+    def set_player(self, player: Any) -> None:
+        """Attach the engine player; the current transform and loop apply at once."""
+        self.player = player
+        self._apply_pitch()
+        self._apply_tempo()
+        self._apply_loop(self.loop_button.isChecked())
+
+    def load(self, path: str, y: Any, *, autoplay: bool = True) -> None:
+        """Open the decoded track ``y [T]`` (16 kHz mono) of ``path`` and play it."""
+        self.path = path
+        from pathlib import Path
+
+        self.title.setText(Path(path).name)
+        self.title.setToolTip(path)
+        if self.player is None:
+            return
+        self.player.open(y)
+        self._apply_pitch()
+        self._apply_tempo()
+        self._apply_loop(self.loop_button.isChecked())
+        if autoplay:
+            self.player.play()
+
+    def toggle_play(self) -> None:
+        if self.player is None or self.path is None:
+            return
+        if _is_playing(self.player):
+            self.player.pause()
+        else:
+            self.player.play()
+
+    def stop(self) -> None:
+        if self.player is not None:
+            self.player.stop()
+
+    def seek(self, seconds: float) -> None:
+        if self.player is not None:
+            self.player.seek(max(0.0, seconds))
+
+    def _tick(self) -> None:
+        if self.player is None or self.path is None:
+            return
+        pos, dur = float(self.player.position), float(self.player.duration)
+        self.position_label.setText(f"{format_duration(pos)} / {format_duration(dur)}")
+        self.play_button.setText("❚❚" if _is_playing(self.player) else "▶")
+        self.position_changed.emit(pos)
+
+    def shutdown(self) -> None:
+        self._timer.stop()
+        if self.player is not None:
+            close = getattr(self.player, "close", None)
+            if close is not None:
+                close()
+
+
+def _is_playing(player: Any) -> bool:
+    state = getattr(player, "playing", None)
+    if state is None:
+        state = getattr(player, "is_playing", False)
+    return bool(state() if callable(state) else state)
+
+
+def _slider(lo: int, hi: int, value: int) -> QSlider:
+    s = QSlider(Qt.Orientation.Horizontal)
+    s.setRange(lo, hi)
+    s.setValue(value)
+    s.setPageStep(max(1, (hi - lo) // 24))
+    s.setMinimumWidth(120)
+    return s

@@ -1,0 +1,138 @@
+"""Table views: the library (with its context menu) and the results (bars, drag-out)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, QModelIndex, QPersistentModelIndex, QRect, Qt, QUrl, Signal
+from PySide6.QtGui import QAction, QColor, QContextMenuEvent, QDrag, QKeyEvent, QPainter
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QMenu, QStyledItemDelegate,
+                               QStyleOptionViewItem, QTableView, QWidget)
+
+from app.models import DISTANCE_ROLE, PATH_ROLE
+
+
+def _dense(view: QTableView) -> None:
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    view.verticalHeader().setVisible(False)
+    view.verticalHeader().setDefaultSectionSize(20)
+    view.setShowGrid(False)
+    view.setAlternatingRowColors(True)
+    view.setWordWrap(False)
+    view.horizontalHeader().setHighlightSections(False)
+
+
+class LibraryView(QTableView):
+    """The library table. Right-click selects the row under the cursor and pops up the
+    track actions (the same QActions as the toolbar and the shortcuts)."""
+
+    activated_path = Signal(str)
+
+    def __init__(self, actions: list[QAction | None], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.track_actions = actions
+        self.last_menu: QMenu | None = None
+        _dense(self)
+        self.setSortingEnabled(True)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.DefaultContextMenu)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+
+    def selected_path(self) -> str | None:
+        rows = self.selectionModel().selectedRows() if self.selectionModel() else []
+        return rows[0].data(PATH_ROLE) if rows else None
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802 - Qt API
+        # The event reaches a view through its viewport: pos() is in viewport coordinates.
+        index = self.indexAt(event.pos())
+        if index.isValid():
+            self.selectRow(index.row())
+        menu = QMenu(self)
+        for action in self.track_actions:
+            if action is None:
+                menu.addSeparator()
+            else:
+                menu.addAction(action)
+        self.last_menu = menu
+        # popup(), not exec(): no nested event loop, and tests can trigger the actions.
+        menu.popup(event.globalPos())
+        event.accept()
+
+
+class DistanceBarDelegate(QStyledItemDelegate):
+    """Draws a result's distance as a bar (shorter = closer) behind its number."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        frac = index.data(DISTANCE_ROLE)
+        if frac is not None:
+            r = option.rect.adjusted(2, 4, -2, -4)
+            width = int(max(0.02, min(1.0, float(frac))) * r.width())
+            painter.save()
+            colour = QColor("#56ccf2")
+            colour.setAlpha(110)
+            painter.fillRect(QRect(r.left(), r.top(), width, r.height()), colour)
+            painter.restore()
+        super().paint(painter, option, index)
+
+
+class ResultsView(QTableView):
+    """Neighbours of the query (pinned in row 0). Space auditions the selected row,
+    Q the query (A/B); a row can be dragged out as a file.
+
+    ``render_for_drag(path) -> Path`` gives the file to drag: the original, or the
+    transformed clip rendered to a WAV when a pitch/tempo transform is set.
+    """
+
+    audition_requested = Signal(str)
+    query_audition_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        _dense(self)
+        self.setItemDelegateForColumn(1, DistanceBarDelegate(self))
+        self.setDragEnabled(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.setDefaultDropAction(Qt.DropAction.CopyAction)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.render_for_drag: Callable[[str], Path] | None = None
+        self.clicked.connect(self._clicked)
+
+    def selected_path(self) -> str | None:
+        rows = self.selectionModel().selectedRows() if self.selectionModel() else []
+        return rows[0].data(PATH_ROLE) if rows else None
+
+    def _clicked(self, index: QModelIndex) -> None:
+        path = index.data(PATH_ROLE)
+        if path:
+            self.audition_requested.emit(path)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt API
+        if event.key() == Qt.Key.Key_Space and not event.modifiers():
+            path = self.selected_path()
+            if path:
+                self.audition_requested.emit(path)
+            return
+        if event.key() == Qt.Key.Key_Q and not event.modifiers():
+            self.query_audition_requested.emit()
+            return
+        super().keyPressEvent(event)
+
+    def drag_mime(self, path: str) -> QMimeData:
+        """The mime data a drag of ``path`` carries (a file URL, rendered if transformed)."""
+        file = self.render_for_drag(path) if self.render_for_drag else Path(path)
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(file))])
+        mime.setText(str(file))
+        return mime
+
+    def startDrag(self, supported: Qt.DropAction) -> None:  # noqa: N802 - Qt API
+        path = self.selected_path()
+        if not path:
+            return
+        drag = QDrag(self)
+        drag.setMimeData(self.drag_mime(path))
+        drag.exec(Qt.DropAction.CopyAction)

@@ -1,0 +1,288 @@
+"""GUI tests of the main window (pytest-qt, offscreen), on generated audio and a torch-free
+fake embedder: add a folder through the UI, scan without stalling the event loop, the
+context menu's "Find same key", results, audition sliders, invariance curves."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QSettings, QTimer
+from PySide6.QtGui import QContextMenuEvent
+from PySide6.QtWidgets import QApplication
+
+from app.backend import Backend
+from app.models import PATH_ROLE
+from app.window import MainWindow
+from tests.fixtures_audio import FakeEmbedder, make_collection
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class BatchFakeEmbedder(FakeEmbedder):
+    """The library tests' fake, plus the batch call the invariance curves use."""
+
+    def embed_audio_batch(self, ys):
+        return [self.embed_audio(y) for y in ys]
+
+
+class FakePlayer:
+    """Records what the audition panel asks of the engine player."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.pitch, self.tempo, self.loop = 0.0, 1.0, False
+        self.playing, self.position, self.duration = False, 0.0, 0.0
+
+    def open(self, y):
+        self.duration = len(y) / 16000
+        self.calls.append(("open", len(y)))
+
+    def play(self):
+        self.playing = True
+
+    def pause(self):
+        self.playing = False
+
+    def stop(self):
+        self.playing, self.position = False, 0.0
+
+    def seek(self, seconds):
+        self.position = seconds
+
+    def set_loop(self, on):
+        self.loop = on
+
+    def set_pitch(self, semitones):
+        self.pitch = semitones
+
+    def set_tempo(self, ratio):
+        self.tempo = ratio
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    return make_collection(tmp_path_factory.mktemp("music"))
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOEV_LOG_DIR", str(tmp_path / "logs"))
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    backend = Backend(tmp_path / "library", embedder=BatchFakeEmbedder(delay=0.02))
+    player = FakePlayer()
+    win = MainWindow(backend, settings=settings, player_factory=lambda: (player, "no device"))
+    win.player = player
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    qtbot.waitUntil(lambda: win.audition.player is player, timeout=5000)
+    yield win
+    win.close()
+
+
+def add_and_scan(qtbot, win, folder):
+    with qtbot.waitSignal(win.scan_finished, timeout=30000):
+        win.add_folder(str(folder))  # the slot the "Add folder..." action calls
+    qtbot.waitUntil(lambda: win.library_model.rowCount() > 0 and win.scan_task is None,
+                    timeout=10000)
+
+
+def row_of(win, name):
+    proxy = win.library_proxy
+    for row in range(proxy.rowCount()):
+        if Path(proxy.index(row, 0).data(PATH_ROLE)).name == name:
+            return row
+    raise AssertionError(f"{name} not in the table")
+
+
+def test_empty_state_then_scan_fills_the_table(qtbot, window, collection):
+    assert window.library_stack.currentIndex() == 0  # "Add a folder..." page
+    assert "no audio device" in " ".join(window.errors.messages).lower()
+    add_and_scan(qtbot, window, collection["a4"].parents[1])
+    assert window.library_stack.currentIndex() == 1
+    names = {r.name: r for r in window.library_model.rows()}
+    assert names["a4.wav"].status == "ok"
+    # Problem files are listed with their reason.
+    assert names["empty.wav"].status == "error" and names["empty.wav"].reason
+    assert "13 problems" not in window.count_label.text()
+    assert window.folder_list.count() == 1
+    # The filter box narrows the table.
+    window.filter_edit.setText("click")
+    assert window.library_proxy.rowCount() == 3
+    window.filter_edit.setText("")
+
+
+def test_event_loop_never_stalls_during_a_scan(qtbot, window, collection):
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    timer.start()
+    # Let the window settle (first paint) before measuring.
+    qtbot.wait(200)
+    gaps.clear()
+    last[0] = time.perf_counter()
+    t0 = time.perf_counter()
+    add_and_scan(qtbot, window, collection["a4"].parents[1])
+    scan_seconds = time.perf_counter() - t0
+    timer.stop()
+    assert scan_seconds > 0.2  # the scan did take a while (13 files x 20 ms)
+    assert len(gaps) > 10
+    assert max(gaps) < 0.100, f"event loop stalled {max(gaps) * 1000:.0f} ms"
+
+
+def test_context_menu_find_same_key_shows_results(qtbot, window, collection):
+    add_and_scan(qtbot, window, collection["a4"].parents[1])
+    view = window.library_view
+    index = window.library_proxy.index(row_of(window, "a4.wav"), 0)
+    pos = view.visualRect(index).center()
+    event = QContextMenuEvent(QContextMenuEvent.Reason.Mouse, pos, view.viewport().mapToGlobal(pos))
+    QApplication.sendEvent(view.viewport(), event)
+    menu = view.last_menu
+    assert menu is not None
+    assert view.selected_path() == str(collection["a4"].resolve())
+    texts = [a.text() for a in menu.actions() if a.text()]
+    assert texts[:3] == ["Find same key", "Find same tempo", "Find similar vibe"]
+    assert "Show invariance curves" in texts and "Reveal in folder" in texts
+    action = next(a for a in menu.actions() if a.text() == "Find same key")
+    with qtbot.waitSignal(window.results_ready, timeout=10000) as blocker:
+        action.trigger()
+    menu.close()
+    result = blocker.args[0]
+    model = window.results_model
+    # The query is pinned at the top, its neighbours follow, nearest first.
+    assert model.path_at(0) == str(collection["a4"].resolve())
+    assert model.rowCount() == len(result.neighbours) + 1 > 1
+    # A3 is the same pitch class as A4: the fake's chroma puts it first in the key subspace.
+    assert Path(model.path_at(1)).name == "A3 é.WAV"
+    dists = [n.distance for n in model.neighbours()]
+    assert dists == sorted(dists)
+    assert all(n.path != model.query for n in model.neighbours())
+
+
+def test_blend_and_shortcut_actions(qtbot, window, collection):
+    add_and_scan(qtbot, window, collection["a4"].parents[1])
+    window.library_view.selectRow(row_of(window, "click120.wav"))
+    for aspect, value in (("key", 0), ("tempo", 100), ("vibe", 0)):
+        window.dials[aspect].setValue(value)
+    with qtbot.waitSignal(window.results_ready, timeout=10000):
+        window.find_blend_action.trigger()
+    assert Path(window.results_model.path_at(1)).name == "click120b.wav"
+    assert window.results_model.by.startswith("blend")
+
+
+def test_sliders_change_the_audition_transform(qtbot, window, collection):
+    add_and_scan(qtbot, window, collection["a4"].parents[1])
+    player = window.player
+    with qtbot.waitSignal(window.audition_loaded, timeout=10000):
+        window.audition_path(str(collection["a4"]))
+    assert player.playing and player.calls[-1][0] == "open"
+    window.audition.pitch_slider.setValue(35)   # +3.5 semitones
+    window.audition.tempo_slider.setValue(125)  # 1.25x
+    qtbot.waitUntil(lambda: (player.pitch, player.tempo) == (3.5, 1.25), timeout=2000)
+    assert window.pitch_plot.marker.value() == pytest.approx(3.5)
+    assert window.tempo_plot.marker.value() == pytest.approx(np.log10(1.25))  # log x axis
+    window.audition.loop_button.setChecked(True)
+    assert player.loop
+    window.audition.reset_transform()
+    qtbot.waitUntil(lambda: (player.pitch, player.tempo) == (0.0, 1.0), timeout=2000)
+
+
+def test_invariance_plot_shows_one_curve_per_subspace(qtbot, window, collection):
+    add_and_scan(qtbot, window, collection["a4"].parents[1])
+    window.library_view.selectRow(row_of(window, "a4.wav"))
+    done: list[str] = []
+    window.curve_ready.connect(done.append)
+    window.curves_action.trigger()
+    qtbot.waitUntil(lambda: sorted(done) == ["pitch", "tempo"], timeout=60000)
+    for plot in (window.pitch_plot, window.tempo_plot):
+        assert sorted(plot.curves) == ["invariant", "pitch", "tempo"]
+        x, y = plot.curves["pitch"].getData()
+        assert len(x) == len(y) > 5 and np.all(np.isfinite(y))
+    # The fake's chroma: an octave (+-12 st) returns to the same key, +1 st does not.
+    x, y = window.pitch_plot.curves["pitch"].getData()
+    assert y[list(x).index(12.0)] < 0.2 < y[list(x).index(1.0)]
+    # Cached: asking again answers without a worker.
+    done.clear()
+    window.curves_action.trigger()
+    assert sorted(done) == ["pitch", "tempo"]
+
+
+def test_errors_reach_the_one_handler(qtbot, window, tmp_path):
+    window.add_folder(str(tmp_path / "no such folder"))
+    assert "not a folder" in window.statusBar().currentMessage()
+    # An error raised in a worker: a query on a library that was never scanned.
+    n = len(window.errors.messages)
+    window._run_query(str(tmp_path / "x.wav"), "key")
+    qtbot.waitUntil(lambda: len(window.errors.messages) > n, timeout=5000)
+    assert window.statusBar().currentMessage().startswith("Query: no library at")
+    log = (tmp_path / "logs" / "loev.log").read_text()
+    assert log.count("Add folder failed") == 1 and log.count("Query failed") == 1
+    assert "Traceback" in log  # the details are in the log, not in a dialog
+
+
+def test_drag_out_renders_a_transformed_clip(qtbot, window, collection, monkeypatch):
+    rendered = []
+
+    def fake_render(path, *, semitones=0.0, tempo=1.0, out=None):
+        rendered.append((path, semitones, tempo))
+        return Path("/tmp/rendered.wav")
+
+    monkeypatch.setattr(window.backend, "render", fake_render)
+    with qtbot.waitSignal(window.audition_loaded, timeout=10000):
+        window.audition_path(str(collection["c4"]))
+    assert window.results_view.drag_mime(str(collection["e4"])).urls()[0].toLocalFile() \
+        == str(collection["e4"])  # not auditioned: dragged as it is
+    window.audition.pitch_slider.setValue(-20)
+    mime = window.results_view.drag_mime(str(collection["c4"]))
+    assert mime.urls()[0].toLocalFile() == "/tmp/rendered.wav"
+    assert rendered == [(str(collection["c4"]), -2.0, 1.0)]
+
+
+def test_window_state_is_remembered(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOEV_LOG_DIR", str(tmp_path / "logs"))
+    ini = str(tmp_path / "state.ini")
+    backend = Backend(tmp_path / "lib", embedder=BatchFakeEmbedder())
+    win = MainWindow(backend, settings=QSettings(ini, QSettings.Format.IniFormat),
+                     player_factory=lambda: (FakePlayer(), None))
+    qtbot.addWidget(win)
+    win.k_spin.setValue(7)
+    win.close()
+    win2 = MainWindow(backend, settings=QSettings(ini, QSettings.Format.IniFormat),
+                      player_factory=lambda: (FakePlayer(), None))
+    qtbot.addWidget(win2)
+    assert win2.k_spin.value() == 7
+    win2.close()
+
+
+def test_gui_thread_side_never_imports_torch():
+    code = ("import os; os.environ['QT_QPA_PLATFORM']='offscreen'\n"
+            "import sys, app.window, app.backend, app.audition, app.plots, app.views\n"
+            "from PySide6.QtWidgets import QApplication\n"
+            "qa = QApplication([])\n"
+            "w = app.window.MainWindow(app.backend.Backend(sys.argv[1]),\n"
+            "    player_factory=lambda: (None, None))\n"
+            "app.window.QThreadPool = None\n"
+            "w.tasks.wait(10000); qa.processEvents()\n"
+            "print('torch' in sys.modules)\n")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME="/tmp/loev-test-cfg",
+               LOEV_LOG_DIR="/tmp/loev-test-logs")
+    out = subprocess.run([sys.executable, "-c", code, "/tmp/loev-test-lib-empty"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
