@@ -116,6 +116,16 @@ def test_same_seed_same_corpus(rendered: Path, tmp_path: Path) -> None:
     assert [i.seed for i in other] != [i.seed for i in corpus.plan_corpus(MINUTES, seed=0)]
 
 
+@needs_timgm
+def test_render_does_not_depend_on_the_previous_item() -> None:
+    spec = corpus.ItemSpec(0, "band", 4242, 20.0)
+    fresh, _ = corpus.render_item(spec, corpus.Renderer(TIMGM))
+    used = corpus.Renderer(TIMGM)
+    corpus.render_item(corpus.ItemSpec(0, "progression", 4343, 20.0), used)
+    after, _ = corpus.render_item(spec, used)
+    np.testing.assert_array_equal(fresh, after)
+
+
 def test_plan_covers_minutes_and_kinds() -> None:
     plan = corpus.plan_corpus(30, seed=3)
     total = sum(i.duration for i in plan)

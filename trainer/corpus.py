@@ -593,8 +593,9 @@ def arrange(spec: ItemSpec) -> Arrangement:
 class Renderer:
     """A tinysoundfont synth with one soundfont loaded, reused across items.
 
-    ``sounds_off`` and fresh program selections between items make each render depend
-    on its item alone, so that the worker and the order never change a file.
+    Silencing the synth (and rendering its quick release away) and fresh program
+    selections between items make each render depend on its item alone, so that the
+    number of workers and the order of items never change a file.
     """
 
     def __init__(self, soundfont: str | os.PathLike[str]) -> None:
@@ -622,12 +623,18 @@ class Renderer:
         self.synth.program_select(channel, self.sfid, 0, program)
         return program
 
+    def _flush(self) -> None:
+        # sounds_off only starts a quick release: render it away, or the previous item's
+        # tails would leak into the next one and make a file depend on render order.
+        self.synth.sounds_off()
+        self.synth.generate_simple(RENDER_SR // 4)
+
     def render(self, arrangement: Arrangement, *, duration: float) -> np.ndarray:
         """Synthesise ``duration`` seconds: float32 mono at ``SAMPLE_RATE``, shape (n,)."""
         import soxr
 
         synth = self.synth
-        synth.sounds_off()
+        self._flush()
         for channel, program in arrangement.programs.items():
             arrangement.programs[channel] = self._select(channel, program, arrangement.drum_kit)
         n_total = int(round(duration * RENDER_SR))
@@ -656,7 +663,7 @@ class Renderer:
                 synth.noteoff(channel, pitch)
         if position < n_total:
             chunks.append(np.frombuffer(synth.generate_simple(n_total - position), np.float32))
-        synth.sounds_off()
+        self._flush()
         stereo = np.concatenate(chunks).reshape(-1, 2)
         y = soxr.resample(stereo.mean(axis=1), RENDER_SR, SAMPLE_RATE)
         return _normalise(y.astype(np.float32))
