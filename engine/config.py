@@ -94,6 +94,10 @@ class ModelConfig:
     variants: tuple[str, ...] = VARIANTS
     profile: ProfileConfig = field(default_factory=lambda: PROFILES["tiny"])
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    # "learned": every subspace is a copy of the later half of stage 4 (the paper).
+    # "structured": the pitch and tempo subspaces are musically structured branches
+    # (engine/branches.py) fed from the input spectrum; the invariant one stays learned.
+    branches: str = "learned"
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +106,10 @@ class ModelConfig:
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad:
             raise ValueError(f"unknown variant(s) {bad!r}; expected some of {VARIANTS}")
+        if self.branches not in ("learned", "structured"):
+            raise ValueError(f"unknown branches {self.branches!r}; expected 'learned' or 'structured'")
+        if self.branches == "structured" and not self.method.endswith("++"):
+            raise ValueError(f"structured branches need a branched method (loev++ or mule++), not {self.method!r}")
         ordered = tuple(v for v in VARIANTS if v in self.variants)
         object.__setattr__(self, "variants", ordered)
 
@@ -136,16 +144,17 @@ class ModelConfig:
             variants=tuple(d.get("variants", ())),
             profile=ProfileConfig(**prof),
             frontend=FrontendConfig(**d.get("frontend", {})),
+            branches=d.get("branches", "learned"),
             provenance=dict(d.get("provenance", {})),
         )
 
 
 def make_config(profile: str = "tiny", method: str = "loev++", variants: str = "psts",
-                frontend: str = "paper") -> ModelConfig:
+                frontend: str = "paper", branches: str = "learned") -> ModelConfig:
     """Build a config from the short names used on the command line."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {tuple(PROFILES)}")
     if variants not in VARIANT_SETS:
         raise ValueError(f"unknown variant set {variants!r}; expected one of {tuple(VARIANT_SETS)}")
     return ModelConfig(method=method, variants=VARIANT_SETS[variants],
-                       profile=PROFILES[profile], frontend=FrontendConfig(kind=frontend))
+                       profile=PROFILES[profile], frontend=FrontendConfig(kind=frontend), branches=branches)

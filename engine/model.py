@@ -19,8 +19,6 @@ stage 4 is shared and the remaining blocks run in parallel, one copy per subspac
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -263,25 +261,43 @@ class LoevNet(nn.Module):
         # First block of stage 4 shared, the rest parallel (DESIGN.md section 2).
         split = max(1, prof.depths[-1] // 2) if cfg.branched else prof.depths[-1]
         self.trunk = SFNFNet(prof, split=split)
-        self.tails = nn.ModuleDict({name: self.trunk.make_tail() for name in cfg.subspaces}) if cfg.branched else None
-        dim = self.trunk.out_dim
-        self.heads = nn.ModuleDict({h: ProjectionHead(dim, prof.proj_hidden, prof.proj_dim) for h in cfg.heads})
+        learned = cfg.subspaces if cfg.branches == "learned" else ("invariant",)
+        self.tails = nn.ModuleDict({name: self.trunk.make_tail() for name in learned}) if cfg.branched else None
+        self.structured = nn.ModuleDict()
+        if cfg.branches == "structured":
+            from engine.branches import PitchBranch, TempoBranch
+
+            fe = cfg.frontend
+            if "pitch" in cfg.subspaces:
+                self.structured["pitch"] = PitchBranch(sr=fe.sample_rate, hop_length=fe.hop_length)
+            if "tempo" in cfg.subspaces:
+                self.structured["tempo"] = TempoBranch(frame_rate=fe.sample_rate / fe.hop_length)
+        dims = self.embedding_dims
+        self.heads = nn.ModuleDict({h: ProjectionHead(dims[h] if h in dims else dims["all"], prof.proj_hidden,
+                                                      prof.proj_dim) for h in cfg.heads})
 
     @property
     def embedding_dims(self) -> dict[str, int]:
-        return {name: self.trunk.out_dim for name in self.cfg.subspaces}
+        return {name: self.structured[name].out_dim if name in self.structured else self.trunk.out_dim
+                for name in self.cfg.subspaces}
 
-    def embed_spec(self, spec: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Subspace embeddings from a frontend output ``[B, 1, F, T]``."""
+    def embed(self, y: torch.Tensor, spec: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Subspace embeddings from the waveform ``[B, T]`` and its frontend output ``[B, 1, F, T']``."""
         slow, fast = self.trunk(spec)
         if self.tails is None:
             return {"all": pool(slow, fast)}
-        return {name: pool(tail[0](slow), tail[1](fast)) for name, tail in self.tails.items()}
+        emb = {name: pool(tail[0](slow), tail[1](fast)) for name, tail in self.tails.items()}
+        if "pitch" in self.structured:
+            emb["pitch"] = self.structured["pitch"](y)
+        if "tempo" in self.structured:
+            emb["tempo"] = self.structured["tempo"](spec)
+        return {name: emb[name] for name in self.cfg.subspaces}
 
     def forward(self, y: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-        emb = self.embed_spec(self.frontend(y))
-        source: Callable[[str], torch.Tensor] = (lambda h: emb[h]) if self.tails is not None else (lambda h: emb["all"])
-        proj = {h: head(source(h)) for h, head in self.heads.items()}
+        if y.dim() == 1:
+            y = y.unsqueeze(0)
+        emb = self.embed(y, self.frontend(y))
+        proj = {h: head(emb[h] if h in emb else emb["all"]) for h, head in self.heads.items()}
         return {"embeddings": emb, "projections": proj}
 
 
