@@ -2,8 +2,8 @@
 
 It drives an engine player (engine.audition.AuditionPlayer) through a small set of calls:
 ``open(y_or_path)``, ``play()``, ``pause()``, ``stop()``, ``seek(seconds)``,
-``set_loop(bool)``, ``set_pitch(semitones)``, ``set_tempo(ratio)``, ``position``,
-``duration``. Slider moves reach the player through a pyqtgraph SignalProxy (at most 60
+``loop`` (property), ``set_pitch(semitones)``, ``set_tempo(ratio)``, ``position``,
+``duration``, ``state``, ``sr``, ``on_error``. Slider moves reach the player through a pyqtgraph SignalProxy (at most 60
 updates a second: the player cross-fades between settings, so more would only queue
 work), while the plot marker follows every move.
 """
@@ -36,6 +36,7 @@ class AuditionPanel(QWidget):
     tempo_changed = Signal(float)
     match_requested = Signal()
     position_changed = Signal(float)
+    player_error = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -145,19 +146,28 @@ class AuditionPanel(QWidget):
 
     def _apply_loop(self, on: bool) -> None:
         if self.player is not None:
-            self.player.set_loop(on)
+            self.player.loop = on
 
     # -- transport ------------------------------------------------------------------------
 
     def set_player(self, player: Any) -> None:
         """Attach the engine player; the current transform and loop apply at once."""
         self.player = player
+        if player is None:
+            return
+        # The player calls on_error on its own thread; a signal hands it to the GUI thread.
+        player.on_error = self.player_error.emit
         self._apply_pitch()
         self._apply_tempo()
         self._apply_loop(self.loop_button.isChecked())
 
-    def load(self, path: str, y: Any, *, autoplay: bool = True) -> None:
-        """Open the decoded track ``y [T]`` (16 kHz mono) of ``path`` and play it."""
+    @property
+    def sample_rate(self) -> int:
+        """The rate to decode tracks at for the player (its sink's)."""
+        return int(getattr(self.player, "sr", 44100))
+
+    def load(self, path: str, y: Any, sr: int, *, autoplay: bool = True) -> None:
+        """Open the decoded track ``y [T]`` (mono, ``sr`` Hz) of ``path``; maybe play it."""
         self.path = path
         from pathlib import Path
 
@@ -165,7 +175,7 @@ class AuditionPanel(QWidget):
         self.title.setToolTip(path)
         if self.player is None:
             return
-        self.player.open(y)
+        self.player.open(y, source_sr=sr)
         self._apply_pitch()
         self._apply_tempo()
         self._apply_loop(self.loop_button.isChecked())
@@ -205,10 +215,7 @@ class AuditionPanel(QWidget):
 
 
 def _is_playing(player: Any) -> bool:
-    state = getattr(player, "playing", None)
-    if state is None:
-        state = getattr(player, "is_playing", False)
-    return bool(state() if callable(state) else state)
+    return player.state == "playing"
 
 
 def _slider(lo: int, hi: int, value: int) -> QSlider:

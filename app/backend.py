@@ -321,27 +321,23 @@ class Backend:
 
         from engine.audition import render
 
-        y, sr = _render(render, path, semitones, tempo)
+        from engine.audio import audio_info
+
+        # Keep the file's own rate (within what a DAW takes): a producer drags the clip
+        # into a session, not into the model.
+        sr = int(min(max(audio_info(path).sample_rate, 22050), 96000))
+        y = render(path, semitones=semitones, tempo=tempo, sr=sr)
+        temporary = out is None
         if out is None:
             stem = Path(path).stem
             tag = f"{semitones:+.1f}st" if abs(semitones) >= 1e-3 else ""
             tag += f"x{tempo:.2f}" if abs(tempo - 1) >= 1e-4 else ""
             out = self._tmp / f"{stem} {tag}.wav"
-        sf.write(str(out), np.asarray(y, dtype=np.float32), sr, subtype="PCM_16")
-        if key not in self._renders or out != self._renders.get(key):
-            self._renders.setdefault(key, Path(out))
+        # Float WAV: a pitch shift can push peaks past full scale; 16-bit would clip them.
+        sf.write(str(out), np.asarray(y, dtype=np.float32), sr, subtype="FLOAT")
+        if temporary:
+            self._renders[key] = Path(out)
         return Path(out)
-
-
-def _render(render: Callable[..., Any], path: str, semitones: float, tempo: float
-            ) -> tuple[np.ndarray, int]:
-    """Call engine.audition.render and return (y, sr) whatever shape it answers in."""
-    from engine.config import SAMPLE_RATE
-
-    out = render(path, semitones=semitones, tempo=tempo)
-    if isinstance(out, tuple):
-        return np.asarray(out[0]), int(out[1])
-    return np.asarray(out), int(getattr(render, "sr", SAMPLE_RATE))
 
 
 def _blend_weights(weights: dict[str, float]) -> dict[str, float]:

@@ -49,12 +49,12 @@ def default_player() -> tuple[Any, str | None]:
         return AuditionPlayer(sink=SimulatedSink()), str(e)
 
 
-def load_for_audition(path: str) -> tuple[str, Any, Any]:
-    """Decode ``path`` (16 kHz mono) and its waveform envelope, in a worker."""
+def load_for_audition(path: str, sr: int) -> tuple[str, Any, int, Any]:
+    """Decode ``path`` (mono at the player's rate ``sr``) and its envelope, in a worker."""
     from engine.audio import load_audio
 
-    y = load_audio(path)
-    return path, y, envelope(y)
+    y = load_audio(path, sr=sr)
+    return path, y, sr, envelope(y)
 
 
 class MainWindow(QMainWindow):
@@ -186,6 +186,7 @@ class MainWindow(QMainWindow):
         self.audition.tempo_changed.connect(self.tempo_plot.set_marker)
         self.audition.position_changed.connect(self.waveform.set_position)
         self.audition.match_requested.connect(self.match_to_query)
+        self.audition.player_error.connect(lambda e: self.errors.handle("Audition", e))
 
     def _build_sidebar(self) -> QWidget:
         folders_box = QGroupBox("Folders")
@@ -579,21 +580,21 @@ class MainWindow(QMainWindow):
     def _library_row_changed(self, *_: Any) -> None:
         path = self.library_view.selected_path()
         if path and path != self.waveform.path:
-            self.tasks.start(Task(load_for_audition, path, name="Loading audio"),
+            self.tasks.start(Task(load_for_audition, path, self.audition.sample_rate,
+                                  name="Loading audio"),
                              returned=lambda r: self._audio_loaded(r, autoplay=False))
 
     def audition_path(self, path: str | None) -> None:
         if not path:
             return
-        self.tasks.start(Task(load_for_audition, path, name="Loading audio"),
+        self.tasks.start(Task(load_for_audition, path, self.audition.sample_rate,
+                              name="Loading audio"),
                          returned=lambda r: self._audio_loaded(r, autoplay=True))
 
-    def _audio_loaded(self, result: tuple[str, Any, Any], *, autoplay: bool) -> None:
-        path, y, env = result
-        from engine.config import SAMPLE_RATE
-
-        self.waveform.set_envelope(path, env, len(y) / SAMPLE_RATE)
-        self.audition.load(path, y, autoplay=autoplay)
+    def _audio_loaded(self, result: tuple[str, Any, int, Any], *, autoplay: bool) -> None:
+        path, y, sr, env = result
+        self.waveform.set_envelope(path, env, len(y) / sr)
+        self.audition.load(path, y, sr, autoplay=autoplay)
         self.audition_loaded.emit(path)
 
     def _waveform_clicked(self, event: Any) -> None:
