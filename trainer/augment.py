@@ -118,17 +118,15 @@ class RandomFilter:
         lo = (centre - bw / 2).clamp_min(10.0)
         hi = centre + bw / 2
         f = f[None, :].clamp_min(1e-3)
-
-        def low(fc: torch.Tensor) -> torch.Tensor:
-            return torch.rsqrt(1 + torch.pow(f / fc, 2 * order))
-
-        def high(fc: torch.Tensor) -> torch.Tensor:
-            return torch.rsqrt(1 + torch.pow(fc / f, 2 * order))
-
-        band = low(hi) * high(lo)
-        cut = torch.sqrt((1 - band.pow(2)).clamp_min(0.0))
-        options = torch.stack([low(lp_fc), high(hp_fc), band, cut], dim=0)  # [4, B, F]
-        return options.gather(0, kind[None, :, None].expand(1, n, f.shape[-1]))[0]
+        # Every kind as low(f_hi) x high(f_lo): a low-pass has no lower edge, a high-pass no
+        # upper one; band-cut is the power complement of its band-pass. Two powers per view.
+        inf = torch.full_like(lp_fc, float("inf"))
+        f_hi = torch.where((kind == 0)[:, None], lp_fc, torch.where((kind == 1)[:, None], inf, hi))
+        f_lo = torch.where((kind == 0)[:, None], torch.zeros_like(lo),
+                           torch.where((kind == 1)[:, None], hp_fc, lo))
+        h2 = 1.0 / (1 + torch.pow(f / f_hi, 2 * order)) / (1 + torch.pow(f_lo / f, 2 * order))
+        h2 = torch.where((kind == 3)[:, None], 1 - h2, h2)
+        return h2.clamp(0.0, 1.0).sqrt()
 
     def __call__(self, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         n, t = y.shape
@@ -166,7 +164,7 @@ class Reverb:
         time = torch.arange(length, device=y.device) / self.sr
         ir = torch.randn(n, length, generator=g, device=y.device) * torch.exp(-6.9078 * time / rt60)
         ir[:, 0] = 1.0  # the direct sound
-        size = 1 << (t + length - 1).bit_length()
+        size = t + length  # linear convolution; 64000 at 3 s + 1 s factors well for the FFT
         wet_y = torch.fft.irfft(torch.fft.rfft(y, n=size) * torch.fft.rfft(ir, n=size), n=size)[:, :t]
         wet_y = wet_y / _rms(wet_y) * _rms(y)
         return torch.where(use[:, None], (1 - wet) * y + wet * wet_y, y)

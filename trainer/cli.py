@@ -14,6 +14,8 @@ from engine.errors import LoevError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "describe": ("trainer.describe", "parameter count and subspace dimensions of a configuration"),
+    "fit": ("trainer.fit", "pretrain a LOEV / LOEV++ model on a folder of audio (resumable)"),
+    "export": ("trainer.export", "write the app's .safetensors from a run's latest training state"),
 }
 
 

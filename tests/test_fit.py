@@ -1,0 +1,118 @@
+"""``loev-train fit`` / ``export`` end to end on a tiny generated folder of tones and clicks.
+
+Small batches (2 anchors x 2 views) of the ``tiny`` profile keep each step around a second.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from engine.checkpoint import load_checkpoint, read_checkpoint_info
+from trainer.cli import main
+
+SR = 16000
+SMALL = ["--profile", "tiny", "--batch-anchors", "2", "--views", "2", "--workers", "0",
+         "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Four 4-second files: harmonic tones over click tracks at different tempi."""
+    root = tmp_path_factory.mktemp("fitdata")
+    t = np.arange(4 * SR) / SR
+    keys = ["C major", "D major", "a minor", "E major"]
+    rows = ["file,key,tempo,program,family,source,seed,soundfont"]
+    for i, (midi, bpm) in enumerate([(57, 90), (60, 120), (64, 100), (67, 140)]):
+        f = 440 * 2 ** ((midi - 69) / 12)
+        y = sum(np.sin(2 * np.pi * f * h * t) / h for h in (1, 2, 3)) * 0.2
+        y[(np.arange(len(t)) % int(SR * 60 / bpm)) < 80] += 0.6
+        sf.write(root / f"track{i}.wav", y.astype(np.float32), SR)
+        rows.append(f"track{i}.wav,{keys[i]},{bpm},0,{'keys' if i % 2 else 'strings'},test,{i},none")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _fit(folder: Path, out: Path, steps: int, *extra: str) -> int:
+    return main(["fit", "--data", str(folder), "--out", str(out), "--steps", str(steps),
+                 *SMALL, *extra])
+
+
+def _losses(run: Path) -> list[tuple[int, str]]:
+    with open(run / "log.csv", newline="") as f:
+        return [(int(r["step"]), r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_fit_resume_is_exact_and_export_loads(folder, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert _fit(folder, whole, 3, "--ckpt-every", "2") == 0
+    assert _fit(folder, parts, 2, "--ckpt-every", "2") == 0
+    assert _fit(folder, parts, 3, "--ckpt-every", "2") == 0  # same --out: resumes at step 2
+    a, b = _losses(whole), _losses(parts)
+    assert [s for s, _ in a] == [1, 2, 3] and a == b
+    assert all(np.isfinite(float(v)) for _, v in a)
+    with open(whole / "log.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert {"loss_invariant", "loss_pitch", "loss_tempo", "views_per_s", "lr"} <= set(row)
+    m1, _ = load_checkpoint(whole / "model.safetensors")
+    m2, _ = load_checkpoint(parts / "model.safetensors")
+    for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(v1, v2), k
+
+    info = read_checkpoint_info(whole / "model.safetensors")
+    prov = info.config["provenance"]
+    assert prov["steps"] == 3 and prov["method"] == "loev++" and prov["seed"] == 0
+    assert info.subspaces == ("invariant", "pitch", "tempo")
+
+    exported = tmp_path / "copy.safetensors"
+    assert main(["export", str(whole), "--out", str(exported)]) == 0
+    model, cfg = load_checkpoint(exported)
+    assert cfg.method == "loev++"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, m1.state_dict()[k]), k
+    with torch.no_grad():
+        emb = model(torch.zeros(1, 48000))["embeddings"]
+    assert set(emb) == {"invariant", "pitch", "tempo"}
+
+    # a finished run is left alone; other settings on the same folder are refused
+    assert _fit(folder, whole, 3) == 0 and _losses(whole) == a
+    assert _fit(folder, whole, 4, "--lr", "3e-4") == 2
+
+
+def test_mule_mixup_and_semisupcon_runs(folder, tmp_path):
+    assert _fit(folder, tmp_path / "mix", 1, "--method", "mule-mixup") == 0
+    cfg = read_checkpoint_info(tmp_path / "mix" / "model.safetensors")
+    assert cfg.config["method"] == "mule" and cfg.config["provenance"]["method"] == "mule-mixup"
+    assert _fit(folder, tmp_path / "sup", 1, "--variants", "ps", "--labels",
+                str(folder / "labels.csv"), "--supervised-fraction", "0.5",
+                "--schedule", "cosine", "--warmup", "2") == 0
+    assert [s for s, _ in _losses(tmp_path / "sup")] == [1]
+
+
+def test_export_of_a_folder_without_state_fails(tmp_path):
+    assert main(["export", str(tmp_path)]) == 2
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+                    reason="torchrun not installed next to this interpreter")
+def test_torchrun_two_cpu_processes(folder, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
+           "--nproc_per_node", "2", "-m", "trainer.cli", "fit", "--data", str(folder),
+           "--out", str(out), "--steps", "2", *SMALL]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [s for s, _ in _losses(out)] == [1, 2]
+    info = read_checkpoint_info(out / "model.safetensors")
+    assert info.config["provenance"]["batch_views"] == 2 * 2 * 2
+    load_checkpoint(out / "model.safetensors")

@@ -1,0 +1,427 @@
+"""``loev-train fit``: LOEV / LOEV++ pretraining (paper Sections II-III, DESIGN.md section 3).
+
+A small nanoGPT-style loop: Adam (lr 1e-4, constant or cosine with warmup), bf16 autocast
+on CUDA, gradient clipping, a CSV log, a progress bar with the loss and views/s, DDP from
+torchrun's environment variables (NCCL on GPUs, gloo on CPU) with one master process that
+logs and saves.
+
+Resume is exact: all randomness of step s (which tracks, chunks, augmentation parameters,
+dropout) is derived from ``(seed, s, rank)`` (``trainer.data.derive_seed``), so the
+training state only has to hold the weights, Adam's moments and the step. That state is
+``RUN_DIR/train_state.safetensors`` (tensors) + ``RUN_DIR/train_state.json`` (the rest),
+written atomically every ``--ckpt-every`` steps together with the app's checkpoint
+``RUN_DIR/model.safetensors``. Rerunning the same command continues where it stopped.
+
+Methods: ``mule``, ``mule++``, ``loev``, ``loev++`` (``engine.config.METHODS``) and
+``mule-mixup`` (a ``mule`` network trained with in-batch mixup as its only augmentation,
+as MULE). In a data-parallel run each process contrasts the views of its own batch.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import METHODS, PROFILES, make_config
+from trainer.augment import BaseChain, apply_variants
+from trainer.data import (TrackLabels, ViewConfig, ViewStream, build_index, derive_seed,
+                          load_labels)
+from trainer.describe import parse_variants
+from trainer.objective import (contrastive_loss, head_masks, mixup, positive_masks,
+                               supervised_masks)
+
+TRAIN_METHODS = METHODS + ("mule-mixup",)
+STATE_JSON = "train_state.json"
+MODEL_FILE = "model.safetensors"
+LOG_FILE = "log.csv"
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Everything a run depends on; stored in the training state to guard resumes."""
+
+    data: str
+    out: str
+    steps: int
+    profile: str = "tiny"
+    method: str = "loev++"
+    variants: str = "psts"
+    frontend: str = "paper"
+    batch_anchors: int = 8
+    views: int = 4
+    lr: float = 1e-4
+    schedule: str = "constant"
+    warmup: int = 0
+    temperature: float = 0.1
+    clip: float = 1.0
+    device: str = "auto"
+    ckpt_every: int = 500
+    seed: int = 0
+    workers: int = 1
+    labels: str | None = None
+    supervised_fraction: float = 1.0
+    progress: bool = True
+
+    # Options that change what step s computes: a resume must agree on them.
+    RESUME_KEYS = ("profile", "method", "variants", "frontend", "batch_anchors", "views", "lr",
+                   "schedule", "warmup", "temperature", "clip", "seed", "labels",
+                   "supervised_fraction")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="tiny", choices=tuple(PROFILES))
+    p.add_argument("--method", default="loev++", choices=TRAIN_METHODS)
+    p.add_argument("--variants", default="psts", help="b, ps, ts, psts (or ps,ts)")
+    p.add_argument("--frontend", default="paper")
+    p.add_argument("--data", required=True, help="folder of audio (searched recursively)")
+    p.add_argument("--steps", type=int, required=True, help="total optimiser steps of the run")
+    p.add_argument("--out", required=True, help="run folder; rerunning with it resumes")
+    p.add_argument("--batch-anchors", type=int, default=8, help="anchors per step (x views)")
+    p.add_argument("--views", type=int, default=4, help="views per anchor (paper: M = 4)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
+    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: off)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="data-loader processes per rank")
+    p.add_argument("--labels", default=None, help="labels.csv for SemiSupCon label positives")
+    p.add_argument("--supervised-fraction", type=float, default=1.0,
+                   help="fraction of tracks whose labels are used (SemiSupCon)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = FitOptions(**{k: getattr(args, k) for k in FitOptions.__dataclass_fields__
+                         if hasattr(args, k)})
+    fit(opts)
+    return 0
+
+
+# --- distributed ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> Dist:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; NCCL on GPUs, gloo on CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    dev = torch.device(device)
+    if world > 1:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local)
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        if dev.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return Dist(rank, world, dev)
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        torch.distributed.barrier()
+
+
+# --- schedule and state ---------------------------------------------------------------
+
+def lr_at(step: int, opts: FitOptions) -> float:
+    """Linear warmup, then constant or cosine decay to 0 at ``opts.steps``."""
+    if opts.warmup > 0 and step < opts.warmup:
+        return opts.lr * (step + 1) / opts.warmup
+    if opts.schedule == "cosine":
+        span = max(1, opts.steps - opts.warmup)
+        return opts.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - opts.warmup) / span)))
+    return opts.lr
+
+
+def save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               step: int, meta: dict[str, Any]) -> None:
+    """Weights + Adam moments as safetensors, step and options as JSON (no pickle)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    osd = optimizer.state_dict()
+    for pid, st in osd["state"].items():
+        for name, v in st.items():
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    name = f"train_state-{step:08d}.safetensors"
+    save_file(tensors, str(run_dir / (name + ".tmp")))
+    os.replace(run_dir / (name + ".tmp"), run_dir / name)
+    doc = {"step": step, "tensors": name, "param_groups": osd["param_groups"], **meta}
+    tmp = run_dir / (STATE_JSON + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, run_dir / STATE_JSON)
+    for old in run_dir.glob("train_state-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def read_state(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / STATE_JSON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_state(run_dir: Path, model: torch.nn.Module,
+               optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Restore weights (and Adam) from the latest state; returns its step."""
+    from safetensors.torch import load_file
+
+    doc = read_state(run_dir)
+    if doc is None:
+        raise FileNotFoundError(f"{run_dir}: no {STATE_JSON} (not a training run folder?)")
+    tensors = load_file(str(Path(run_dir) / doc["tensors"]))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v
+        optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
+    return int(doc["step"])
+
+
+# --- one step -------------------------------------------------------------------------
+
+class Views:
+    """Batch of source audio -> augmented views and tracking vectors, on the device."""
+
+    def __init__(self, vcfg: ViewConfig, variants: tuple[str, ...], *, device: torch.device) -> None:
+        self.vcfg, self.variants, self.device = vcfg, variants, device
+        self.chain = BaseChain(sr=vcfg.sr)
+
+    def __call__(self, batch: dict[str, torch.Tensor], generator: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        y = apply_variants(b["source"], semitones=b["semitones"], rate=b["rate"],
+                           pitch_applied=b["pitch_applied"], stretch_applied=b["stretch_applied"],
+                           chunk_samples=self.vcfg.chunk_samples, sr=self.vcfg.sr)
+        if self.vcfg.base_augment:
+            y = self.chain(y, generator)
+        if self.vcfg.mixup:
+            y = mixup(y, generator=generator)
+        flags = {"pitch": b["pitch_applied"], "tempo": b["stretch_applied"]}
+        applied = torch.stack([flags[v] for v in self.variants], dim=1) if self.variants else \
+            torch.zeros(y.shape[0], 0, dtype=torch.bool, device=self.device)
+        return y, applied
+
+
+def step_masks(method: str, heads: tuple[str, ...], variants: tuple[str, ...],
+               batch: dict[str, torch.Tensor], applied: torch.Tensor,
+               labels: TrackLabels | None, device: torch.device) -> dict[str, torch.Tensor]:
+    """Each head's positives: its self-supervised mask, OR label positives (SemiSupCon)."""
+    anchor = batch["anchor"].to(device)
+    masks = head_masks(method, heads, variants, positive_masks(anchor, applied))
+    if labels is not None:
+        track = batch["track"].numpy()
+        sup = supervised_masks(
+            heads, family=torch.as_tensor(labels.family[track], device=device),
+            key=torch.as_tensor(labels.key[track], device=device),
+            tempo=torch.as_tensor(labels.tempo[track], device=device),
+            semitones=batch["semitones"].to(device), rate=batch["rate"].to(device))
+        masks = {h: m | sup[h] if h in sup else m for h, m in masks.items()}
+    return masks
+
+
+# --- the loop -------------------------------------------------------------------------
+
+def _config(opts: FitOptions):
+    if opts.method not in TRAIN_METHODS:
+        raise ValueError(f"unknown method {opts.method!r}; expected one of {TRAIN_METHODS}")
+    variants = "b" if opts.method == "mule-mixup" else parse_variants(opts.variants)
+    method = "mule" if opts.method == "mule-mixup" else opts.method
+    return make_config(opts.profile, method, variants, opts.frontend)
+
+
+def _view_config(opts: FitOptions, variants: tuple[str, ...]) -> ViewConfig:
+    mix = opts.method == "mule-mixup"
+    return ViewConfig(anchors=opts.batch_anchors, views=opts.views,
+                      pitch="pitch" in variants, tempo="tempo" in variants,
+                      semitone_grid=opts.labels is not None,
+                      base_augment=not mix, mixup=mix)
+
+
+def _check_resume(doc: dict[str, Any], opts: FitOptions) -> None:
+    old = doc.get("options", {})
+    diff = {k: (old.get(k), getattr(opts, k)) for k in FitOptions.RESUME_KEYS
+            if k in old and old.get(k) != getattr(opts, k)}
+    if diff:
+        raise ValueError(f"{opts.out} holds a run with other settings {diff}; "
+                         "use another --out or the same settings to resume")
+
+
+def _open_log(path: Path, heads: tuple[str, ...], start_step: int) -> tuple[Any, Any]:
+    """CSV log; on resume, rows after the resumed step are dropped (they will be redone)."""
+    fields = ["step", "loss"] + [f"loss_{h}" for h in heads] + ["views_per_s", "lr"]
+    rows = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+    f = open(path, "w", newline="")
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return f, writer
+
+
+def _provenance(opts: FitOptions, step: int, n_tracks: int, world: int) -> dict[str, Any]:
+    return {"trainer": "loev-train fit", "method": opts.method, "steps": step,
+            "data": str(Path(opts.data).resolve()), "tracks": n_tracks, "seed": opts.seed,
+            "batch_views": opts.batch_anchors * opts.views * world, "lr": opts.lr,
+            "schedule": opts.schedule, "labels": opts.labels,
+            "supervised_fraction": opts.supervised_fraction if opts.labels else 0.0}
+
+
+def fit(opts: FitOptions) -> dict[str, Any]:
+    """Train (or resume) a run; returns ``{"step", "losses"}`` of the steps run here."""
+    from engine.checkpoint import save_checkpoint
+    from engine.model import build_model
+
+    d = setup_distributed(opts.device)
+    cfg = _config(opts)
+    vcfg = _view_config(opts, cfg.variants)
+    run_dir = Path(opts.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if d.master:
+        tracks = build_index(opts.data, cache_path=run_dir / "data_index.json")
+    _barrier(d)
+    if not d.master:
+        tracks = build_index(opts.data, cache_path=run_dir / "data_index.json")
+    labels = load_labels(opts.labels, tracks, fraction=opts.supervised_fraction,
+                         seed=opts.seed) if opts.labels else None
+
+    torch.manual_seed(opts.seed)
+    model = build_model(cfg).to(d.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    start = 0
+    doc = read_state(run_dir)
+    if doc is not None:
+        _check_resume(doc, opts)
+        start = load_state(run_dir, model, optimizer)
+    net: torch.nn.Module = model
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    stream = ViewStream(tracks, vcfg, seed=opts.seed, rank=d.rank, start_step=start,
+                        stop_step=opts.steps)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=opts.workers,
+                                         pin_memory=d.device.type == "cuda",
+                                         persistent_workers=False)
+    views = Views(vcfg, cfg.variants, device=d.device)
+    meta = {"options": asdict(opts), "config": cfg.to_dict(), "world": d.world,
+            "tracks": len(tracks)}
+    log_file, writer = _open_log(run_dir / LOG_FILE, cfg.heads, start) if d.master else (None, None)
+    bar = _progress(d.master and opts.progress, start, opts.steps)
+    losses: list[float] = []
+    step = start
+    model.train()
+
+    def checkpoint(at: int) -> None:
+        if d.master:
+            save_state(run_dir, model, optimizer, at, meta)
+            save_checkpoint(run_dir / MODEL_FILE, model,
+                            provenance=_provenance(opts, at, len(tracks), d.world))
+
+    try:
+        t_last = time.perf_counter()
+        for batch in loader:
+            step = int(batch["step"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, opts)
+            loss, per_head = train_step(net, optimizer, views, batch, cfg, opts, labels, d, step)
+            now = time.perf_counter()
+            vps = vcfg.batch_views * d.world / max(now - t_last, 1e-9)
+            t_last = now
+            losses.append(loss)
+            step += 1
+            if d.master:
+                writer.writerow({"step": step, "loss": f"{loss:.6f}", "views_per_s": f"{vps:.1f}",
+                                 "lr": f"{lr_at(step - 1, opts):.3e}",
+                                 **{f"loss_{h}": f"{v:.6f}" for h, v in per_head.items()}})
+                log_file.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", views_s=f"{vps:.0f}")
+            if opts.ckpt_every > 0 and step % opts.ckpt_every == 0 and step < opts.steps:
+                checkpoint(step)
+        if step > start or doc is None:
+            checkpoint(step)
+    except KeyboardInterrupt:
+        checkpoint(step)  # keep the finished steps; rerunning resumes from here
+        raise
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+        _barrier(d)
+    return {"step": step, "losses": losses}
+
+
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, views: Views,
+               batch: dict[str, torch.Tensor], cfg, opts: FitOptions, labels: TrackLabels | None,
+               d: Dist, step: int) -> tuple[float, dict[str, float]]:
+    """Augment, forward, NT-Xent over the heads, backward, clip, Adam."""
+    seed = derive_seed(opts.seed, step, d.rank, stream=1)
+    gen = torch.Generator(device=d.device)
+    gen.manual_seed(seed)
+    torch.manual_seed(derive_seed(opts.seed, step, d.rank, stream=2))  # dropout, drop-path
+    with torch.no_grad():
+        y, applied = views(batch, gen)
+    masks = step_masks(cfg.method, cfg.heads, cfg.variants, batch, applied, labels, d.device)
+    with torch.autocast(device_type=d.device.type, dtype=torch.bfloat16,
+                        enabled=d.device.type == "cuda"):
+        out = net(y)
+    loss, per_head = contrastive_loss({h: z.float() for h, z in out["projections"].items()},
+                                      masks, temperature=opts.temperature)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if opts.clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), opts.clip)
+    optimizer.step()
+    value = loss.detach()
+    if d.world > 1:
+        value = value.clone()
+        torch.distributed.all_reduce(value)
+        value /= d.world
+    return float(value), per_head
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kw: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(enabled: bool, start: int, total: int):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
