@@ -96,10 +96,16 @@ class ResultsView(QTableView):
         self.setDragEnabled(True)
         self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
         self.setDefaultDropAction(Qt.DropAction.CopyAction)
-        header = self.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.render_for_drag: Callable[[str], Path] | None = None
         self.clicked.connect(self._clicked)
+
+    def setModel(self, model) -> None:  # noqa: N802, ANN001 - Qt API
+        super().setModel(model)
+        # Sections exist only once there is a model: the name takes the spare width.
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Fixed)
+        header.resizeSection(1, 110)
 
     def selected_path(self) -> str | None:
         rows = self.selectionModel().selectedRows() if self.selectionModel() else []

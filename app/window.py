@@ -91,8 +91,8 @@ class MainWindow(QMainWindow):
         self._curve_path: str | None = None
         self.setWindowTitle(APP_TITLE)
         self.setAcceptDrops(True)
-        if icon_path("loev.svg").exists():
-            self.setWindowIcon(QIcon(str(icon_path("loev.svg"))))
+        if icon_path("loev-256.png").exists():
+            self.setWindowIcon(QIcon(str(icon_path("loev-256.png"))))
         self._make_actions()
         self._build()
         self._restore_state()
@@ -243,7 +243,7 @@ class MainWindow(QMainWindow):
         self.library_view.setModel(self.library_proxy)
         self.library_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.library_view.setColumnWidth(0, 220)
-        self.library_view.setColumnWidth(1, 60)
+        self.library_view.setColumnWidth(1, 72)
         self.library_view.setColumnWidth(2, 220)
         self.library_view.doubleClicked.connect(
             lambda index: self.audition_path(self.library_view.selected_path()))
@@ -474,7 +474,10 @@ class MainWindow(QMainWindow):
         self.library_model.set_rows(rows)
         ok = sum(r.status == "ok" for r in rows)
         problems = len(rows) - ok
-        self.count_label.setText(f"{ok} tracks" + (f", {problems} problems" if problems else ""))
+        text = f"{ok} tracks"
+        if problems:
+            text += f", {problems} problem{'s' * (problems != 1)}"
+        self.count_label.setText(text)
         empty = not rows and not self.backend.folders()
         self.library_stack.setCurrentIndex(0 if empty else 1)
         if selected:
@@ -541,7 +544,6 @@ class MainWindow(QMainWindow):
 
     def _show_results(self, result: QueryResult) -> None:
         self.results_model.set_result(result.query, result.by, result.neighbours)
-        self.results_view.resizeColumnToContents(1)
         self.results_title.setText(f"{len(result.neighbours)} nearest by {result.by} to "
                                    f"{Path(result.query).name}")
         if result.neighbours:
