@@ -300,11 +300,14 @@ class Backend:
 
     def match(self, query_path: str, result_path: str) -> dict[str, float]:
         """Pitch shift and stretch that bring ``result_path`` closest to ``query_path``."""
-        from engine.audio import load_audio
         from engine.match import match_tracks
 
-        m = match_tracks(load_audio(query_path), load_audio(result_path), self.embedder)
-        return {"shift": float(m.shift), "stretch": float(m.stretch)}
+        m = match_tracks(_middle(query_path), _middle(result_path), self.embedder)
+        return {"shift": float(m.shift), "stretch": float(m.stretch),
+                "key_distance_before": float(m.key_distance_before),
+                "key_distance_after": float(m.key_distance_after),
+                "tempo_distance_before": float(m.tempo_distance_before),
+                "tempo_distance_after": float(m.tempo_distance_after)}
 
     def render(self, path: str, *, semitones: float = 0.0, tempo: float = 1.0,
                out: str | os.PathLike[str] | None = None) -> Path:
@@ -347,6 +350,16 @@ def _blend_weights(weights: dict[str, float]) -> dict[str, float]:
     if total <= 0:
         raise ValueError("turn at least one aspect dial up")
     return {k: v / total for k, v in w.items()}
+
+
+def _middle(path: str, seconds: float = 30.0) -> np.ndarray:
+    """The middle ``seconds`` of a track at 16 kHz (match looks at no more than that, and a
+    long track need not be decoded whole)."""
+    from engine.audio import audio_info, load_audio
+
+    duration = audio_info(path).duration
+    offset = max(0.0, (duration - seconds) / 2)
+    return load_audio(path, offset=offset, duration=min(seconds, duration))
 
 
 def _track_row(path: str, duration: float | None, status: str, reason: str | None) -> TrackRow:

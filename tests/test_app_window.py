@@ -326,3 +326,35 @@ def test_render_writes_the_transformed_clip(tmp_path, collection):
     y, sr = sf.read(str(out))
     assert sr == 22050 and len(y) == pytest.approx(2.0 * sr, abs=2)  # 4 s at 2x, at >= 22.05 kHz
     assert backend.render(str(collection["click120"]), semitones=2.0, tempo=2.0) == out  # cached
+
+
+def test_real_tiny_model_scan_query_and_match(qtbot, tmp_path, tiny_checkpoint,
+                                                     monkeypatch):
+    """The window on the real engine (a random tiny checkpoint): the embedder is loaded
+    lazily in a worker, and every action answers in the shapes the window expects."""
+    from tests.fixtures_audio import clicks, tone, write
+
+    monkeypatch.setenv("LOEV_LOG_DIR", str(tmp_path / "logs"))
+    music = tmp_path / "music"
+    write(music / "a.wav", tone(440.0, 3.5))
+    write(music / "b.wav", tone(330.0, 3.5))
+    write(music / "c.wav", clicks(120, 3.5))
+    backend = Backend(tmp_path / "lib", tiny_checkpoint)
+    win = MainWindow(backend, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                     player_factory=lambda: (FakePlayer(), None))
+    qtbot.addWidget(win)
+    assert "model: tiny-loevpp" in win.model_label.text()
+    add_and_scan(qtbot, win, music)
+    assert [r.status for r in win.library_model.rows()] == ["ok"] * 3
+    win.library_view.selectRow(row_of(win, "a.wav"))
+    with qtbot.waitSignal(win.results_ready, timeout=20000):
+        win.find_vibe_action.trigger()
+    assert {Path(n.path).name for n in win.results_model.neighbours()} == {"b.wav", "c.wav"}
+    with qtbot.waitSignal(win.audition_loaded, timeout=10000):
+        win.audition_path(win.results_model.path_at(1))
+    with qtbot.waitSignal(win.match_ready, timeout=60000) as blocker:
+        win.audition.match_button.click()
+    m = blocker.args[0]
+    assert -6 <= m["shift"] <= 6 and 0.5 <= m["stretch"] <= 2.0
+    assert win.audition.semitones == pytest.approx(round(m["shift"], 1))
+    win.close()
