@@ -24,7 +24,9 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -195,6 +197,7 @@ def scan(
     batch_size: int = 16,
     commit_seconds: float = 5.0,
     lock_timeout: float = 0.0,
+    workers: int = 2,
 ) -> ScanReport:
     """Scan ``folders`` into ``library``, incrementally.
 
@@ -219,6 +222,8 @@ def scan(
         Commit at least every ``batch_size`` files or ``commit_seconds`` seconds.
     lock_timeout : float
         Seconds to wait for another process writing the same library.
+    workers : int
+        Files decoded and embedded at once (results are still committed in order).
 
     Returns
     -------
@@ -242,7 +247,7 @@ def scan(
         lib.acquire_write_lock(timeout=lock_timeout)
         try:
             report = _scan_locked(folders, lib, embedder, ident, progress, cancel,
-                                  batch_size, commit_seconds)
+                                  batch_size, commit_seconds, workers)
         finally:
             lib.release_write_lock()
     finally:
@@ -254,7 +259,7 @@ def scan(
 
 def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None,
                  ident: dict[str, Any], progress: ProgressCallback | None, cancel: Any,
-                 batch_size: int, commit_seconds: float) -> ScanReport:
+                 batch_size: int, commit_seconds: float, workers: int) -> ScanReport:
     report = ScanReport(library=str(lib.root))
     walk = walk_audio(folders)
     report.reembedded = lib.set_model(**ident)
@@ -292,14 +297,10 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
         pending.clear()
         last_commit = time.monotonic()
 
-    for done, path in enumerate(todo, 1):
-        if _is_cancelled(cancel):
-            report.cancelled = True
-            break
-        size, mtime_ns = walk.files[path]
-        if embedder is None:
-            embedder = _make_embedder(ident["checkpoint"])
-        row = _embed_one(embedder, path, size, mtime_ns)
+    if todo and embedder is None:
+        embedder = _make_embedder(ident["checkpoint"])
+    rows = _embedded_in_order(embedder, todo, walk.files, cancel, workers)
+    for done, (path, row) in enumerate(rows, 1):
         if row["status"] == "ok":
             report.audio_seconds += row["duration"] or 0.0
         else:
@@ -313,10 +314,41 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
             commit()
         if progress is not None:
             progress(done, len(todo), path)
+    report.cancelled = report.added + report.updated < len(todo)
     if pending:
         commit()
     vectors.export(lib, full=report.reembedded)
     return report
+
+
+def _embedded_in_order(embedder: EmbedderLike | None, todo: list[str],
+                       stats: dict[str, tuple[int, int]], cancel: Any, workers: int
+                       ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows for ``todo`` in order, ``workers`` files in flight, stopping at ``cancel``.
+
+    Two files in flight overlap one file's decoding (libsndfile releases the GIL) with
+    the other's network pass; results still come back, and are committed, in path order.
+    """
+    if not todo:
+        return
+    assert embedder is not None
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="loev-scan") as pool:
+        futures: deque[tuple[str, Future[dict[str, Any]]]] = deque()
+        queue = iter(todo)
+        try:
+            while True:
+                while len(futures) < max(1, workers) and not _is_cancelled(cancel):
+                    path = next(queue, None)
+                    if path is None:
+                        break
+                    futures.append((path, pool.submit(_embed_one, embedder, path, *stats[path])))
+                if not futures or _is_cancelled(cancel):
+                    return  # a cancelled scan drops files not yet handed out
+                path, future = futures.popleft()
+                yield path, future.result()
+        finally:
+            for _, future in futures:
+                future.cancel()
 
 
 def _make_embedder(checkpoint: str | None) -> EmbedderLike:
