@@ -45,20 +45,35 @@ class LibraryView(QTableView):
         return rows[0].data(PATH_ROLE) if rows else None
 
     def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802 - Qt API
-        # The event reaches a view through its viewport: pos() is in viewport coordinates.
-        index = self.indexAt(event.pos())
-        if index.isValid():
-            self.selectRow(index.row())
-        menu = QMenu(self)
-        for action in self.track_actions:
-            if action is None:
-                menu.addSeparator()
-            else:
-                menu.addAction(action)
-        self.last_menu = menu
-        # popup(), not exec(): no nested event loop, and tests can trigger the actions.
-        menu.popup(event.globalPos())
-        event.accept()
+        self.last_menu = track_menu(self, event, self.track_actions)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt API
+        if event.key() in (Qt.Key.Key_Space, Qt.Key.Key_Return) and not event.modifiers():
+            path = self.selected_path()
+            if path:
+                self.activated_path.emit(path)
+            return
+        super().keyPressEvent(event)
+
+
+def track_menu(view: QTableView, event: QContextMenuEvent,
+               actions: list[QAction | None]) -> QMenu:
+    """Select the row under the cursor and pop up the track actions there."""
+    # The event reaches a view through its viewport: pos() is in viewport coordinates.
+    index = view.indexAt(event.pos())
+    if index.isValid():
+        view.selectRow(index.row())
+    view.setFocus(Qt.FocusReason.PopupFocusReason)  # the actions apply to this view's row
+    menu = QMenu(view)
+    for action in actions:
+        if action is None:
+            menu.addSeparator()
+        else:
+            menu.addAction(action)
+    # popup(), not exec(): no nested event loop, and tests can trigger the actions.
+    menu.popup(event.globalPos())
+    event.accept()
+    return menu
 
 
 class DistanceBarDelegate(QStyledItemDelegate):
@@ -97,7 +112,13 @@ class ResultsView(QTableView):
         self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
         self.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.render_for_drag: Callable[[str], Path] | None = None
+        self.track_actions: list[QAction | None] = []
+        self.last_menu: QMenu | None = None
         self.clicked.connect(self._clicked)
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802 - Qt API
+        if self.track_actions:
+            self.last_menu = track_menu(self, event, self.track_actions)
 
     def setModel(self, model) -> None:  # noqa: N802, ANN001 - Qt API
         super().setModel(model)

@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
         self.scan_task: Task | None = None
         self._scan_queued = False
         self._curve_path: str | None = None
+        self._active_view: QWidget | None = None
         self.setWindowTitle(APP_TITLE)
         self.setAcceptDrops(True)
         if icon_path("loev-256.png").exists():
@@ -96,6 +97,7 @@ class MainWindow(QMainWindow):
         self._make_actions()
         self._build()
         self._restore_state()
+        QApplication.instance().focusChanged.connect(self._focus_changed)
         self._refresh_folders()
         self.reload_tracks()
         self._say_model()
@@ -247,6 +249,7 @@ class MainWindow(QMainWindow):
         self.library_view.setColumnWidth(2, 220)
         self.library_view.doubleClicked.connect(
             lambda index: self.audition_path(self.library_view.selected_path()))
+        self.library_view.activated_path.connect(self.audition_path)
         self.library_view.selectionModel().currentRowChanged.connect(self._library_row_changed)
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("Filter by name, folder or status (Ctrl+F)")
@@ -304,6 +307,7 @@ class MainWindow(QMainWindow):
         self.results_view = ResultsView()
         self.results_view.setModel(self.results_model)
         self.results_view.render_for_drag = self._render_for_drag
+        self.results_view.track_actions = self.track_actions
         self.results_view.audition_requested.connect(self.audition_path)
         self.results_view.query_audition_requested.connect(
             lambda: self.results_model.query and self.audition_path(self.results_model.query))
@@ -506,9 +510,15 @@ class MainWindow(QMainWindow):
 
     # -- queries --------------------------------------------------------------------------
 
+    def _focus_changed(self, _old: QWidget | None, new: QWidget | None) -> None:
+        # Remember the last of the two track views that had focus: a context menu or a
+        # toolbar click takes focus away, but the action is meant for that view's row.
+        if new in (self.library_view, self.results_view):
+            self._active_view = new
+
     def selected_track(self) -> str | None:
-        """The track the actions apply to: the focused results row, else the library's."""
-        if self.results_view.hasFocus():
+        """The track the actions apply to: the last focused view's row, else the library's."""
+        if self._active_view is self.results_view:
             path = self.results_view.selected_path()
             if path:
                 return path

@@ -358,3 +358,69 @@ def test_real_tiny_model_scan_query_and_match(qtbot, tmp_path, tiny_checkpoint,
     assert -6 <= m["shift"] <= 6 and 0.5 <= m["stretch"] <= 2.0
     assert win.audition.semitones == pytest.approx(round(m["shift"], 1))
     win.close()
+
+
+def open_menu(view, row):
+    index = view.model().index(row, 0)
+    pos = view.visualRect(index).center()
+    QApplication.sendEvent(view.viewport(), QContextMenuEvent(
+        QContextMenuEvent.Reason.Mouse, pos, view.viewport().mapToGlobal(pos)))
+    return view.last_menu
+
+
+def trigger(menu, text):
+    next(a for a in menu.actions() if a.text() == text).trigger()
+    menu.close()
+
+
+def test_results_menu_chains_queries_from_a_result(qtbot, window, collection):
+    add_and_scan(qtbot, window, collection["a4"].parents[1])
+    window.library_view.selectRow(row_of(window, "click90.wav"))
+    with qtbot.waitSignal(window.results_ready, timeout=10000):
+        window.find_vibe_action.trigger()
+    row = next(r for r in range(1, window.results_model.rowCount())
+               if Path(window.results_model.path_at(r)).name == "click120.wav")
+    menu = open_menu(window.results_view, row)
+    with qtbot.waitSignal(window.results_ready, timeout=10000) as blocker:
+        trigger(menu, "Find same tempo")
+    # The query is now the result that was right-clicked, not the library's selection.
+    assert Path(blocker.args[0].query).name == "click120.wav"
+    assert Path(window.results_model.path_at(1)).name == "click120b.wav"
+
+
+def test_cancel_and_remove_folder(qtbot, tmp_path, collection, monkeypatch):
+    monkeypatch.setenv("LOEV_LOG_DIR", str(tmp_path / "logs"))
+    backend = Backend(tmp_path / "lib", embedder=BatchFakeEmbedder(delay=0.3))
+    win = MainWindow(backend, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                     player_factory=lambda: (FakePlayer(), None))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.scan_finished, timeout=30000) as blocker:
+        win.add_folder(str(collection["a4"].parents[1]))
+        qtbot.waitUntil(lambda: win.progress.value() >= 1, timeout=10000)
+        assert win.cancel_button.isVisible() and "/13 files" in win.scan_label.text()
+        win.cancel_button.click()
+    report = blocker.args[0]
+    assert report.cancelled and report.added < 13
+    qtbot.waitUntil(lambda: win.scan_task is None, timeout=5000)
+    assert not win.progress.isVisible()
+    # Rescan finishes the job (incrementally), then the folder is removed again.
+    backend._embedder.delay = 0.0
+    with qtbot.waitSignal(win.scan_finished, timeout=30000) as blocker:
+        win.rescan_action.trigger()
+    assert blocker.args[0].unchanged == report.added and not blocker.args[0].cancelled
+    qtbot.waitUntil(lambda: win.scan_task is None, timeout=5000)
+    win.folder_list.setCurrentRow(0)
+    with qtbot.waitSignal(win.tracks_loaded, timeout=10000):
+        win.remove_folder_action.trigger()
+        qtbot.waitUntil(lambda: win.folder_list.count() == 0, timeout=10000)
+    qtbot.waitUntil(lambda: all(r.status != "ok" for r in win.library_model.rows()), timeout=5000)
+    win.close()
+
+
+def test_settings_switch_library(qtbot, window, tmp_path):
+    other = tmp_path / "other library"
+    window.apply_settings("", str(other))
+    assert window.backend.library_dir == other
+    assert window.settings.value("library") == str(other)
+    qtbot.waitUntil(lambda: window.library_stack.currentIndex() == 0, timeout=5000)
