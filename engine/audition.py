@@ -369,6 +369,9 @@ class SimulatedSink:
         self.blocks = 0
         self.late_blocks = 0
         self.callback_seconds = np.zeros(max_blocks)
+        # When each block is due: the simulated converter's clock (a late callback is
+        # still played at its due time unless it is more than a period late).
+        self.due_times = np.zeros(max_blocks)
         self._recorded: list[np.ndarray] = []
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
@@ -408,6 +411,7 @@ class SimulatedSink:
             callback(buf)
             if i < self.callback_seconds.size:
                 self.callback_seconds[i] = time.perf_counter() - t
+                self.due_times[i] = t0 + i * period
             if self.record:
                 self._recorded.append(buf[:, 0].copy())
             i += 1
@@ -454,6 +458,8 @@ class AuditionPlayer:
         self.on_finished: Callable[[], None] | None = None
         self.on_error: Callable[[Exception], None] | None = None
         self.underruns = 0
+        self.render_seconds = 0.0  # worker time spent in the vocoder (incl. re-renders)
+        self.rendered_samples = 0
         self._ring = np.zeros(self._RING, dtype=np.float32)
         self._written = 0  # absolute sample counts; only the worker writes _written
         self._read = 0  # ... and only the callback writes _read
@@ -475,6 +481,7 @@ class AuditionPlayer:
         # (version, read index) whenever _rewind handled a change.
         self.rewinds: collections.deque[tuple[int, int]] = collections.deque(maxlen=1 << 16)
         self._lock = threading.Lock()  # commands vs worker; never taken by the callback
+        self._render_lock = threading.Lock()  # vocoder and ring writes; never the callback
         self._wake = threading.Event()
         self._closing = False
         # (time, version, read index) of every parameter change, for latency figures.
@@ -563,7 +570,23 @@ class AuditionPlayer:
     def _changed(self) -> None:
         self._version += 1
         self.changes.append((time.perf_counter(), self._version, max(self._read, self._skip_to)))
+        self._respond()
         self._wake.set()
+
+    def _respond(self) -> None:
+        """Re-render the next blocks with the new value on the calling thread (about
+        a millisecond): the change then does not wait for the worker thread to be
+        scheduled, which on a busy machine is what the latency's tail is made of."""
+        voc = self._vocoder
+        if voc is None or self._state != PLAYING:
+            return
+        with self._render_lock:
+            if self._pending_seek is not None or self._version == self._rendered_version:
+                return
+            self._rewind(voc)
+            target = max(self._read, self._skip_to) + 3 * self.sink.blocksize
+            while self._written < target and not voc.ended:
+                self._render_frame(voc)
 
     def close(self) -> None:
         """Stop the sink and the worker thread."""
@@ -702,7 +725,7 @@ class AuditionPlayer:
                 time.sleep(0.05)
 
     def _service(self) -> None:
-        with self._lock:
+        with self._lock, self._render_lock:
             voc = self._vocoder
             seek, self._pending_seek = self._pending_seek, None
             if voc is not None and seek is not None:
@@ -715,12 +738,13 @@ class AuditionPlayer:
                 self._snapshots.clear()
         if voc is None or self._state != PLAYING:
             return
-        if self._version != self._rendered_version:
-            self._rewind(voc)
         while self._written - self._read < self.readahead and not voc.ended:
             if self._pending_seek is not None or self._state != PLAYING:
                 return
-            self._render_frame(voc)
+            with self._render_lock:  # one frame at a time: set_pitch can cut in
+                if self._version != self._rendered_version:
+                    self._rewind(voc)
+                self._render_frame(voc)
         if voc.ended and self._read >= self._written and self._state == PLAYING:
             with self._lock:
                 self._set_state(STOPPED)
@@ -765,7 +789,10 @@ class AuditionPlayer:
         voc.pitch = 2.0 ** (self._pitch / 12.0)
         voc.tempo = self._tempo
         source = voc.position
+        t = time.perf_counter()
         block = voc.process()
+        self.render_seconds += time.perf_counter() - t
+        self.rendered_samples += block.size
         w = self._written
         i = self._n_frames % self._LOG
         self._frame_version[i] = version
@@ -800,19 +827,28 @@ class AuditionPlayer:
         frames = np.flatnonzero(self._frame_version[:n_fr] >= version)
         return int(self._frame_centre[frames[0]]) if frames.size else None
 
-    def locate(self, index: int) -> tuple[int, float] | None:
+    def locate(self, index: int, due_times: np.ndarray | None = None
+               ) -> tuple[int, float] | None:
         """(callback number, wall time) at which the sink played ring sample ``index``
-        (None if not played yet)."""
+        (None if not played yet). ``due_times[j]``, when given, replaces the time of
+        callback j (a simulated sink's converter clock)."""
         n_cb = min(self._n_cb, self._LOG)
         cb_read = self._cb_read[:n_cb]
         j = int(np.searchsorted(cb_read, index, side="right")) - 1
         if j < 0 or index >= cb_read[j] + self.sink.blocksize:
             return None
-        return j, float(self._cb_time[j] + (index - cb_read[j]) / self.sr)
+        start = self._cb_time[j] if due_times is None else due_times[j]
+        return j, float(start + (index - cb_read[j]) / self.sr)
 
-    def change_latencies(self) -> np.ndarray:
+    def change_latencies(self, due_times: np.ndarray | None = None) -> np.ndarray:
         """Seconds from each set_pitch/set_tempo call to the moment the sink played the
         centre of the first frame rendered with it (the change at full weight).
+
+        Parameters
+        ----------
+        due_times : np.ndarray, optional
+            Play time of each block (e.g. ``SimulatedSink.due_times``) instead of the
+            time its callback ran.
 
         Returns
         -------
@@ -821,7 +857,7 @@ class AuditionPlayer:
         out = []
         for t_set, version, _ in list(self.changes):
             centre = self.frame_centre(version)
-            played = None if centre is None else self.locate(centre)
+            played = None if centre is None else self.locate(centre, due_times)
             out.append(np.nan if played is None else played[1] - t_set)
         return np.asarray(out)
 
