@@ -35,6 +35,16 @@ def _chosen(n: int, p: float, g: torch.Generator, device: torch.device) -> torch
     return torch.rand(n, generator=g, device=device) < p
 
 
+def _on_chosen(y: torch.Tensor, use: torch.Tensor, fn) -> torch.Tensor:
+    """``fn`` on the chosen rows only (the expensive transforms skip the other half)."""
+    idx = torch.nonzero(use, as_tuple=True)[0]
+    if idx.numel() == 0:
+        return y
+    out = y.clone()
+    out[idx] = fn(y[idx], idx)
+    return out
+
+
 def _rms(y: torch.Tensor) -> torch.Tensor:
     return y.pow(2).mean(dim=-1, keepdim=True).clamp_min(1e-12).sqrt()
 
@@ -85,13 +95,19 @@ class ColoredNoise:
         use = _chosen(n, self.p, g, y.device)
         snr = _uniform(n, self.min_snr_db, self.max_snr_db, g, y.device)
         decay = _uniform(n, self.min_f_decay, self.max_f_decay, g, y.device)
-        white = torch.randn(n, t, generator=g, device=y.device)
-        spec = torch.fft.rfft(white)
         f = torch.fft.rfftfreq(t, 1.0 / self.sr, device=y.device).clamp_min(1.0)
-        spec = spec * torch.pow(f[None, :], -decay[:, None] / 2.0)  # amplitude ~ f^(-decay/2)
-        noise = torch.fft.irfft(spec, n=t)
-        noise = noise / _rms(noise) * _rms(y) * torch.pow(10.0, -snr / 20.0)[:, None]
-        return torch.where(use[:, None], y + noise, y)
+
+        def add(ys: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            # White Gaussian noise drawn directly as its spectrum, then coloured:
+            # amplitude ~ f^(-decay / 2), i.e. power ~ f^(-decay).
+            m = ys.shape[0]
+            spec = torch.complex(torch.randn(m, f.shape[0], generator=g, device=y.device),
+                                 torch.randn(m, f.shape[0], generator=g, device=y.device))
+            spec = spec * torch.pow(f[None, :], -decay[idx, None] / 2.0)
+            noise = torch.fft.irfft(spec, n=t)
+            return ys + noise / _rms(noise) * _rms(ys) * torch.pow(10.0, -snr[idx] / 20.0)[:, None]
+
+        return _on_chosen(y, use, add)
 
 
 @dataclass
@@ -133,9 +149,8 @@ class RandomFilter:
         use = _chosen(n, self.p, g, y.device)
         kind = torch.randint(0, 4, (n,), generator=g, device=y.device)
         f = torch.fft.rfftfreq(t, 1.0 / self.sr, device=y.device)
-        h = self.response(kind, f, g)
-        out = torch.fft.irfft(torch.fft.rfft(y) * h, n=t)
-        return torch.where(use[:, None], out, y)
+        return _on_chosen(y, use, lambda ys, idx: torch.fft.irfft(
+            torch.fft.rfft(ys) * self.response(kind[idx], f, g), n=t))
 
 
 @dataclass
@@ -162,12 +177,17 @@ class Reverb:
         wet = _uniform(n, self.min_wet, self.max_wet, g, y.device)[:, None]
         length = int(self.ir_seconds * self.sr)
         time = torch.arange(length, device=y.device) / self.sr
-        ir = torch.randn(n, length, generator=g, device=y.device) * torch.exp(-6.9078 * time / rt60)
-        ir[:, 0] = 1.0  # the direct sound
         size = t + length  # linear convolution; 64000 at 3 s + 1 s factors well for the FFT
-        wet_y = torch.fft.irfft(torch.fft.rfft(y, n=size) * torch.fft.rfft(ir, n=size), n=size)[:, :t]
-        wet_y = wet_y / _rms(wet_y) * _rms(y)
-        return torch.where(use[:, None], (1 - wet) * y + wet * wet_y, y)
+
+        def reverb(ys: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            ir = torch.randn(ys.shape[0], length, generator=g, device=y.device)
+            ir = ir * torch.exp(-6.9078 * time / rt60[idx])  # -60 dB at t = RT60
+            ir[:, 0] = 1.0  # the direct sound
+            wet_y = torch.fft.irfft(torch.fft.rfft(ys, n=size) * torch.fft.rfft(ir, n=size), n=size)[:, :t]
+            wet_y = wet_y / _rms(wet_y) * _rms(ys)
+            return (1 - wet[idx]) * ys + wet[idx] * wet_y
+
+        return _on_chosen(y, use, reverb)
 
 
 @dataclass
@@ -182,11 +202,14 @@ class Distortion:
         n = y.shape[0]
         use = _chosen(n, self.p, g, y.device)
         drive = torch.pow(10.0, _uniform(n, self.min_drive_db, self.max_drive_db, g, y.device) / 20.0)
-        # Drive relative to the view's peak so quiet and loud views distort alike.
-        peak = y.abs().amax(dim=-1, keepdim=True).clamp_min(1e-6)
-        out = torch.tanh(y / peak * drive[:, None])
-        out = out / _rms(out) * _rms(y)
-        return torch.where(use[:, None], out, y)
+
+        def distort(ys: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            # Drive relative to the view's peak so quiet and loud views distort alike.
+            peak = ys.abs().amax(dim=-1, keepdim=True).clamp_min(1e-6)
+            out = torch.tanh(ys / peak * drive[idx, None])
+            return out / _rms(out) * _rms(ys)
+
+        return _on_chosen(y, use, distort)
 
 
 class BaseChain:
