@@ -34,6 +34,10 @@ class InvariancePlot(QWidget):
         self.plot.setLabel("left", "cosine distance")
         if transform == "tempo":
             self.plot.setLogMode(x=True, y=False)
+            self.plot.setXRange(np.log10(0.5), np.log10(2.0), padding=0.03)
+        else:
+            self.plot.setXRange(-12, 12, padding=0.03)
+        self.plot.setYRange(0, 1, padding=0.02)
         self.legend = self.plot.addLegend(offset=(-4, 4), labelTextSize="8pt")
         self.marker = pg.InfiniteLine(pos=self._x(0.0 if transform == "pitch" else 1.0),
                                       angle=90, pen=pg.mkPen("#e0e0e0", width=1,
@@ -44,7 +48,7 @@ class InvariancePlot(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot)
-        self.set_message("Select a track and press Ctrl+I (Show invariance curves)")
+        self.set_message(f"{transform} invariance: select a track, Ctrl+I")
 
     def _x(self, value: float) -> float:
         # In log mode pyqtgraph positions items in log10 units.
@@ -63,6 +67,7 @@ class InvariancePlot(QWidget):
         """Draw ``{"values": [...], "subspaces": {name: [...]}}`` (engine.curves)."""
         self.clear_curves()
         x = np.asarray(curve["values"], dtype=float)
+        self.plot.enableAutoRange(axis="y")
         for name, ys in curve["subspaces"].items():
             colour = SUBSPACE_COLOURS.get(name, "#cccccc")
             item = self.plot.plot(x, np.asarray(ys, dtype=float),
@@ -88,6 +93,7 @@ class WaveformView(QWidget):
         self.plot.hideAxis("left")
         self.plot.setLabel("bottom", "seconds")
         self.plot.setYRange(-1, 1)
+        self.plot.setXRange(0, 1, padding=0)
         self.fill_top = self.plot.plot(pen=pg.mkPen("#56ccf2", width=1))
         self.fill_bottom = self.plot.plot(pen=pg.mkPen("#56ccf2", width=1))
         self.fill = pg.FillBetweenItem(self.fill_top, self.fill_bottom,

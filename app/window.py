@@ -377,8 +377,8 @@ class MainWindow(QMainWindow):
         player, warning = result
         self.audition.set_player(player)
         if warning:
-            self.errors.once("audio", f"No audio device ({warning}): everything works "
-                                      "except sound")
+            self.errors.once("audio", f"No sound: {warning}. Everything else works; "
+                                      "the player runs silently")
         self.player_ready.emit()
 
     # -- folders and scanning -------------------------------------------------------------
