@@ -139,6 +139,7 @@ def test_splits_are_disjoint() -> None:
     bench = set(corpus.music21_pieces("bench"))
     assert train and bench and not train & bench
     assert len(bench) < len(train)
+    assert not {corpus.piece_group(n) for n in train} & {corpus.piece_group(n) for n in bench}
     train_seeds = {i.seed for s in range(4) for i in corpus.plan_corpus(20, seed=s, split="train")}
     bench_seeds = {i.seed for s in range(4) for i in corpus.plan_corpus(20, seed=s, split="bench")}
     assert train_seeds and bench_seeds and not train_seeds & bench_seeds
