@@ -155,6 +155,13 @@ class Searcher:
         embedder = self.embedder
         if shift == 0.0 and stretch == 1.0:
             return embedder.embed_file(path)
+        if hasattr(embedder, "embed_chunks"):
+            found = _transformed_chunks(path, shift=shift, stretch=stretch,
+                                        max_chunks=int(getattr(embedder, "max_chunks", 16)))
+            if found is not None:
+                emb = embedder.embed_chunks(found)
+                return {s: _unit(v.mean(axis=0)) for s, v in emb.items()}
+        # A short one-shot (or an embedder without chunk access): the whole signal.
         from engine.audio import load_audio
         from engine.transforms import pitch_shift_np, time_stretch_np
 
@@ -239,6 +246,47 @@ class Searcher:
         out = [Neighbour(paths[int(i)], float(max(dist[i], 0.0))) for i in order
                if int(i) in paths and paths[int(i)] != resolved]
         return QueryResult(resolved, out[:k])
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+def _transformed_chunks(path: str, *, shift: float, stretch: float, max_chunks: int
+                        ) -> np.ndarray | None:
+    """The embedder's evenly spaced chunks of ``path``, pitch-shifted and stretched.
+
+    Only those chunks are read and transformed (a one-hour file never sits in memory),
+    each cut from enough source audio that the stretched chunk is full (as the trainer
+    does, DESIGN.md section 3). None when the file is shorter than one source chunk.
+
+    Returns
+    -------
+    np.ndarray [N, CHUNK_SAMPLES] or None
+    """
+    import torch
+
+    from engine.audio import audio_info, read_chunks
+    from engine.config import CHUNK_SAMPLES, SAMPLE_RATE
+    from engine.embed import chunk_starts
+    from engine.transforms import pitch_shift, source_samples_needed, time_stretch
+
+    # +2: time_stretch checks the rate as float32, which can round up by a sample
+    src = max(CHUNK_SAMPLES, source_samples_needed(CHUNK_SAMPLES, stretch) + 2)
+    n = int(audio_info(path).duration * SAMPLE_RATE)
+    if n < src:
+        return None
+    starts = chunk_starts(n, max_chunks=max_chunks, chunk_samples=src) / SAMPLE_RATE
+    chunks = read_chunks(path, starts, chunk_samples=src, sr=SAMPLE_RATE)
+    if chunks.shape[1] < src:
+        return None
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32))
+        if shift != 0.0:
+            x = pitch_shift(x, float(shift), sr=SAMPLE_RATE)
+        if stretch != 1.0:
+            x = time_stretch(x, float(stretch), out_samples=CHUNK_SAMPLES, sr=SAMPLE_RATE)
+        return x[:, :CHUNK_SAMPLES].contiguous().numpy()
 
 
 def query(files: list[str | os.PathLike[str]], *, by: str = "vibe", k: int = 10,

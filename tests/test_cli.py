@@ -76,12 +76,15 @@ def test_query_of_outside_file_with_shift_and_stretch(scanned, ckpt, capsys, tmp
     lib = root / "lib"
     if not (lib / "catalogue.sqlite").exists():
         assert main(["scan", str(music), "--library", str(lib), "--checkpoint", str(ckpt)]) == 0
-    outside = write(tmp_path / "out.wav", tone(220.0, 3.0))
-    rc, out, err = run(capsys, "query", outside, "--by", "key", "--shift", "2", "--stretch",
-                       "1.1", "-k", "2", "--library", lib, "--json")
-    assert rc == 0, err
-    (r,) = json.loads(out)["results"]
-    assert len(r["neighbours"]) == 2
+        capsys.readouterr()
+    short = write(tmp_path / "short.wav", tone(220.0, 2.0))  # transformed whole
+    long = write(tmp_path / "long.wav", tone(220.0, 8.0) + clicks(100, 8.0))  # by chunks
+    for outside in (short, long):
+        rc, out, err = run(capsys, "query", outside, "--by", "key", "--shift", "2", "--stretch",
+                           "1.1", "-k", "2", "--library", lib, "--json")
+        assert rc == 0, err
+        (r,) = json.loads(out)["results"]
+        assert len(r["neighbours"]) == 2 and r["query"] == os.path.realpath(outside)
 
 
 @pytest.mark.parametrize("transform, n, first, last", [("pitch", 25, -12.0, 12.0),

@@ -120,10 +120,12 @@ def test_export_extends_and_matches_full_rebuild(tmp_path):
         assert not np.any(store[ids[:5]])
         np.testing.assert_allclose(store[ids[10]], lib.vector(ids[10], "pitch"))
         for q_id in (ids[10], ids[30], ids[-1]):
-            labels, dists = vi.search("pitch", store[q_id], k=10)
+            exact, _ = vi.search("pitch", store[q_id], k=10)
+            assert list(exact) == _brute(store, store[q_id], 10)
+            labels, dists = vi.search("pitch", store[q_id], k=10, ef=64)  # the extended graph
             assert labels[0] == q_id and dists[0] < 1e-5
             assert not set(labels) & set(ids[:5])
-            assert len(set(labels) & set(_brute(store, store[q_id], 10))) >= 9
+            assert len(set(labels) & set(exact)) >= 9
         # the previous generation stays for readers that opened it; older ones go
         files = {p.name for p in (tmp_path / "vectors").iterdir()}
         assert f"pitch.g{first.generation}.npy" in files
@@ -152,8 +154,9 @@ def test_a_crash_during_export_leaves_the_previous_generation(tmp_path, monkeypa
         assert not [p for p in (tmp_path / "vectors").iterdir() if ".tmp" in p.name]
         vi = VectorIndex(tmp_path)
         assert vi.count("invariant") == 20
-        labels, _ = vi.search("invariant", vi.vector("invariant", 1), k=3)
-        assert labels[0] == 1
+        for ef in (None, 32):
+            labels, _ = vi.search("invariant", vi.vector("invariant", 1), k=3, ef=ef)
+            assert labels[0] == 1
 
 
 def test_reader_of_a_library_without_index(tmp_path):
