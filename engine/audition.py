@@ -432,9 +432,10 @@ class AuditionPlayer:
     sr : int
         Playback rate when no sink is given (a given sink's rate wins).
     readahead : int
-        Samples rendered ahead of the callback (46 ms at 44.1 kHz: room for a late
-        worker thread). A slider change does not wait for it: the buffered samples
-        beyond the next block are re-rendered (``_rewind``).
+        Samples rendered ahead of the callback (93 ms at 44.1 kHz: room for a worker
+        thread that a busy machine does not schedule for a while). A slider change does
+        not wait for it: the buffered samples beyond the next block are re-rendered
+        (``_rewind``), so the read-ahead costs no response time.
 
     Callbacks (plain callables, None by default, called on the worker thread):
     ``on_state_changed(state: str)`` ("playing", "paused", "stopped"),
@@ -447,7 +448,7 @@ class AuditionPlayer:
     _LOG = 1 << 16
 
     def __init__(self, sink: Sink | None = None, *, sr: int = DEFAULT_SR,
-                 readahead: int = 2048) -> None:
+                 readahead: int = 4096) -> None:
         self.sink = sink if sink is not None else SoundDeviceSink(sr=sr)
         self.sr = self.sink.sr
         self.readahead = max(int(readahead), self.sink.blocksize + audition_n_fft(self.sr) // 4)

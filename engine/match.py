@@ -132,42 +132,17 @@ def _excerpt(y: np.ndarray, n: int, centre: int | None = None) -> np.ndarray:
 
 
 def _shifted(y: np.ndarray, shifts: Sequence[float], sr: int) -> list[np.ndarray]:
-    import torch
+    from engine.transforms import pitch_shift_versions_np
 
-    from engine.transforms import pitch_shift
-
-    out: list[np.ndarray] = []
-    base = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-    with torch.no_grad():
-        for i in range(0, len(shifts), _GROUP):
-            group = torch.tensor(shifts[i: i + _GROUP], dtype=torch.float32)
-            batch = base.expand(len(group), -1)
-            out.extend(pitch_shift(batch, group, sr=sr).numpy())
-    return out
+    return pitch_shift_versions_np(y, list(shifts), sr=sr, group=_GROUP)
 
 
 def _stretched(y: np.ndarray, rates: Sequence[float], sr: int, out_samples: int
                ) -> list[np.ndarray]:
-    """Each rate stretches the source excerpt centred in ``y`` that fills ``out_samples``
-    exactly (same output length for all, no padding)."""
-    import torch
+    from engine.transforms import time_stretch_versions_np
 
-    from engine.transforms import source_samples_needed, time_stretch
-
-    out: list[np.ndarray] = []
-    with torch.no_grad():
-        for i in range(0, len(rates), _GROUP):
-            group = list(rates[i: i + _GROUP])
-            width = source_samples_needed(out_samples, max(group))
-            rows = []
-            for r in group:
-                need = source_samples_needed(out_samples, r)
-                start = max(0, min(y.size // 2 - need // 2, y.size - width))
-                rows.append(y[start: start + width])
-            batch = torch.from_numpy(np.stack(rows).astype(np.float32))
-            rate_t = torch.tensor(group, dtype=torch.float32)
-            out.extend(time_stretch(batch, rate_t, out_samples=out_samples, sr=sr).numpy())
-    return out
+    return time_stretch_versions_np(y, list(rates), sr=sr, out_samples=out_samples,
+                                    group=_GROUP)
 
 
 def _space(embedder: EmbedderLike, wanted: str) -> str:

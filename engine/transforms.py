@@ -304,3 +304,75 @@ def time_stretch_np(y: np.ndarray, rate: float, *, out_samples: int | None = Non
         out = time_stretch(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), rate,
                            out_samples=out_samples, sr=sr)
     return out.numpy()
+
+
+def pitch_shift_versions_np(y: np.ndarray, semitones: list[float] | np.ndarray, *,
+                            sr: int = SAMPLE_RATE, group: int = 4) -> list[np.ndarray]:
+    """One signal shifted by each amount (invariance curves, ``loev match``).
+
+    Parameters
+    ----------
+    y : np.ndarray [T]
+    semitones : sequence of float [K]
+    group : int
+        Amounts per batched call (bounds memory on long signals).
+
+    Returns
+    -------
+    list of K np.ndarray [T], float32
+    """
+    import torch
+
+    base = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    out: list[np.ndarray] = []
+    with torch.no_grad():
+        for i in range(0, len(semitones), group):
+            amounts = torch.tensor(list(semitones[i: i + group]), dtype=torch.float32)
+            out.extend(pitch_shift(base.expand(len(amounts), -1), amounts, sr=sr).numpy())
+    return out
+
+
+def time_stretch_versions_np(y: np.ndarray, rates: list[float] | np.ndarray, *,
+                             sr: int = SAMPLE_RATE, out_samples: int | None = None,
+                             group: int = 4) -> list[np.ndarray]:
+    """One signal stretched by each rate (invariance curves, ``loev match``).
+
+    Parameters
+    ----------
+    y : np.ndarray [T]
+    rates : sequence of float [K]
+    out_samples : int, optional
+        None: version k is the whole signal stretched, ``round(T / rate_k)`` samples.
+        Otherwise every version has ``out_samples`` samples, stretched from the
+        ``source_samples_needed(out_samples, rate_k)`` samples centred in ``y`` (so all
+        versions show the same moment of the track); ``y`` must be long enough for the
+        largest rate.
+
+    Returns
+    -------
+    list of K np.ndarray, float32
+    """
+    import torch
+
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    out: list[np.ndarray] = []
+    with torch.no_grad():
+        if out_samples is None:
+            for r in rates:
+                out.append(time_stretch(torch.from_numpy(y), float(r), sr=sr).numpy())
+            return out
+        for i in range(0, len(rates), group):
+            chunk = [float(r) for r in rates[i: i + group]]
+            width = source_samples_needed(out_samples, max(chunk))
+            if width > y.size:
+                raise ValueError(f"{y.size} samples cannot fill {out_samples} at rate "
+                                 f"{max(chunk)} (needs {width})")
+            rows = []
+            for r in chunk:
+                need = source_samples_needed(out_samples, r)
+                start = max(0, min(y.size // 2 - need // 2, y.size - width))
+                rows.append(y[start: start + width])
+            batch = torch.from_numpy(np.stack(rows))
+            rate_t = torch.tensor(chunk, dtype=torch.float32)
+            out.extend(time_stretch(batch, rate_t, out_samples=out_samples, sr=sr).numpy())
+    return out

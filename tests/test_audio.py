@@ -34,14 +34,18 @@ def _peak_hz(y: np.ndarray, sr: int) -> float:
 @pytest.mark.parametrize(
     "name, fmt",
     [("a.wav", "WAV"), ("b.flac", "FLAC"), ("c.ogg", "OGG"), ("d.aiff", "AIFF"),
-     ("E.WAV", "WAV"), ("F.Flac", "FLAC"), ("tön ♪ 日本.wav", "WAV"), ("g.mp3", "MP3")],
+     ("E.WAV", "WAV"), ("F.Flac", "FLAC"), ("tön ♪ 日本.wav", "WAV"), ("g.mp3", "MP3"),
+     ("h.OGA", "OGG"), ("i.aif", "AIFF"), ("j.AIFC", "AIFF"), ("k.opus", "OGG/OPUS")],
 )
 def test_formats_decode_to_mono_16k(tmp_path, name, fmt):
     path = tmp_path / name
-    sf.write(path, _tone(440.0, 2.0, channels=2), SR_IN, format=fmt)
+    fmt, _, subtype = fmt.partition("/")
+    rate = 48000 if subtype == "OPUS" else SR_IN  # opus is defined at 48 kHz
+    sf.write(path, _tone(440.0, 2.0, sr=rate, channels=2), rate, format=fmt,
+             subtype=subtype or None)
     assert is_audio_path(path)
     info = audio_info(path)
-    assert info.sample_rate == SR_IN and info.channels == 2
+    assert info.sample_rate == rate and info.channels == 2
     assert info.duration == pytest.approx(2.0, abs=0.06)  # mp3 adds encoder padding
     y = load_audio(path)
     assert y.dtype == np.float32 and y.ndim == 1

@@ -124,3 +124,19 @@ def test_bad_arguments_say_what_was_wrong():
         pitch_shift(torch.zeros(100), 1.0)
     with pytest.raises(ValueError):
         pitch_shift(np.zeros(8000), 1.0)
+
+
+def test_versions_helpers_match_single_calls():
+    from engine.transforms import pitch_shift_versions_np, time_stretch_versions_np
+
+    y = click_track(120, 3.0)
+    shifted = pitch_shift_versions_np(y, [-2.0, 0.0, 5.0, 1.0, 3.0], group=2)
+    assert len(shifted) == 5 and all(v.shape == y.shape for v in shifted)
+    np.testing.assert_allclose(shifted[2], pitch_shift_np(y, 5.0), atol=1e-5)
+    whole = time_stretch_versions_np(y, [0.5, 2.0])
+    assert [len(v) for v in whole] == [96000, 24000]
+    same = time_stretch_versions_np(y, [0.8, 1.0, 1.25], out_samples=36000)
+    assert all(v.shape == (36000,) for v in same)
+    assert tempo_bpm(same[2], SR) == pytest.approx(150, rel=0.01)
+    with pytest.raises(ValueError, match="cannot fill"):
+        time_stretch_versions_np(y, [2.0], out_samples=30000)  # needs 60000 of 48000
