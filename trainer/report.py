@@ -1,0 +1,233 @@
+"""``loev-train report``: docs/RESULTS.md regenerated from ``loev-train eval`` folders.
+
+Every figure in the document comes from a ``metrics.json`` (and each model's training
+budget from its checkpoint's provenance metadata); nothing is typed in by hand. Tables
+follow the paper: Table I/II (probing), Fig. 2 (retrieval per subspace and k), Fig. 3
+(invariance curves), with the DSP baselines beside every model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.errors import LoevError
+
+METRIC_NAMES = {"key": "key (weighted)", "tempo_acc1": "tempo acc1", "tempo_acc2": "tempo acc2",
+                "family": "family P@k"}
+PROBE_COLUMNS = (("key", "key"), ("tempo_acc1", "tempo acc1"), ("tempo_acc2", "tempo acc2"),
+                 ("family_acc", "family acc"), ("family_roc_auc", "family ROC-AUC"), ("family_map", "family mAP"))
+
+DIFFERENCES = """\
+- **Scale.** The paper pretrains SF-NFNet-F0 (53M / 78M parameters) on about 100k hours of
+  music on GPUs; the models here are CPU-sized profiles trained for the budget listed above
+  on a corpus rendered from MIDI through General MIDI soundfonts.
+- **Data.** The paper probes on MTG-Jamendo, MagnaTagATune, GiantSteps key, NSynth and the
+  AllTempo sets. Here every figure is measured on a benchmark rendered by
+  `loev-train corpus --split bench` with the held-out MuseScore_General soundfont: pieces,
+  seeds and the soundfont are disjoint from training, but the music is still synthetic
+  (rendered MIDI), the labels are exact (no annotation noise), and it holds few tracks, so
+  differences of a few points are within noise. `trainer/datasets.py` reads the paper's
+  datasets from a local copy for whoever has them.
+- **Input.** 16 kHz mono, 3 s chunks as in the paper; a checkpoint may use another frontend
+  or structured pitch/tempo branches (see each model's row), which the paper does not.
+- **Probing.** One probe per task on track-averaged chunk predictions, a deterministic
+  70/30 split of the benchmark's tracks (no separate validation set, no hyper-parameter
+  search); tempo is regressed on log2 BPM with time-stretch augmentation 0.8-1.2 of the
+  training chunks instead of the paper's classification over tempo classes.
+- **Retrieval.** Tracks are the benchmark's own files; the relevance of a neighbour is the
+  mir_eval weighted key score, tempo within 4 % (acc1) or at a 2x/3x relation (acc2), and
+  equality of GM instrument family, averaged over the k neighbours.
+- **Robustness.** Queries degraded by white noise at 10 dB SNR, a 4 kHz low-pass, and a
+  7 kHz band limit standing in for a low-bitrate MP3 (16 kHz audio has no content above 8 kHz).
+"""
+
+
+class ReportError(LoevError):
+    """The report cannot be written: a missing or malformed metrics.json."""
+
+
+def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """One eval folder's ``metrics.json`` (or the file itself), with ``_dir`` set to its folder."""
+    path = Path(path)
+    file = path / "metrics.json" if path.is_dir() else path
+    try:
+        metrics = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{file}: no metrics.json (run loev-train eval --out {path} first)") from None
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{file}: not valid JSON ({e})") from None
+    metrics["_dir"] = str(file.parent)
+    return metrics
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "–"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) if isinstance(c, str) else _fmt(c) for c in r) + " |" for r in rows]
+    return lines + [""]
+
+
+def budget(model: dict[str, Any]) -> dict[str, Any]:
+    """Training provenance of a model: from its checkpoint header when the file is still there."""
+    prov = dict(model.get("provenance") or {})
+    ckpt = model.get("checkpoint")
+    if ckpt and Path(ckpt).is_file():
+        from engine.checkpoint import read_checkpoint_info
+
+        try:
+            prov = dict(read_checkpoint_info(ckpt).config.get("provenance", {})) or prov
+        except LoevError:
+            pass
+    return prov
+
+
+def _budget_section(runs: Sequence[dict[str, Any]]) -> list[str]:
+    rows = []
+    for run in runs:
+        for name, m in run.get("models", {}).items():
+            p = budget(m)
+            extra = ", ".join(f"{k}={v}" for k, v in p.items()
+                              if k not in ("steps", "tracks", "batch_views", "lr", "data", "labels",
+                                           "supervised_fraction", "method"))
+            rows.append([name, str(m.get("method")), str(m.get("branches")), str(m.get("profile")),
+                         str(p.get("steps", "–")), str(p.get("tracks", "–")), str(p.get("batch_views", "–")),
+                         str(p.get("labels") or "none") + (f" ({p.get('supervised_fraction')})"
+                                                            if p.get("labels") else ""), extra or "–"])
+    return ["## Models and training budget", ""] + _table(
+        ["model", "method", "branches", "profile", "steps", "tracks", "views/step", "labels", "other"], rows)
+
+
+def _systems(run: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(row name, subspace or target, result dict) for every model subspace and baseline."""
+    out = []
+    for name, b in run.get("baselines", {}).items():
+        out.append((f"baseline: {name}", b.get("target", ""), b))
+    for name, m in run.get("models", {}).items():
+        for s in m.get("retrieval", {}):
+            out.append((name, s, {"retrieval": m["retrieval"][s],
+                                  "robustness": {k: v.get(s, {}) for k, v in m.get("robustness", {}).items()}}))
+    return out
+
+
+def _retrieval_section(run: dict[str, Any]) -> list[str]:
+    ks = [str(k) for k in run.get("ks", (1, 3, 5, 10))]
+    lines = [f"## Retrieval (paper Fig. 2): {run.get('n_tracks')} tracks, {run.get('audio_minutes')} min",
+             "", f"Data: `{run.get('data')}`. Chance (random neighbours): "
+             + ", ".join(f"{METRIC_NAMES.get(m, m)} {v:.3f}" for m, v in run.get("chance", {}).items()), ""]
+    for metric, title in METRIC_NAMES.items():
+        rows = [[sys, sub] + [r["retrieval"].get(metric, {}).get(k) for k in ks] for sys, sub, r in _systems(run)
+                if metric in r["retrieval"]]
+        if rows:
+            lines += [f"### {title}", ""] + _table(["system", "subspace / target"] + [f"@{k}" for k in ks], rows)
+    return lines
+
+
+def _probe_section(run: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, m in run.get("models", {}).items():
+        probe = m.get("probe", {})
+        for s, r in probe.items():
+            if not s.startswith("_"):
+                rows.append([name, s] + [r.get(k) for k, _ in PROBE_COLUMNS])
+    if not rows:
+        return []
+    split = next((m["probe"].get("_split") for m in run["models"].values() if "probe" in m), {})
+    return ([f"## Probing (paper Table I/II): MLP probes on frozen embeddings, {split.get('train')} train /"
+             f" {split.get('test')} test tracks", ""]
+            + _table(["model", "subspace"] + [t for _, t in PROBE_COLUMNS], rows))
+
+
+def _robustness_section(run: dict[str, Any]) -> list[str]:
+    kinds = run.get("degradations") or []
+    if not kinds:
+        return []
+    lines = ["## Robustness (issue 8): degraded queries against the clean library, @5", ""]
+    header = ["system", "subspace / target", "clean key", *[f"{k} key" for k in kinds],
+              "clean tempo acc1", *[f"{k} tempo acc1" for k in kinds]]
+    rows = []
+    for sys, sub, r in _systems(run):
+        rob = r.get("robustness") or {}
+        if not rob:
+            continue
+        rows.append([sys, sub, r["retrieval"].get("key", {}).get("5"),
+                     *[rob.get(k, {}).get("key", {}).get("5") for k in kinds],
+                     r["retrieval"].get("tempo_acc1", {}).get("5"),
+                     *[rob.get(k, {}).get("tempo_acc1", {}).get("5") for k in kinds]])
+    return lines + _table(header, rows)
+
+
+def _curves_section(run: dict[str, Any], out_dir: Path) -> list[str]:
+    lines: list[str] = []
+    for name, m in run.get("models", {}).items():
+        curves = m.get("curves")
+        if not curves:
+            continue
+        if not lines:
+            lines = ["## Invariance curves (paper Fig. 3): cosine distance, clean vs transformed", ""]
+        png = next((f for f in m.get("files", []) if f.endswith(".png")), None)
+        if png and (Path(run["_dir"]) / png).is_file():
+            fig_dir = out_dir / "figures"
+            fig_dir.mkdir(parents=True, exist_ok=True)
+            dest = fig_dir / f"{Path(run['_dir']).name}_{png}"
+            shutil.copyfile(Path(run["_dir"]) / png, dest)
+            lines += [f"![{name} invariance curves](figures/{dest.name})", ""]
+        pitch = curves["pitch"]
+        at = {v: i for i, v in enumerate(pitch["values"])}
+        cols = [v for v in (-4.0, 4.0, 12.0) if v in at]
+        tempo = curves["tempo"]
+        tcols = [i for i, v in enumerate(tempo["values"]) if abs(v - 0.5) < 1e-3 or abs(v - 2.0) < 1e-3
+                 or abs(v - 0.7937) < 2e-3 or abs(v - 1.2599) < 2e-3]
+        rows = [[name, s] + [pitch["subspaces"][s][at[v]] for v in cols]
+                + [tempo["subspaces"][s][i] for i in tcols] for s in pitch["subspaces"]]
+        lines += _table(["model", "subspace"] + [f"{v:+g} st" for v in cols]
+                        + [f"x{tempo['values'][i]:g}" for i in tcols], rows)
+    return lines
+
+
+def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV Explorer: results") -> str:
+    """The Markdown text of RESULTS.md for ``runs`` (figures copied next to it)."""
+    lines = [f"# {title}", "",
+             "Regenerated by `loev-train report --runs " + " ".join(Path(r["_dir"]).as_posix() for r in runs)
+             + " --out <this file>` from each folder's `metrics.json` (written by `loev-train eval`)."
+             " Do not edit by hand.", ""]
+    lines += _budget_section(runs)
+    for run in runs:
+        lines += [f"# Benchmark `{Path(run['_dir']).name}`", ""]
+        lines += _retrieval_section(run) + _probe_section(run) + _curves_section(run, out_dir)
+        lines += _robustness_section(run)
+    lines += ["## What differs from the paper's setting", "", DIFFERENCES]
+    return "\n".join(lines)
+
+
+def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
+    """Write RESULTS.md (atomically) from eval folders; returns its path."""
+    out = Path(out)
+    runs = [load_run(d) for d in run_dirs]
+    if not runs:
+        raise ReportError("no eval folders given (--runs DIR...)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = render(runs, out.parent)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``loev-train report``."""
+    parser.add_argument("--runs", nargs="+", required=True, help="eval output folders (each with metrics.json)")
+    parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="default docs/RESULTS.md")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = write_report(args.runs, args.out)
+    print(f"{path}: written from {len(args.runs)} eval folder(s)")
+    return 0
