@@ -400,10 +400,22 @@ class Library:
 
     # -- problems (folders that could not be read) ----------------------------------------
 
-    def set_problems(self, problems: list[tuple[str, str, str]]) -> None:
-        """Replace the list of (path, kind, reason) problems found by the last walk."""
+    def set_problems(self, problems: list[tuple[str, str, str]], *,
+                     under: list[str] | None = None) -> None:
+        """Record the (path, kind, reason) problems found by a walk of the folders ``under``.
+
+        Problems previously recorded under those folders are replaced (all of them when
+        ``under`` is None); those of other folders stay.
+        """
         with self.transaction() as con:
-            con.execute("DELETE FROM problems")
+            if under is None:
+                con.execute("DELETE FROM problems")
+            else:
+                prefixes = [u.rstrip(os.sep) for u in under]
+                old = [r[0] for r in con.execute("SELECT path FROM problems")]
+                for path in old:
+                    if any(path == u or path.startswith(u + os.sep) for u in prefixes):
+                        con.execute("DELETE FROM problems WHERE path = ?", (path,))
             con.executemany("INSERT OR REPLACE INTO problems VALUES (?, ?, ?)", problems)
 
     def problems(self) -> list[tuple[str, str, str]]:

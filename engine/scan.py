@@ -264,9 +264,11 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
     walk = walk_audio(folders)
     report.reembedded = lib.set_model(**ident)
     report.problems = list(walk.problems)
-    lib.set_problems([(p, "folder", r) for p, r in walk.problems])
     roots = [os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(f))))
              for f in folders]
+    lib.set_problems([(p, "folder", r) for p, r in walk.problems],
+                     under=roots + [os.path.abspath(os.path.expanduser(os.fspath(f)))
+                                    for f in folders])
     report.found = len(walk.files)
 
     known = {t.path: t for t in lib.tracks()}

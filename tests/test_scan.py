@@ -119,6 +119,13 @@ def test_unreadable_folder_is_recorded_and_its_files_kept(tmp_path, collection, 
     with Library(lib_dir) as lib:
         assert [(p, r) for p, _k, r in lib.problems()] == report.problems
         assert lib.track_by_path(_real(collection["click90"])).status == "ok"
+    write(tmp_path / "other" / "x.wav", tone(300.0, 0.5))
+    scan([tmp_path / "other"], library=lib_dir, embedder=FakeEmbedder())  # another folder
+    with Library(lib_dir) as lib:
+        assert [p for p, _k, _r in lib.problems()] == [str(locked)]
+    scan([tmp_path / "music"], library=lib_dir, embedder=FakeEmbedder())  # readable again
+    with Library(lib_dir) as lib:
+        assert lib.problems() == []
 
 
 def test_checkpoint_change_reembeds_everything(tmp_path, collection):
