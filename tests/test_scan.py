@@ -123,6 +123,7 @@ def test_unreadable_folder_is_recorded_and_its_files_kept(tmp_path, collection, 
     scan([tmp_path / "other"], library=lib_dir, embedder=FakeEmbedder())  # another folder
     with Library(lib_dir) as lib:
         assert [p for p, _k, _r in lib.problems()] == [str(locked)]
+    monkeypatch.undo()
     scan([tmp_path / "music"], library=lib_dir, embedder=FakeEmbedder())  # readable again
     with Library(lib_dir) as lib:
         assert lib.problems() == []
