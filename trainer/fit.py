@@ -63,7 +63,7 @@ class FitOptions:
     temperature: float = 0.1
     clip: float = 1.0
     device: str = "auto"
-    ckpt_every: int = 500
+    ckpt_every: int = 100
     seed: int = 0
     workers: int = 1
     labels: str | None = None
@@ -92,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.1)
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: off)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--ckpt-every", type=int, default=100, help="save state every N steps (0: at the end)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="data-loader processes per rank")
     p.add_argument("--labels", default=None, help="labels.csv for SemiSupCon label positives")
@@ -102,9 +102,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     opts = FitOptions(**{k: getattr(args, k) for k in FitOptions.__dataclass_fields__
                          if hasattr(args, k)})
-    fit(opts)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # fit() saves the finished steps before leaving
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        fit(opts)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -379,7 +389,9 @@ def fit(opts: FitOptions) -> dict[str, Any]:
         bar.close()
         if log_file is not None:
             log_file.close()
-        _barrier(d)
+        if d.world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
     return {"step": step, "losses": losses}
 
 
