@@ -92,6 +92,9 @@ KIND_WEIGHTS = {
     "drums": 0.10,
 }
 
+# How often a procedural kind gets a drum groove under it.
+DRUM_PROBABILITY = {"band": 0.7, "progression": 0.3, "bassline": 0.7, "drums": 1.0}
+
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
 # Scale degrees (0 = tonic) of progressions that open on the tonic, so that the key is the
@@ -443,8 +446,7 @@ def _procedural(spec: ItemSpec) -> Arrangement:
 
     notes: list[tuple[float, float, int, int, int]] = []
     programs: dict[int, int] = {}
-    with_drums = spec.kind == "drums" or (spec.kind != "progression" and rng.random() < 0.7) \
-        or (spec.kind == "progression" and rng.random() < 0.3)
+    with_drums = rng.random() < DRUM_PROBABILITY[spec.kind]
     if spec.kind == "drums":
         key = NO_KEY
         top = DRUM_CHANNEL
@@ -700,6 +702,10 @@ class Renderer:
         self._flush()
         stereo = np.concatenate(chunks).reshape(-1, 2)
         y = soxr.resample(stereo.mean(axis=1), RENDER_SR, SAMPLE_RATE)
+        if float(np.sqrt(np.mean(y**2))) < 1e-4:
+            # Normalising would hide it: a preset with no samples in the played range.
+            log.warning("%s: %s rendered (nearly) silent with programs %s", self.soundfont.name,
+                        arrangement.source, arrangement.programs)
         return _normalise(y.astype(np.float32))
 
 
