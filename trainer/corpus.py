@@ -846,6 +846,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    # Refuse a missing or reserved soundfont before drawing a progress bar.
+    check_soundfont(args.soundfont, allow_heldout_soundfont=args.allow_heldout_soundfont)
     start = time.perf_counter()
     bar = tqdm(unit="file", desc="corpus")
 
