@@ -80,6 +80,11 @@ def test_out_samples_needs_enough_source_and_gives_exactly_that_many():
     assert out[-1600:].abs().max() > 0 or y[-2080:].abs().max() == 0
     with pytest.raises(ValueError, match="needs 62400 input samples"):
         time_stretch(y[:62399], 1.3, out_samples=48000)
+    # float32 rates (1.3 is stored as 1.3000000477) need no extra sample.
+    for rate in (0.7, 0.9, 1.1, 1.3):
+        n = source_samples_needed(48000, rate)
+        out = time_stretch(y[:n].expand(2, -1), torch.tensor([rate, rate]), out_samples=48000)
+        assert out.shape == (2, 48000)
 
 
 def test_batched_amounts_equal_single_calls():
