@@ -813,6 +813,10 @@ def render_corpus(
         rows.append(row)
         if progress is not None:
             progress(done, len(items))
+    stale = sorted(set(p.name for p in out.glob("*.flac")) - {row["file"] for row in rows})
+    if stale:
+        # Left alone (they may be the user's), but a trainer reading the folder would see them.
+        log.warning("%s: %d audio files not in this corpus's labels.csv, e.g. %s", out, len(stale), stale[0])
     labels = out / "labels.csv"
     tmp = labels.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
