@@ -524,7 +524,7 @@ class Piece:
 def load_piece(name: str) -> Piece | None:
     """Parse a corpus piece; None when its key or metre would make a label doubtful.
 
-    Kept: a x/4 metre (the tempo label counts quarter notes), a notated key signature
+    Kept: at most nine parts, a x/4 metre (the tempo label counts quarter notes), a notated key signature
     whose major or relative minor is the Krumhansl-Schmuckler estimate of the whole piece
     with correlation at least 0.75.
     """
@@ -538,6 +538,8 @@ def load_piece(name: str) -> Piece | None:
     sigs = list(score.recurse().getElementsByClass("TimeSignature"))
     keysigs = list(score.recurse().getElementsByClass("KeySignature"))
     if not sigs or not keysigs or any(ts.denominator != 4 for ts in sigs):
+        return None
+    if len(score.parts) > DRUM_CHANNEL:  # part i plays on channel i; channel 10 is drums
         return None
     estimate = score.analyze("key")
     if estimate.sharps != keysigs[0].sharps or estimate.correlationCoefficient < 0.75:
