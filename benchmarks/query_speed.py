@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -119,22 +120,30 @@ def cli(n: int, dim: int, runs: int) -> None:
         print(f"library: {n} tracks built in {time.perf_counter() - t0:.1f} s")
         cmd = [sys.executable, "-m", "engine.cli", "query", str(track), "--by", "key",
                "--library", str(Path(tmp) / "lib"), "--json"]
-        walls = []
+        walls, cpus = [], []
         for _ in range(runs):
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t1 = time.perf_counter()
             out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
             walls.append(time.perf_counter() - t1)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
             if out.returncode != 0:
                 raise SystemExit(out.stderr)
-        bare = []
+        bare, bare_cpu = [], []
         for _ in range(runs):
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t1 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            subprocess.run([sys.executable, "-c", "import numpy"], check=True)
             bare.append(time.perf_counter() - t1)
-        print(f"`loev query` of an indexed track, {n} tracks: median {statistics.median(walls):.3f} s, "
-              f"min {min(walls):.3f} s wall over {runs} runs "
-              f"(bare interpreter start: median {statistics.median(bare):.3f} s; "
-              f"load average {os.getloadavg()[0]:.2f})")
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            bare_cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+        print(f"`loev query` of an indexed track, {n} tracks: wall median "
+              f"{statistics.median(walls):.3f} s (min {min(walls):.3f} s), CPU time median "
+              f"{statistics.median(cpus):.3f} s, over {runs} runs; load average "
+              f"{os.getloadavg()[0]:.2f}")
+        print(f"  for scale, `python -c 'import numpy'`: wall median {statistics.median(bare):.3f} s, "
+              f"CPU time median {statistics.median(bare_cpu):.3f} s")
 
 
 def main() -> None:
