@@ -7,10 +7,13 @@ Three layers:
   run one output frame at a time in numpy, with pitch and tempo free to change between
   frames. The overlap-add of its frames cross-fades every change over one window
   (``n_fft`` samples, 23 ms at 44.1 kHz), so a slider move never clicks.
-* :class:`AuditionPlayer` - a worker thread renders frames into a lock-free ring buffer a
-  little ahead of the audio callback (``readahead`` samples); the callback only copies
-  ready samples (no allocation of buffers, no lock, no torch). A small read-ahead is what
-  keeps a change audible within 50 ms.
+* :class:`AuditionPlayer` - a worker thread renders frames into a lock-free ring buffer
+  ahead of the audio callback (``readahead`` samples, 93 ms at 44.1 kHz, so a busy machine
+  does not starve it); the callback only copies ready samples (no allocation of buffers,
+  no lock, no torch). A slider change does not wait behind that buffer: everything
+  buffered beyond the next block is thrown away and re-rendered from a snapshot of the
+  vocoder with the new value, the first blocks at once on the calling thread, so the
+  change is heard about 30 ms later (one block, half a window, the callback's period).
 * Sinks - :class:`SoundDeviceSink` (a sounddevice ``OutputStream``) or
   :class:`SimulatedSink`, which pulls blocks at a simulated real-time pace so that tests
   and ``benchmarks/audition_latency.py`` run on machines with no sound card.
@@ -357,7 +360,8 @@ class SimulatedSink:
     blocks : int
         Blocks pulled so far.
     late_blocks : int
-        Blocks this thread itself pulled more than one period late (an xrun on hardware).
+        Blocks this thread itself pulled more than one period late (an xrun on hardware,
+        whatever the player did); the schedule then restarts from that moment.
     callback_seconds : np.ndarray
         Duration of each callback (first ``blocks`` entries, up to ``max_blocks``).
     """
@@ -406,7 +410,11 @@ class SimulatedSink:
             if delay > 0:
                 time.sleep(delay)
             elif delay < -period:
+                # This thread was not scheduled for over a period: a sound card would
+                # have run dry once and gone on at its own pace, not caught up with a
+                # burst of callbacks, so the clock restarts from now.
                 self.late_blocks += 1
+                t0 = time.perf_counter() - i * period
             t = time.perf_counter()
             callback(buf)
             if i < self.callback_seconds.size:
