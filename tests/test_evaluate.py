@@ -1,0 +1,247 @@
+"""loev-train eval: retrieval metrics with known answers, probes, degradations, and the
+whole suite end to end on a tiny generated labelled folder with a random tiny checkpoint."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.signals import click_track, tone
+from trainer import evaluate as ev
+
+SR = 16000
+
+
+def _tracks(keys, tempi, families):
+    return [ev.Track(Path(f"t{i}.wav"), key=k, tempo=t, family=f)
+            for i, (k, t, f) in enumerate(zip(keys, tempi, families))]
+
+
+# ------------------------------------------------------------------ labels and metrics
+
+
+def test_key_index_round_trip_and_rejects():
+    assert ev.key_index("C major") == 0
+    assert ev.key_index("Eb minor") == ev.key_index("D# minor") == 15
+    assert ev.key_index("bb minor") == 22
+    assert all(ev.key_index(ev.key_from_index(i)) == i for i in range(24))
+    assert ev.key_index("") is None and ev.key_index("H major") is None and ev.key_index("C dorian") is None
+
+
+def test_tempo_hits():
+    assert ev.tempo_hits(120.0, 124.0) == (True, True)  # 3.3 %
+    assert ev.tempo_hits(120.0, 126.0) == (False, False)  # 5 %
+    assert ev.tempo_hits(120.0, 240.0) == (False, True)
+    assert ev.tempo_hits(120.0, 40.5) == (False, True)
+    assert ev.tempo_hits(120.0, 180.0) == (False, False)  # 3:2 is not an acc2 relation
+
+
+def test_perfect_embedding_scores_one_and_k3_averages_all_others():
+    # 4 tracks, 2 keys a tritone apart (weighted score 0 between them), tempo and family follow the key
+    tracks = _tracks(["C major", "C major", "F# major", "F# major"], [100, 100, 150, 150], ["a", "a", "b", "b"])
+    emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=float)
+    pairs = ev.PairTable(tracks)
+    r = ev.retrieval_scores(ev.cosine_similarity(emb, emb), pairs, ks=(1, 3))
+    for m in ("key", "tempo_acc1", "tempo_acc2", "family"):
+        assert r[m]["1"] == 1.0
+        # k = 3 takes every other track: 1 of 3 neighbours shares the label
+        assert r[m]["3"] == pytest.approx(1 / 3)
+
+
+def test_weighted_key_partial_credit_and_acc2():
+    # mir_eval's weighted score is asymmetric: G major found for C major is a fifth above (0.5),
+    # C major found for G major is a fourth above (0); C major for A minor is relative (0.3)
+    tracks = _tracks(["C major", "G major", "A minor"], [100, 200, 300], [None, None, None])
+    sim = np.array([[0, 1, 0], [1, 0, 0], [1, 0, 0]], dtype=float)
+    r = ev.retrieval_scores(sim, ev.PairTable(tracks), ks=(1,))
+    assert r["key"]["1"] == pytest.approx((0.5 + 0.0 + 0.3) / 3)
+    assert r["tempo_acc1"]["1"] == 0.0
+    # 100 -> 200 (x2), 200 -> 100 (x1/2), 300 -> 100 (x1/3): all acc2 hits
+    assert r["tempo_acc2"]["1"] == 1.0
+    assert "family" not in r  # no family labels: no family figure rather than a fake one
+
+
+def test_unlabelled_tracks_take_no_part():
+    tracks = _tracks(["C major", None, "C major"], [100, 100, 100], ["a", "a", "a"])
+    sim = np.array([[0, 1, 0.5], [1, 0, 0], [0.5, 0, 0]], dtype=float)
+    r = ev.retrieval_scores(sim, ev.PairTable(tracks), ks=(1,))
+    assert r["key"]["1"] == 1.0  # the unlabelled middle track is never a key neighbour
+
+
+def test_query_is_never_its_own_neighbour():
+    sim = np.eye(3) + 0.1 * np.arange(9).reshape(3, 3)
+    nn = ev.nearest(sim, 2)
+    assert all(i not in row for i, row in enumerate(nn))
+
+
+def test_chance_is_mean_over_pairs():
+    tracks = _tracks(["C major"] * 2 + ["F# major"] * 2, [100] * 4, ["a"] * 4)
+    ch = ev.chance_scores(ev.PairTable(tracks))
+    assert ch["key"] == pytest.approx(1 / 3) and ch["tempo_acc1"] == 1.0
+
+
+def test_label_similarity_retrieves_same_estimates():
+    tracks = _tracks(["C major", "C major", "F# major", "F# major"], [90, 91, 140, 141], [None] * 4)
+    pairs = ev.PairTable(tracks)
+    keys = ev.label_similarity(["C major", "C major", "F# major", "F# major"], "key")
+    tempi = ev.label_similarity([90.0, 91.0, 140.0, 141.0], "tempo")
+    assert ev.retrieval_scores(keys, pairs, ks=(1,))["key"]["1"] == 1.0
+    assert ev.retrieval_scores(tempi, pairs, ks=(1,))["tempo_acc1"]["1"] == 1.0
+
+
+def test_concat_subspaces_is_unit_norm_and_weighs_each_equally():
+    emb = {"pitch": np.array([[3.0, 4.0]]), "tempo": np.array([[10.0, 0.0, 0.0]])}
+    v = ev.concat_subspaces(emb)
+    assert v.shape == (1, 5) and np.linalg.norm(v) == pytest.approx(1.0)
+    assert np.linalg.norm(v[0, :2]) == pytest.approx(np.linalg.norm(v[0, 2:]))
+
+
+# ----------------------------------------------------------------- degradations, split
+
+
+def test_degradations_measure_what_they_claim():
+    y = tone(440.0, 2.0) + tone(6000.0, 2.0)
+    noisy = ev.degrade(y, "noise_10db", seed=1)
+    snr = 10 * np.log10(np.mean(y ** 2) / np.mean((noisy - y) ** 2))
+    assert snr == pytest.approx(10.0, abs=0.3)
+    spec = np.abs(np.fft.rfft(ev.degrade(y, "lowpass_4k")))
+    freqs = np.fft.rfftfreq(len(y), 1 / SR)
+    at = lambda f: spec[np.argmin(np.abs(freqs - f))]  # noqa: E731
+    assert at(6000) < 0.01 * at(440)
+    with pytest.raises(ValueError, match="unknown degradation"):
+        ev.degrade(y, "vinyl")
+
+
+def test_split_is_deterministic_and_never_empty():
+    names = [f"track_{i:03d}.wav" for i in range(20)]
+    a, b = ev.split_tracks(names), ev.split_tracks(list(names))
+    assert (a == b).all() and a.sum() == 6
+    assert ev.split_tracks(["x.wav", "y.wav"]).sum() == 1
+
+
+# ------------------------------------------------------------------------------ probe
+
+
+def test_probe_on_separable_toy_set():
+    rng = np.random.default_rng(0)
+    n_tracks, per = 40, 3
+    keys = ["C major", "F# major", "A minor", "Eb minor"]
+    key_of = rng.integers(0, 4, n_tracks)
+    tempo_of = rng.choice([80.0, 120.0, 160.0], n_tracks)
+    fam_of = rng.integers(0, 2, n_tracks)
+    tracks = [ev.Track(Path(f"toy{i}.wav"), key=keys[key_of[i]], tempo=float(tempo_of[i]),
+                       family=["strings", "piano"][fam_of[i]]) for i in range(n_tracks)]
+    owner = np.repeat(np.arange(n_tracks), per)
+    centres = rng.standard_normal((4, 8)) * 3
+    x = np.concatenate([centres[key_of[owner]], np.repeat(np.log2(tempo_of[owner])[:, None] * 4, 4, axis=1),
+                        np.repeat((fam_of[owner] * 4.0)[:, None], 4, axis=1)], axis=1)
+    x += 0.3 * rng.standard_normal(x.shape)
+    test = ev.split_tracks([t.name for t in tracks])
+    r = ev.probe_subspace(x.astype(np.float32), owner, tracks, test,
+                          options=ev.ProbeOptions(steps=300, hidden=64))
+    assert r["key"] > 0.95
+    assert r["family_acc"] > 0.95 and r["family_roc_auc"] > 0.95 and r["family_map"] > 0.95
+    assert r["tempo_acc1"] > 0.8
+
+
+# ------------------------------------------------------------------------- end to end
+
+
+def _labelled_folder(root: Path) -> Path:
+    """6 tracks: 2 keys (tone pairs) x 3 tempi (click tracks), two families."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (f0, key) in enumerate(((261.63, "C major"), (369.99, "F# major"))):
+        for j, bpm in enumerate((80.0, 120.0, 160.0)):
+            y = 0.5 * (tone(f0, 3.0) + tone(f0 * 1.25, 3.0)) + click_track(bpm, 3.0, seed=3 * i + j)
+            name = f"k{i}_t{j}.wav"
+            sf.write(root / name, y, SR)
+            rows.append({"file": name, "key": key, "tempo": bpm, "program": 0 if i else 40,
+                         "family": "piano" if i else "strings", "source": "synthetic", "seed": 3 * i + j,
+                         "soundfont": "none"})
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_eval_end_to_end_and_report(tmp_path, tiny_checkpoint, monkeypatch):
+    from trainer import baselines
+    from trainer.cli import main
+
+    # essentia (when installed) is exercised by the benchmark, not here: keep the test fast
+    monkeypatch.setattr(baselines, "essentia_available", lambda: False)
+    monkeypatch.setattr(ev, "DEGRADATIONS", ("lowpass_4k",))  # one degradation exercises the path
+    data = _labelled_folder(tmp_path / "bench")
+    out = tmp_path / "eval"
+    rc = main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(data), "--out", str(out),
+               "--baselines", "--probe", "--degrade", "--probe-steps", "5"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_tracks"] == 6 and m["labelled"]["key"] == 6
+    model = m["models"][tiny_checkpoint.stem]
+    assert set(model["retrieval"]) == {"invariant", "pitch", "tempo", "all"}
+    for r in model["retrieval"].values():
+        assert set(r) == set(ev.METRICS)
+        assert all(0.0 <= v <= 1.0 for metric in r.values() for v in metric.values())
+    assert set(model["probe"]) == {"invariant", "pitch", "tempo", "all", "_split"}
+    assert set(model["robustness"]) == set(ev.DEGRADATIONS)
+    # the tempogram finds each click track's tempo among the other tracks at that tempo
+    assert set(m["baselines"]) == set(baselines.DESCRIPTORS)
+    assert m["baselines"]["tempogram"]["retrieval"]["tempo_acc1"]["1"] == 1.0
+    assert m["baselines"]["chroma12"]["retrieval"]["key"]["1"] == 1.0
+
+    results = tmp_path / "docs" / "RESULTS.md"
+    assert main(["report", "--runs", str(out), "--out", str(results)]) == 0
+    text = results.read_text()
+    for heading in ("training budget", "Retrieval (paper Fig. 2)", "Probing (paper Table I/II)",
+                    "Robustness", "What differs from the paper"):
+        assert heading in text
+    assert "| tiny-loevpp | pitch |" in text and "| baseline: tempogram | tempo |" in text
+
+
+class ChromaTempoEmbedder:
+    """Known answers for the curves: pitch = folded chroma (moves with a shift, returns at an
+    octave), tempo = log-lag onset autocorrelation, invariant = a constant."""
+
+    def embed_audio_batch(self, ys):
+        from trainer import baselines
+
+        return [{"invariant": np.array([0.6, 0.8], dtype=np.float32), "pitch": baselines.folded_chroma_24(y),
+                 "tempo": baselines.loglag_autocorrelation(y)} for y in ys]
+
+
+def test_curves_known_answers_and_files(tmp_path):
+    from tests.signals import harmonic_tone
+
+    y = sum(harmonic_tone(f, 3.0) for f in (261.63, 329.63, 392.0)) + click_track(100.0, 3.0)
+    curves = ev.mean_curves(ChromaTempoEmbedder(), [y], n_tracks=1, seconds=3.0)
+    pitch, tempo = curves["pitch"], curves["tempo"]
+    at = dict(zip(pitch["values"], range(len(pitch["values"]))))
+    assert pitch["values"][0] == -12.0 and pitch["values"][-1] == 12.0 and len(pitch["values"]) == 25
+    assert max(pitch["subspaces"]["invariant"]) < 1e-6
+    assert pitch["subspaces"]["pitch"][at[4.0]] > 0.3 and pitch["subspaces"]["pitch"][at[0.0]] < 0.05
+    # octave folding: a 12-semitone shift comes back near the clean chroma
+    assert pitch["subspaces"]["pitch"][at[12.0]] < 0.5 * pitch["subspaces"]["pitch"][at[6.0]]
+    assert tempo["values"][0] == 0.5 and tempo["values"][-1] == 2.0
+    files = ev.write_curves(curves, tmp_path, "toy")
+    assert files == ["toy_curve_pitch.csv", "toy_curve_tempo.csv", "toy_curves.png"]
+    rows = (tmp_path / "toy_curve_pitch.csv").read_text().splitlines()
+    assert rows[0] == "value,invariant,pitch,tempo" and len(rows) == 26
+    assert (tmp_path / "toy_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_errors_are_one_line(tmp_path, capsys):
+    from trainer.cli import main
+
+    assert main(["eval", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--baselines"]) == 2
+    assert "no such labels file" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert main(["report", "--runs", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 2
+    assert "no metrics.json" in capsys.readouterr().err
