@@ -149,6 +149,64 @@ class StreamingVocoder:
             self._faded += k
         return out
 
+    def process_many(self, k: int) -> np.ndarray:
+        """Render ``k`` frames at the current pitch and tempo in one vectorised pass
+        (offline rendering); the same samples as ``k`` calls of :meth:`process`.
+
+        Returns
+        -------
+        np.ndarray [k * hop_length], float32
+        """
+        n, hop = self.n_fft, self.hop_length
+        steps = np.full(k, self.tempo * hop)
+        steps[0] = self.position
+        positions = np.add.accumulate(steps)  # the same float sums as frame by frame
+        starts = np.array([int(round(p)) for p in positions]) - n // 2
+        if not self.loop:
+            self._silent_frames += int(np.count_nonzero(starts >= self.y.size))
+        frames = self._read_many(starts, n + hop)
+        spec = np.fft.rfft(np.stack([frames[:, :n], frames[:, hop:]]) * self._window, axis=-1)
+        mag, a0 = np.abs(spec[0]), np.angle(spec[0])
+        omega = self._nominal + _wrap(np.angle(spec[1]) - a0 - self._nominal * hop) / hop
+        c_in = a0 + self._centre
+        if self.pitch != 1.0:
+            mag, omega, c_in = self._scale_frequency(mag, omega, c_in)
+        step = _wrap(omega * hop)
+        first = c_in[0] if self._running is None else self._running + self._step
+        running = np.empty_like(step)
+        running[0] = first
+        if k > 1:
+            running[1:] = first + np.add.accumulate(step[:-1], axis=0)
+        self._running, self._step = running[-1], step[-1]
+        padded = np.full((k, mag.shape[1] + 4), -np.inf)
+        padded[:, 2:-2] = mag
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 5, axis=1)
+        peak = np.argmax(windows, axis=2) + self._bins_int - 2  # as _peaks, for k frames
+        rows = np.arange(k)[:, None]
+        phase = running[rows, peak] + c_in - c_in[rows, peak] - self._centre
+        out_frames = np.fft.irfft(mag * np.exp(1j * phase), n=n, axis=-1) * self._window
+        buffer = np.zeros(k * hop + n)
+        buffer[:n] += self._ola
+        for q in range(n // hop):  # overlap-add: each quarter of every frame at once
+            buffer[q * hop: q * hop + k * hop] += out_frames[:, q * hop:(q + 1) * hop].ravel()
+        out = (buffer[: k * hop] / self._norm).astype(np.float32)
+        self._ola[:] = buffer[k * hop:]
+        self.position = float(positions[-1] + self.tempo * hop)
+        if self.loop:
+            self.position %= self.y.size
+        if self._faded < self._fade.size:
+            m = min(out.size, self._fade.size - self._faded)
+            out[:m] *= self._fade[self._faded: self._faded + m]
+            self._faded += m
+        return out
+
+    def _read_many(self, starts: np.ndarray, n: int) -> np.ndarray:
+        idx = starts[:, None] + np.arange(n)
+        if self.loop:
+            return np.take(self.y, idx, mode="wrap")
+        inside = (idx >= 0) & (idx < self.y.size)
+        return np.where(inside, self.y[np.clip(idx, 0, self.y.size - 1)], np.float32(0))
+
     def _read(self, start: int, n: int) -> np.ndarray:
         size = self.y.size
         if self.loop:
@@ -189,15 +247,16 @@ class StreamingVocoder:
 
     def _scale_frequency(self, mag, omega, c_in):
         """As ``engine.transforms._scale_frequency``, for one frame."""
-        n_bins = mag.size
+        n_bins = mag.shape[-1]
         src = self._bins / self.pitch
         valid = src <= n_bins - 1
         src = np.minimum(src, n_bins - 1)
         q0 = np.minimum(np.floor(src).astype(np.int64), n_bins - 2)
         qf = src - q0
         near = np.round(src).astype(np.int64)
-        new_mag = ((1 - qf) * mag[q0] + qf * mag[q0 + 1]) * valid
-        return new_mag, omega[near] * self.pitch, c_in[near]
+        # ``...`` indexing: one frame [F] or many frames [k, F].
+        new_mag = ((1 - qf) * mag[..., q0] + qf * mag[..., q0 + 1]) * valid
+        return new_mag, omega[..., near] * self.pitch, c_in[..., near]
 
     def _peaks(self, mag: np.ndarray) -> np.ndarray:
         """Index of the strongest bin within +-2 bins of each bin (identity phase locking)."""
@@ -260,7 +319,8 @@ def render(
     n_out = int(round(y.size / tempo))
     blocks, total = [], 0
     while total < n_out and not voc.ended:
-        block = voc.process()
+        frames = min(256, -(-(n_out - total) // voc.hop_length))
+        block = voc.process_many(frames)
         blocks.append(block)
         total += block.size
     out = np.concatenate(blocks)[:n_out]

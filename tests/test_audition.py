@@ -188,3 +188,17 @@ def test_no_output_device_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
     with pytest.raises(AudioDeviceError, match="no audio output device"):
         SoundDeviceSink()
+
+
+@pytest.mark.parametrize("semitones, tempo", [(0.0, 1.0), (3.0, 0.8), (-6.0, 1.7)])
+def test_offline_rendering_equals_frame_by_frame(semitones, tempo):
+    from engine.audition import StreamingVocoder
+
+    y = harmonic_tone(220.0, 1.0, sr=SR) + click_track(120, 1.0, sr=SR)
+    one, many = StreamingVocoder(y, sr=SR), StreamingVocoder(y, sr=SR)
+    for voc in (one, many):
+        voc.pitch, voc.tempo = 2 ** (semitones / 12), tempo
+    a = np.concatenate([one.process() for _ in range(200)])
+    b = np.concatenate([many.process_many(120), many.process_many(1), many.process_many(79)])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert one.position == pytest.approx(many.position)
