@@ -26,7 +26,8 @@ from engine.config import SAMPLE_RATE
 
 SHIFTS = tuple(float(s) for s in range(-6, 7))
 STRETCHES = tuple(float(r) for r in np.geomspace(0.5, 2.0, 25))  # 2 ** (1/12) apart
-_GROUP = 4  # candidates per transform call: bounds the vocoder's memory on long excerpts
+_GROUP = 4
+MIN_SECONDS = 1.0  # the slowest stretch candidate still needs half of it  # candidates per transform call: bounds the vocoder's memory on long excerpts
 
 
 class EmbedderLike(Protocol):
@@ -187,6 +188,10 @@ def match_tracks(
     """
     if 0.0 not in shifts or 1.0 not in [round(r, 9) for r in stretches]:
         raise ValueError("the shift grid must contain 0 and the stretch grid 1")
+    for name, y in (("query", query_y), ("result", result_y)):
+        if np.asarray(y).size < sr * MIN_SECONDS:
+            raise ValueError(f"the {name} is too short to match ({np.asarray(y).size / sr:.2f} s;"
+                             f" at least {MIN_SECONDS:g} s)")
     key_space, tempo_space = _space(embedder, "pitch"), _space(embedder, "tempo")
     n = int(max_seconds * sr)
     query = _excerpt(np.asarray(query_y, dtype=np.float32), n)

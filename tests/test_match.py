@@ -153,6 +153,11 @@ def test_parabola_and_alignment_helpers():
     assert refined == pytest.approx(0.8, rel=0.01)
 
 
+def test_too_short_is_a_clear_error():
+    with pytest.raises(ValueError, match="result is too short"):
+        match_tracks(np.zeros(SR), np.zeros(SR // 4), FakeEmbedder())
+
+
 def test_grids_must_contain_identity():
     with pytest.raises(ValueError):
         match_tracks(np.zeros(SR), np.zeros(SR), FakeEmbedder(), shifts=(1.0, 2.0))
