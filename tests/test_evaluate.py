@@ -187,7 +187,7 @@ def test_eval_end_to_end_and_report(tmp_path, tiny_checkpoint, monkeypatch):
     model = m["models"][tiny_checkpoint.stem]
     assert set(model["retrieval"]) == {"invariant", "pitch", "tempo", "all"}
     for r in model["retrieval"].values():
-        assert set(r) == set(ev.METRICS)
+        assert set(r) == {"family", "key", "tempo_acc1", "tempo_acc2"}  # no pitch labels: no pitch figure
         assert all(0.0 <= v <= 1.0 for metric in r.values() for v in metric.values())
     assert set(model["probe"]) == {"invariant", "pitch", "tempo", "all", "_split"}
     assert set(model["robustness"]) == set(ev.DEGRADATIONS)
@@ -245,3 +245,44 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert "nothing to evaluate" in capsys.readouterr().err
     assert main(["report", "--runs", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 2
     assert "no metrics.json" in capsys.readouterr().err
+
+
+def test_probe_uses_dataset_split_and_scores_tags_and_pitch():
+    rng = np.random.default_rng(1)
+    n, per = 48, 2
+    pitch_of = rng.choice([48, 60, 72], n)
+    tag_sets = [("rock", "guitar"), ("jazz",), ("rock",)]
+    tag_of = rng.integers(0, 3, n)
+    tracks = [ev.Track(Path(f"n{i}.wav"), pitch=int(pitch_of[i]), tags=tag_sets[tag_of[i]],
+                       split="test" if i % 4 == 0 else "train") for i in range(n)]
+    test = ev.probe_split(tracks)
+    assert test.sum() == 12 and all(test[i] == (i % 4 == 0) for i in range(n))
+    owner = np.repeat(np.arange(n), per)
+    x = np.concatenate([np.eye(3)[np.searchsorted([48, 60, 72], pitch_of[owner])] * 3,
+                        np.eye(3)[tag_of[owner]] * 3], axis=1) + 0.2 * rng.standard_normal((n * per, 6))
+    r = ev.probe_subspace(x.astype(np.float32), owner, tracks, test, options=ev.ProbeOptions(steps=300, hidden=32))
+    assert r["pitch_acc"] == 1.0
+    assert r["tags_roc_auc"] > 0.95 and r["tags_map"] > 0.9
+    assert "key" not in r and "tempo_acc1" not in r  # no labels, no figure
+
+
+def test_eval_reads_a_dataset_layout(tmp_path, monkeypatch):
+    from trainer import baselines
+    from trainer.datasets import DatasetError
+
+    monkeypatch.setattr(baselines, "essentia_available", lambda: False)
+
+    root = tmp_path / "gst"
+    for i, bpm in enumerate((90.0, 90.0, 140.0)):
+        (root / "annotations" / "tempo").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / "tempo" / f"{i}.LOFI.bpm").write_text(str(bpm))
+        (root / "audio").mkdir(exist_ok=True)
+        sf.write(root / "audio" / f"{i}.LOFI.wav", click_track(bpm, 4.0, seed=i), SR)
+    tracks = ev.tracks_from_dataset("giantsteps_tempo", root)
+    assert sorted(t.tempo for t in tracks) == [90.0, 90.0, 140.0]
+    m = ev.run_eval([], root, tmp_path / "out", ev.EvalOptions(baselines=True), log=lambda _m: None,
+                    dataset="giantsteps_tempo")
+    assert m["dataset"] == "giantsteps_tempo" and m["labelled"]["tempo_acc1"] == 3
+    assert m["baselines"]["tempogram"]["retrieval"]["tempo_acc1"]["1"] == pytest.approx(2 / 3)
+    with pytest.raises(DatasetError):
+        ev.tracks_from_dataset("nsynth", root)

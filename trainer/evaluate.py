@@ -56,6 +56,9 @@ class Track:
     key: str | None = None
     tempo: float | None = None
     family: str | None = None
+    pitch: int | None = None  # MIDI note (NSynth)
+    tags: tuple[str, ...] | None = None  # multi-label tags (MagnaTagATune, MTG-Jamendo)
+    split: str | None = None  # a dataset's own split; None: split_tracks decides
 
     @property
     def name(self) -> str:
@@ -102,6 +105,19 @@ def load_tracks(data: str | Path) -> list[Track]:
     return tracks
 
 
+def tracks_from_dataset(name: str, root: str | Path) -> list[Track]:
+    """Tracks of one of trainer.datasets' adapters, with the dataset's own split."""
+    from trainer.datasets import load_dataset
+
+    tracks = []
+    for it in load_dataset(name, root):
+        lab = it.labels
+        tracks.append(Track(path=it.path, key=lab.get("key"), tempo=lab.get("tempo"), family=lab.get("family"),
+                            pitch=lab.get("pitch"), tags=tuple(lab["tags"]) if "tags" in lab else None,
+                            split=it.split))
+    return tracks
+
+
 # -------------------------------------------------------------------------- metrics
 
 
@@ -135,40 +151,40 @@ def nearest(sim: np.ndarray, k: int, *, exclude_self: bool = True) -> np.ndarray
     return np.argsort(-sim, axis=1, kind="stable")[:, :k]
 
 
+def _key_table() -> np.ndarray:
+    """``[24, 24]`` mir_eval weighted scores: row = reference key index, column = estimate."""
+    return np.array([[key_score(key_from_index(r), key_from_index(e)) for e in range(24)] for r in range(24)])
+
+
 def _pair_scores(tracks: Sequence[Track], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """``valid [N]`` (the track has the label) and ``score [N, N]`` (query row, neighbour column)."""
-    n = len(tracks)
-    if metric == "family":
-        fam = [t.family for t in tracks]
-        valid = np.array([f is not None for f in fam])
-        score = np.array([[float(a == b) for b in fam] for a in fam]) if n else np.zeros((0, 0))
-        return valid, score
+    """``idx [n]`` (the tracks that carry the label) and ``score [n, n]`` among them
+    (query row, neighbour column)."""
+    if metric in ("family", "pitch"):
+        vals = [getattr(t, metric) for t in tracks]
+        idx = np.array([i for i, v in enumerate(vals) if v is not None], dtype=np.int64)
+        codes = {v: c for c, v in enumerate(sorted({str(vals[i]) for i in idx}))}
+        lab = np.array([codes[str(vals[i])] for i in idx])
+        return idx, (lab[:, None] == lab[None, :]).astype(np.float64)
     if metric == "key":
-        keys = [t.key for t in tracks]
-        valid = np.array([k is not None for k in keys])
-        cache: dict[tuple[str, str], float] = {}
-        score = np.zeros((n, n))
-        for i, a in enumerate(keys):
-            for j, b in enumerate(keys):
-                if a is not None and b is not None:
-                    if (a, b) not in cache:
-                        cache[(a, b)] = key_score(a, b)
-                    score[i, j] = cache[(a, b)]
-        return valid, score
+        keys = [key_index(t.key) for t in tracks]
+        idx = np.array([i for i, k in enumerate(keys) if k is not None], dtype=np.int64)
+        if len(idx) < 2:
+            return idx, np.zeros((len(idx), len(idx)))
+        k = np.array([keys[i] for i in idx])
+        return idx, _key_table()[k[:, None], k[None, :]]
     if metric in ("tempo_acc1", "tempo_acc2"):
-        tempi = [t.tempo for t in tracks]
-        valid = np.array([t is not None for t in tempi])
-        col = 0 if metric == "tempo_acc1" else 1
-        score = np.zeros((n, n))
-        for i, a in enumerate(tempi):
-            for j, b in enumerate(tempi):
-                if a is not None and b is not None:
-                    score[i, j] = float(tempo_hits(a, b)[col])
-        return valid, score
+        idx = np.array([i for i, t in enumerate(tracks) if t.tempo is not None], dtype=np.int64)
+        ref = np.array([tracks[i].tempo for i in idx], dtype=np.float64)[:, None]
+        est = ref.T
+        factors = (1.0,) if metric == "tempo_acc1" else TEMPO_FACTORS
+        hit = np.zeros((len(idx), len(idx)), dtype=bool)
+        for f in factors:
+            hit |= np.abs(est - f * ref) <= TEMPO_TOLERANCE * f * ref
+        return idx, hit.astype(np.float64)
     raise ValueError(f"unknown metric {metric!r}")
 
 
-METRICS = ("family", "key", "tempo_acc1", "tempo_acc2")
+METRICS = ("family", "key", "tempo_acc1", "tempo_acc2", "pitch")
 
 
 @dataclass
@@ -191,12 +207,10 @@ def retrieval_scores(sim: np.ndarray, pairs: PairTable, *, ks: Sequence[int] = K
     and as neighbours). Returns ``{metric: {str(k): score}}``.
     """
     out: dict[str, dict[str, float]] = {}
-    for metric, (valid, score) in pairs.tables.items():
-        idx = np.flatnonzero(valid)
+    for metric, (idx, sc) in pairs.tables.items():
         if len(idx) < 2:
             continue
         sub = sim[np.ix_(idx, idx)]
-        sc = score[np.ix_(idx, idx)]
         out[metric] = {}
         for k in ks:
             kk = min(k, len(idx) - 1)
@@ -208,11 +222,9 @@ def retrieval_scores(sim: np.ndarray, pairs: PairTable, *, ks: Sequence[int] = K
 def chance_scores(pairs: PairTable) -> dict[str, float]:
     """Expected neighbour score with random neighbours: the mean over all pairs i != j."""
     out = {}
-    for metric, (valid, score) in pairs.tables.items():
-        idx = np.flatnonzero(valid)
+    for metric, (idx, sc) in pairs.tables.items():
         if len(idx) < 2:
             continue
-        sc = score[np.ix_(idx, idx)]
         out[metric] = float((sc.sum() - np.trace(sc)) / (len(idx) * (len(idx) - 1)))
     return out
 
@@ -325,6 +337,14 @@ def split_tracks(names: Sequence[str], *, test_fraction: float = 0.3) -> np.ndar
     return test
 
 
+def probe_split(tracks: Sequence[Track]) -> np.ndarray:
+    """Test mask: the dataset's own "test" split where the tracks carry one, else :func:`split_tracks`."""
+    if all(t.split is not None for t in tracks) and any(t.split == "test" for t in tracks) \
+            and any(t.split != "test" for t in tracks):
+        return np.array([t.split == "test" for t in tracks])
+    return split_tracks([t.name for t in tracks])
+
+
 @dataclass(frozen=True)
 class ProbeOptions:
     """The probe of paper Section III: one hidden ReLU layer with dropout, Adam."""
@@ -343,7 +363,8 @@ def train_probe(x: np.ndarray, y: np.ndarray, *, task: str, n_classes: int = 0,
     """Fit an MLP probe on frozen features ``x [M, D]``; returns a predictor.
 
     ``task`` is ``"classify"`` (``y`` int classes; the predictor returns probabilities
-    ``[M, n_classes]``) or ``"regress"`` (``y`` float; the predictor returns ``[M]``).
+    ``[M, n_classes]``), ``"multilabel"`` (``y [M, L]`` 0/1; sigmoid probabilities ``[M, L]``)
+    or ``"regress"`` (``y`` float; the predictor returns ``[M]``).
     """
     import torch
     from torch import nn
@@ -352,12 +373,15 @@ def train_probe(x: np.ndarray, y: np.ndarray, *, task: str, n_classes: int = 0,
     torch.manual_seed(options.seed)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     xt = torch.from_numpy(((x - mean) / std).astype(np.float32))
-    out_dim = n_classes if task == "classify" else 1
+    out_dim = {"classify": n_classes, "multilabel": int(np.shape(y)[1]) if np.ndim(y) == 2 else 0}.get(task, 1)
     net = nn.Sequential(nn.Linear(x.shape[1], options.hidden), nn.ReLU(), nn.Dropout(options.dropout),
                         nn.Linear(options.hidden, out_dim))
     if task == "classify":
         yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
         loss_fn: Callable[..., Any] = nn.CrossEntropyLoss()
+    elif task == "multilabel":
+        yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
+        loss_fn = nn.BCEWithLogitsLoss()
     else:
         y_mean, y_std = float(np.mean(y)), float(np.std(y)) + 1e-6
         yt = torch.from_numpy(((np.asarray(y) - y_mean) / y_std).astype(np.float32))
@@ -390,6 +414,8 @@ def train_probe(x: np.ndarray, y: np.ndarray, *, task: str, n_classes: int = 0,
             out = net(torch.from_numpy(((z - mean) / std).astype(np.float32)))
         if task == "classify":
             return torch.softmax(out, dim=1).numpy()
+        if task == "multilabel":
+            return torch.sigmoid(out).numpy()
         return out[:, 0].numpy() * y_std + y_mean
 
     return predict
@@ -436,7 +462,45 @@ def probe_subspace(chunks: np.ndarray, owner: np.ndarray, tracks: Sequence[Track
         hits = np.array([tempo_hits(tempi[i], est[i]) for i in test_idx if np.isfinite(tempi[i])])
         out["tempo_acc1"], out["tempo_acc2"] = float(hits[:, 0].mean()), float(hits[:, 1].mean())
     out.update(_family_probe(chunks, owner, tracks, test, train_c, options))
+    out.update(_pitch_probe(chunks, owner, tracks, test, train_c, options))
+    out.update(_tags_probe(chunks, owner, tracks, test, train_c, options))
     return out
+
+
+def _pitch_probe(chunks: np.ndarray, owner: np.ndarray, tracks: Sequence[Track], test: np.ndarray,
+                 train_c: np.ndarray, options: ProbeOptions) -> dict[str, float]:
+    """NSynth-style pitch classification over MIDI notes 0-127: accuracy."""
+    pitch = np.array([t.pitch if t.pitch is not None else -1 for t in tracks])
+    if not ((pitch[~test] >= 0).any() and (pitch[test] >= 0).any()):
+        return {}
+    m = train_c & (pitch[owner] >= 0)
+    pred = train_probe(chunks[m], pitch[owner[m]], task="classify", n_classes=128, options=options)
+    probs = _track_mean(pred(chunks), owner, len(tracks))
+    scored = [i for i in np.flatnonzero(test) if pitch[i] >= 0]
+    return {"pitch_acc": float(np.mean([probs[i].argmax() == pitch[i] for i in scored]))}
+
+
+def _tags_probe(chunks: np.ndarray, owner: np.ndarray, tracks: Sequence[Track], test: np.ndarray,
+                train_c: np.ndarray, options: ProbeOptions) -> dict[str, float]:
+    """Multi-label tagging (sigmoid outputs, binary cross-entropy): macro ROC-AUC and mAP."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if not any(t.tags for t in tracks):
+        return {}
+    vocab = sorted({tag for t in tracks for tag in (t.tags or ())})
+    col = {tag: i for i, tag in enumerate(vocab)}
+    y = np.zeros((len(tracks), len(vocab)), dtype=np.float32)
+    for i, t in enumerate(tracks):
+        for tag in t.tags or ():
+            y[i, col[tag]] = 1.0
+    pred = train_probe(chunks[train_c], y[owner[train_c]], task="multilabel", options=options)
+    probs = _track_mean(pred(chunks), owner, len(tracks))[test]
+    truth = y[test]
+    present = [c for c in range(len(vocab)) if 0 < truth[:, c].sum() < len(truth)]
+    if not present:
+        return {}
+    return {"tags_roc_auc": float(roc_auc_score(truth[:, present], probs[:, present], average="macro")),
+            "tags_map": float(average_precision_score(truth[:, present], probs[:, present], average="macro"))}
 
 
 def _family_probe(chunks: np.ndarray, owner: np.ndarray, tracks: Sequence[Track], test: np.ndarray,
@@ -606,7 +670,7 @@ def evaluate_model(checkpoint: Path, tracks: Sequence[Track], signals: Sequence[
 
 def _probe_all(embedder: Any, emb: Embeddings, tracks: Sequence[Track], signals: Sequence[np.ndarray],
                opts: EvalOptions) -> dict[str, Any]:
-    test = split_tracks([t.name for t in tracks])
+    test = probe_split(tracks)
     st, sowner, rates = stretched_training_chunks(embedder, signals, ~test)
     stretched_all = Embeddings(st, sowner).with_all()
     chunks = _select(emb.with_all(), opts.subspaces)
@@ -682,19 +746,23 @@ def _model_names(checkpoints: Sequence[Path]) -> list[str]:
 
 
 def run_eval(checkpoints: Sequence[Path], data: Path, out_dir: Path, opts: EvalOptions,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the suite and write ``out_dir/metrics.json``; returns what it wrote."""
+             log: Callable[[str], None] = print, *, dataset: str | None = None) -> dict[str, Any]:
+    """Run the suite and write ``out_dir/metrics.json``; returns what it wrote.
+
+    ``data`` is a labelled folder (``labels.csv``), or with ``dataset`` the root of one of
+    trainer.datasets' layouts.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    tracks = load_tracks(data)
+    tracks = load_tracks(data) if dataset is None else tracks_from_dataset(dataset, data)
     t0 = time.perf_counter()
     signals = load_signals(tracks, max_seconds=opts.max_seconds)
     pairs = PairTable(tracks)
     degraded = ({k: [degrade(y, k, seed=i) for i, y in enumerate(signals)] for k in DEGRADATIONS}
                 if opts.degrade else {})
     metrics: dict[str, Any] = {
-        "data": str(Path(data).resolve()), "n_tracks": len(tracks), "ks": list(KS),
+        "data": str(Path(data).resolve()), "dataset": dataset or "labels.csv", "n_tracks": len(tracks), "ks": list(KS),
         "audio_minutes": round(sum(len(y) for y in signals) / SAMPLE_RATE / 60, 2),
-        "labelled": {m: int(v.sum()) for m, (v, _s) in pairs.tables.items()},
+        "labelled": {m: len(idx) for m, (idx, _s) in pairs.tables.items()},
         "chance": chance_scores(pairs), "degradations": list(degraded), "models": {},
     }
     log(f"eval: {len(tracks)} tracks, {metrics['audio_minutes']} min loaded in {time.perf_counter() - t0:.1f} s")
@@ -716,7 +784,12 @@ def run_eval(checkpoints: Sequence[Path], data: Path, out_dir: Path, opts: EvalO
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``loev-train eval``."""
     parser.add_argument("--checkpoint", type=Path, nargs="*", default=[], help="checkpoints to evaluate")
-    parser.add_argument("--data", type=Path, required=True, help="labelled folder (with labels.csv)")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="labelled folder (with labels.csv), or a dataset root with --dataset")
+    parser.add_argument("--dataset", default=None,
+                        help="read --data as this dataset's standard layout (trainer.datasets: mtg_jamendo, "
+                             "magnatagatune, giantsteps_key, mtg_giantsteps_key, nsynth, gtzan, acm_mirum, "
+                             "hainsworth, giantsteps_tempo)")
     parser.add_argument("--out", type=Path, required=True, help="folder for metrics.json, PNG and CSV")
     parser.add_argument("--subspaces", default="invariant,pitch,tempo,all",
                         help="comma list of invariant, pitch, tempo, all (default: all four)")
@@ -743,7 +816,7 @@ def run(args: argparse.Namespace) -> int:
                        degrade=args.degrade, max_seconds=args.max_seconds, curve_tracks=args.curve_tracks,
                        curve_seconds=args.curve_seconds,
                        probe_options=ProbeOptions(steps=args.probe_steps))
-    metrics = run_eval(list(args.checkpoint), args.data, args.out, opts)
+    metrics = run_eval(list(args.checkpoint), args.data, args.out, opts, dataset=args.dataset)
     print(f"{args.out / 'metrics.json'}: {len(metrics['models'])} model(s), "
           f"{len(metrics.get('baselines', {}))} baseline(s) on {metrics['n_tracks']} tracks")
     for name, b in metrics.get("baselines", {}).items():
