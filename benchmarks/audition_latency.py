@@ -63,17 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     player.play()
     t0 = time.perf_counter()
     moves = 0
+    call_seconds: list[float] = []
     while True:
         next_move = t0 + (moves + 1) * args.interval
         if next_move > t0 + args.seconds:
             break
         time.sleep(max(0.0, next_move - time.perf_counter()))
+        t_call = time.perf_counter()
         if moves % 2 == 0:
             pitch = float(np.clip(pitch + rng.normal(0, 2.0), -12, 12))
             player.set_pitch(pitch)
         else:
             tempo = float(np.clip(tempo * 2 ** rng.normal(0, 0.15), 0.5, 2.0))
             player.set_tempo(tempo)
+        call_seconds.append(time.perf_counter() - t_call)
         moves += 1
     time.sleep(0.2)  # let the last change be played
     elapsed = time.perf_counter() - t0
@@ -102,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     first = played - half_window
     print(f"change-to-first-affected-sample:      p50 {np.percentile(first, 50) * 1e3:.1f} ms"
           f"  p99 {np.percentile(first, 99) * 1e3:.1f} ms")
+    calls = np.asarray(call_seconds)
+    print(f"set_pitch/set_tempo call on the calling (GUI) thread: p50 "
+          f"{np.percentile(calls, 50) * 1e3:.1f} ms  p99 {np.percentile(calls, 99) * 1e3:.1f} ms"
+          f"  max {calls.max() * 1e3:.1f} ms")
     print(f"callback real-time factor: mean {cb.mean() / period:.4f}  p99 "
           f"{np.percentile(cb, 99) / period:.4f}  max {cb.max() / period:.4f} "
           f"({cb.size} callbacks)")
