@@ -18,9 +18,10 @@ from typing import Any
 from engine.errors import LoevError
 
 METRIC_NAMES = {"key": "key (weighted)", "tempo_acc1": "tempo acc1", "tempo_acc2": "tempo acc2",
-                "family": "family P@k"}
+                "family": "family P@k", "pitch": "pitch P@k"}
 PROBE_COLUMNS = (("key", "key"), ("tempo_acc1", "tempo acc1"), ("tempo_acc2", "tempo acc2"),
-                 ("family_acc", "family acc"), ("family_roc_auc", "family ROC-AUC"), ("family_map", "family mAP"))
+                 ("family_acc", "family acc"), ("family_roc_auc", "family ROC-AUC"), ("family_map", "family mAP"),
+                 ("pitch_acc", "pitch acc"), ("tags_roc_auc", "tags ROC-AUC"), ("tags_map", "tags mAP"))
 
 DIFFERENCES = """\
 - **Scale.** The paper pretrains SF-NFNet-F0 (53M / 78M parameters) on about 100k hours of
@@ -131,18 +132,16 @@ def _retrieval_section(run: dict[str, Any]) -> list[str]:
 
 
 def _probe_section(run: dict[str, Any]) -> list[str]:
-    rows = []
-    for name, m in run.get("models", {}).items():
-        probe = m.get("probe", {})
-        for s, r in probe.items():
-            if not s.startswith("_"):
-                rows.append([name, s] + [r.get(k) for k, _ in PROBE_COLUMNS])
-    if not rows:
+    results = [(name, s, r) for name, m in run.get("models", {}).items()
+               for s, r in m.get("probe", {}).items() if not s.startswith("_")]
+    if not results:
         return []
+    columns = [(k, t) for k, t in PROBE_COLUMNS if any(k in r for _, _, r in results)]
+    rows = [[name, s] + [r.get(k) for k, _ in columns] for name, s, r in results]
     split = next((m["probe"].get("_split") for m in run["models"].values() if "probe" in m), {})
     return ([f"## Probing (paper Table I/II): MLP probes on frozen embeddings, {split.get('train')} train /"
              f" {split.get('test')} test tracks", ""]
-            + _table(["model", "subspace"] + [t for _, t in PROBE_COLUMNS], rows))
+            + _table(["model", "subspace"] + [t for _, t in columns], rows))
 
 
 def _robustness_section(run: dict[str, Any]) -> list[str]:
@@ -192,6 +191,67 @@ def _curves_section(run: dict[str, Any], out_dir: Path) -> list[str]:
     return lines
 
 
+def _at5(result: dict[str, Any], subspace: str, metric: str) -> float | None:
+    return result.get("retrieval", {}).get(subspace, {}).get(metric, {}).get("5")
+
+
+def _curve_ratio(model: dict[str, Any]) -> tuple[float, float] | None:
+    """Mean cosine distance at -4 and +4 semitones: (pitch subspace, invariant subspace)."""
+    c = model.get("curves", {}).get("pitch")
+    if not c or "pitch" not in c["subspaces"] or "invariant" not in c["subspaces"]:
+        return None
+    idx = [i for i, v in enumerate(c["values"]) if abs(abs(v) - 4.0) < 1e-6]
+    if not idx:
+        return None
+    mean = lambda s: sum(c["subspaces"][s][i] for i in idx) / len(idx)  # noqa: E731
+    return mean("pitch"), mean("invariant")
+
+
+def claim_rows(run: dict[str, Any]) -> list[list[Any]]:
+    """Issue 5's claims, checked on one run: (model, claim, measured, met)."""
+    rows: list[list[Any]] = []
+
+    def add(model: str, claim: str, a: float | None, b: float | None, met: bool | None, fmt: str) -> None:
+        if a is None or b is None:
+            return
+        rows.append([model, claim, fmt.format(a=a, b=b), "yes" if met else "**no**"])
+
+    models = run.get("models", {})
+    mules = {n: m for n, m in models.items() if m.get("method") == "mule++"}
+    base = run.get("baselines", {})
+    for name, m in models.items():
+        if m.get("method") != "loev++":
+            continue
+        kp, ki = _at5(m, "pitch", "key"), _at5(m, "invariant", "key")
+        add(name, "pitch beats invariant on key@5", kp, ki, (kp or 0) > (ki or 0), "{a:.3f} vs {b:.3f}")
+        tt, ti = _at5(m, "tempo", "tempo_acc1"), _at5(m, "invariant", "tempo_acc1")
+        add(name, "tempo beats invariant on tempo acc1@5", tt, ti, (tt or 0) > (ti or 0), "{a:.3f} vs {b:.3f}")
+        ratio = _curve_ratio(m)
+        if ratio:
+            add(name, "pitch curve at +-4 st >= 3x invariant's", ratio[0], ratio[1], ratio[0] >= 3 * ratio[1],
+                "{a:.3f} vs {b:.3f}")
+        for un, u in mules.items():
+            ku, tu, fu = _at5(u, "all", "key"), _at5(u, "all", "tempo_acc1"), _at5(u, "all", "family")
+            add(name, f"pitch beats {un} (all) on key@5", kp, ku, (kp or 0) > (ku or 0), "{a:.3f} vs {b:.3f}")
+            add(name, f"tempo beats {un} (all) on tempo acc1@5", tt, tu, (tt or 0) > (tu or 0), "{a:.3f} vs {b:.3f}")
+            fi = _at5(m, "invariant", "family")
+            add(name, f"invariant within 2 points of {un} (all) on family@5", fi, fu,
+                fi is not None and fu is not None and fi >= fu - 0.02, "{a:.3f} vs {b:.3f}")
+        for bn, b in base.items():
+            metric, sub = ("key", "pitch") if b.get("target") == "key" else ("tempo_acc1", "tempo")
+            label = "key@5" if metric == "key" else "tempo acc1@5"
+            mv, bv = _at5(m, sub, metric), b.get("retrieval", {}).get(metric, {}).get("5")
+            add(name, f"{sub} beats baseline {bn} on {label}", mv, bv, (mv or 0) > (bv or 0), "{a:.3f} vs {b:.3f}")
+    return rows
+
+
+def _claims_section(run: dict[str, Any]) -> list[str]:
+    rows = claim_rows(run)
+    if not rows:
+        return []
+    return ["## Issue 5's claims on this benchmark", ""] + _table(["model", "claim", "measured", "met"], rows)
+
+
 def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV Explorer: results") -> str:
     """The Markdown text of RESULTS.md for ``runs`` (figures copied next to it)."""
     lines = [f"# {title}", "",
@@ -201,6 +261,7 @@ def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV 
     lines += _budget_section(runs)
     for run in runs:
         lines += [f"# Benchmark `{Path(run['_dir']).name}`", ""]
+        lines += _claims_section(run)
         lines += _retrieval_section(run) + _probe_section(run) + _curves_section(run, out_dir)
         lines += _robustness_section(run)
     lines += ["## What differs from the paper's setting", "", DIFFERENCES]

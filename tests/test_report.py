@@ -1,0 +1,51 @@
+"""loev-train report: RESULTS.md from hand-made metrics.json files with known claims."""
+from __future__ import annotations
+
+import json
+
+from trainer import report
+
+
+def _ret(key, tempo, family):
+    return {"key": {"5": key}, "tempo_acc1": {"5": tempo}, "family": {"5": family}}
+
+
+def _metrics():
+    curve = {"pitch": {"values": [-4.0, 0.0, 4.0],
+                       "subspaces": {"invariant": [0.01, 0.0, 0.03], "pitch": [0.2, 0.0, 0.1], "tempo": [0, 0, 0]}},
+             "tempo": {"values": [0.5, 1.0, 2.0], "subspaces": {"invariant": [0, 0, 0], "pitch": [0, 0, 0],
+                                                                 "tempo": [0.3, 0, 0.3]}}}
+    return {"data": "/bench", "n_tracks": 40, "audio_minutes": 20.0, "ks": [5], "chance": {"key": 0.08},
+            "degradations": [],
+            "baselines": {"chroma12": {"target": "key", "retrieval": _ret(0.60, 0.1, 0.3)},
+                          "tempogram": {"target": "tempo", "retrieval": _ret(0.1, 0.86, 0.3)}},
+            "models": {
+                "loevpp": {"method": "loev++", "branches": "structured", "profile": "tiny",
+                           "provenance": {"steps": 1200, "tracks": 300, "batch_views": 64},
+                           "retrieval": {"invariant": _ret(0.08, 0.30, 0.78), "pitch": _ret(0.65, 0.2, 0.4),
+                                         "tempo": _ret(0.1, 0.90, 0.4), "all": _ret(0.5, 0.6, 0.7)},
+                           "curves": curve},
+                "mulepp": {"method": "mule++", "branches": "learned", "profile": "tiny", "provenance": {},
+                           "retrieval": {"all": _ret(0.30, 0.50, 0.79)}}}}
+
+
+def test_claims_are_checked_from_the_figures():
+    rows = {(r[0], r[1]): (r[2], r[3]) for r in report.claim_rows(_metrics())}
+    assert rows[("loevpp", "pitch beats invariant on key@5")] == ("0.650 vs 0.080", "yes")
+    assert rows[("loevpp", "pitch curve at +-4 st >= 3x invariant's")] == ("0.150 vs 0.020", "yes")
+    assert rows[("loevpp", "invariant within 2 points of mulepp (all) on family@5")] == ("0.780 vs 0.790", "yes")
+    assert rows[("loevpp", "pitch beats baseline chroma12 on key@5")] == ("0.650 vs 0.600", "yes")
+    assert rows[("loevpp", "tempo beats baseline tempogram on tempo acc1@5")] == ("0.900 vs 0.860", "yes")
+    assert not any(m == "mulepp" for m, _ in rows)  # claims are about LOEV++ models
+
+
+def test_report_renders_every_section(tmp_path):
+    run = tmp_path / "eval_a"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_metrics()))
+    out = report.write_report([run], tmp_path / "docs" / "RESULTS.md")
+    text = out.read_text()
+    assert "| loevpp | loev++ | structured | tiny | 1200 | 300 | 64 |" in text
+    assert "| baseline: chroma12 | key | 0.600 |" in text and "| loevpp | pitch | 0.650 |" in text
+    assert "What differs from the paper's setting" in text
+    assert "| loevpp | pitch | 0.200 | 0.100 |" in text  # curve table at -4 and +4 semitones
