@@ -111,6 +111,8 @@ def export(library: Library, *, full: bool = False) -> ExportReport:
     root = library.root
     vdir = _vectors_dir(root)
     vdir.mkdir(exist_ok=True)
+    for stale in vdir.glob(".*.tmp*"):  # left by a killed writer (we hold the lock now)
+        stale.unlink(missing_ok=True)
     old = read_manifest(root)
     model_id = library.model_id
     dims = library.dims

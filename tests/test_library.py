@@ -157,6 +157,11 @@ def test_a_crash_during_export_leaves_the_previous_generation(tmp_path, monkeypa
         for ef in (None, 32):
             labels, _ = vi.search("invariant", vi.vector("invariant", 1), k=3, ef=ef)
             assert labels[0] == 1
+        monkeypatch.undo()
+        (tmp_path / "vectors" / ".pitch.g9.npy.tmp123").write_bytes(b"half")  # a kill -9
+        vectors.export(lib)
+        assert not [p for p in (tmp_path / "vectors").iterdir() if ".tmp" in p.name]
+        assert VectorIndex(tmp_path).count("invariant") == 21
 
 
 def test_reader_of_a_library_without_index(tmp_path):
