@@ -9,7 +9,6 @@ Usage: python benchmarks/scan_memory.py [--minutes 60] [--checkpoint FILE] [--ke
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
