@@ -701,6 +701,11 @@ class AuditionPlayer:
         return self._state
 
     @property
+    def played_samples(self) -> int:
+        """Samples handed to the sink since the player was made (a clock for tests)."""
+        return max(self._read, self._skip_to)
+
+    @property
     def duration(self) -> float:
         """Seconds of the open track (0 when none)."""
         return self._duration
