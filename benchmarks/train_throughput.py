@@ -6,6 +6,10 @@ Prints views/s for: reading views (plan + seek + decode), the augmentation chain
 (variant augmentations + Table IV base chain), the model step alone (forward, NT-Xent over
 the heads, backward, Adam) and end to end (``trainer.fit.fit``, data loader included).
 Without ``--data`` a folder of generated 10-second tones over clicks is used.
+
+Each stage also prints views per CPU-second of this process (``time.process_time``): on a
+machine shared with other jobs the wall-clock rate says more about the neighbours than
+about the code, the CPU-time rate much less so (2 busy cores at most double it).
 """
 from __future__ import annotations
 
@@ -34,6 +38,22 @@ def _rate(views: int, seconds: float) -> float:
     return views / max(seconds, 1e-9)
 
 
+class _Clock:
+    """Wall and CPU time of a stage."""
+
+    def __enter__(self) -> _Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    def report(self, label: str, views: int) -> None:
+        print(f"{label:38s} {_rate(views, self.wall):8.1f} views/s wall "
+              f"{_rate(views, self.cpu):8.1f} views/CPU-s")
+
+
 def main() -> None:
     from engine.config import make_config
     from engine.model import build_model
@@ -54,47 +74,50 @@ def main() -> None:
     cfg = make_config("tiny", args.method, "psts")
     vcfg = ViewConfig(anchors=args.anchors, views=4)
     n = vcfg.batch_views
-    print(f"torch threads {torch.get_num_threads()}, batch {n} views "
+    import os
+
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+          f"torch threads {torch.get_num_threads()}, batch {n} views "
           f"({args.anchors} anchors x 4), {len(tracks)} tracks")
 
-    t0 = time.perf_counter()
-    batches = [batch_arrays(tracks, vcfg, seed=0, step=s) for s in range(args.steps)]
-    print(f"read views (plan + seek + decode):  {_rate(n * args.steps, time.perf_counter() - t0):8.1f} views/s")
+    with _Clock() as c:
+        batches = [batch_arrays(tracks, vcfg, seed=0, step=s) for s in range(args.steps)]
+    c.report("read views (plan + seek + decode)", n * args.steps)
     batches = [{k: torch.as_tensor(v) for k, v in b.items()} for b in batches]
 
     views = Views(vcfg, cfg.variants, device=torch.device("cpu"))
-    t0 = time.perf_counter()
     out = []
-    with torch.no_grad():
+    with _Clock() as c, torch.no_grad():
         for s, b in enumerate(batches):
             out.append(views(b, torch.Generator().manual_seed(s)))
-    print(f"augmentation chain alone:           {_rate(n * args.steps, time.perf_counter() - t0):8.1f} views/s")
+    c.report("augmentation chain alone", n * args.steps)
 
     torch.manual_seed(0)
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    t0 = time.perf_counter()
-    for b, (y, applied) in zip(batches, out):
-        masks = step_masks(cfg.method, cfg.heads, cfg.variants, b, applied, None, torch.device("cpu"))
-        loss, _ = contrastive_loss(model(y)["projections"], masks, temperature=0.1)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    print(f"model step alone (fwd+loss+bwd+Adam): {_rate(n * args.steps, time.perf_counter() - t0):6.1f} views/s")
+    with _Clock() as c:
+        for b, (y, applied) in zip(batches, out):
+            masks = step_masks(cfg.method, cfg.heads, cfg.variants, b, applied, None, torch.device("cpu"))
+            loss, _ = contrastive_loss(model(y)["projections"], masks, temperature=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    c.report("model step alone (fwd+loss+bwd+Adam)", n * args.steps)
 
     with tempfile.TemporaryDirectory() as run:
         opts = FitOptions(data=str(data), out=run, steps=args.steps + 1, method=args.method,
                           batch_anchors=args.anchors, device="cpu", workers=1, progress=False,
                           ckpt_every=0)
-        t0 = time.perf_counter()
-        fit(opts)
-        total = time.perf_counter() - t0
+        with _Clock() as c:
+            fit(opts)
+        total = c.wall
         import csv
 
         with open(Path(run) / "log.csv") as f:
             vps = [float(r["views_per_s"]) for r in csv.DictReader(f)][1:]  # skip warm-up step
-    print(f"end to end (fit, steady steps):     {np.mean(vps):8.1f} views/s "
-          f"({args.steps + 1} steps in {total:.1f} s incl. start-up)")
+    print(f"{'end to end (fit, steady steps)':38s} {np.mean(vps):8.1f} views/s wall "
+          f"({args.steps + 1} steps in {total:.1f} s incl. start-up; main-process CPU "
+          f"{_rate(n * (args.steps + 1), c.cpu):.1f} views/CPU-s, loader worker not counted)")
 
 
 if __name__ == "__main__":
