@@ -132,6 +132,9 @@ def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
     return AudioInfo(path, frames, sr, channels, frames / sr)
 
 
+_END_TOLERANCE = 2048  # frames missing at the very end that are still a whole file
+
+
 def _read_frames(f, path: str, start: int, n: int, claimed: int) -> np.ndarray:
     """Read ``n`` frames from ``start`` as float32 [n, C]; short reads inside ``claimed``
     frames mean the file is truncated."""
@@ -141,7 +144,12 @@ def _read_frames(f, path: str, start: int, n: int, claimed: int) -> np.ndarray:
     except Exception as exc:
         raise DecodeError(path, f"truncated or corrupt: {_one_line(exc)}") from exc
     expected = max(0, min(n, claimed - start))
-    if x.shape[0] < expected:
+    shortfall = expected - x.shape[0]
+    if 0 < shortfall and claimed - (start + x.shape[0]) <= _END_TOLERANCE:
+        # Lossy streams (Ogg Vorbis, MP3) may end a few hundred frames before the length
+        # their granule positions announce: that is codec padding, not a damaged file.
+        return np.pad(x, ((0, shortfall), (0, 0)))
+    if shortfall > 0:
         raise DecodeError(
             path,
             f"truncated: header claims {claimed} frames, reading stopped at {start + x.shape[0]}",
