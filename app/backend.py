@@ -1,9 +1,9 @@
 """The app's one door into the engine: library, scans, queries, curves, match, render.
 
 No Qt here (napari's habit: models and logic hold no Qt), so it is tested without a
-window. Every method that may embed audio (and so import torch) is meant to be called
-from a worker thread; the GUI thread only calls the cheap, torch-free ones
-(``folders``, ``tracks``, ``library_dir``...).
+window. Slow methods (scan, query, curve, match, render) are called from worker threads;
+the network itself runs in a child process (app.embed_service), so torch is never
+imported into the window's process.
 """
 from __future__ import annotations
 
@@ -52,53 +52,28 @@ class QueryResult:
     neighbours: list[Neighbour]
 
 
-class LazyEmbedder:
-    """An embedder whose identity comes from the checkpoint header (no torch) and whose
-    network is loaded on the first call that needs it.
+def warm_imports() -> None:
+    """Import, on the calling (GUI) thread at start-up, the torch-free modules that the
+    worker threads need.
 
-    A scan of an unchanged library then never imports torch, and the one loaded network
-    is shared by scans, curves and match.
+    An import holds the GIL while it loads a C extension (libsndfile, hnswlib, soxr): done
+    first in a worker during a scan, it froze the event loop for 0.7 s on a busy machine.
     """
+    import concurrent.futures.thread  # noqa: F401
+    import multiprocessing.connection  # noqa: F401
+    import multiprocessing.popen_spawn_posix  # noqa: F401
+    import multiprocessing.spawn  # noqa: F401
 
-    def __init__(self, checkpoint: str | os.PathLike[str] | None,
-                 factory: Callable[[Any], Any] | None = None) -> None:
-        from engine.checkpoint import read_checkpoint_info
-        from engine.resources import default_checkpoint
+    import hnswlib  # noqa: F401
+    import soundfile  # noqa: F401
+    import soxr  # noqa: F401
 
-        self.checkpoint_path = Path(checkpoint) if checkpoint else default_checkpoint()
-        info = read_checkpoint_info(self.checkpoint_path)
-        self.model_id: str = info.model_id
-        self.config: dict[str, Any] = info.config
-        self.subspaces: tuple[str, ...] = info.subspaces
-        self.dims: dict[str, int] = info.dims
-        self._factory = factory
-        self._real: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def real(self) -> Any:
-        with self._lock:
-            if self._real is None:
-                if self._factory is not None:
-                    self._real = self._factory(self.checkpoint_path)
-                else:
-                    from engine.embed import Embedder  # imports torch: worker threads only
-
-                    self._real = Embedder(self.checkpoint_path)
-            return self._real
-
-    def embed_file(self, path: str) -> dict[str, np.ndarray]:
-        return self.real.embed_file(path)
-
-    def embed_audio(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        return self.real.embed_audio(y)
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else the engine asks of an Embedder (embed_audio_batch...) goes to the
-        # real one.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.real, name)
+    import app.embed_service  # noqa: F401
+    import engine.audio  # noqa: F401
+    import engine.curves  # noqa: F401
+    import engine.query  # noqa: F401
+    import engine.scan  # noqa: F401
+    import engine.vectors  # noqa: F401
 
 
 class Backend:
@@ -111,7 +86,8 @@ class Backend:
     checkpoint : path, optional
         The model; the shipped default when None.
     embedder : object, optional
-        A ready embedder (tests pass a fake); otherwise a :class:`LazyEmbedder`.
+        A ready embedder (tests pass a fake); otherwise an
+        :class:`app.embed_service.RemoteEmbedder` (the network in a child process).
     """
 
     def __init__(self, library_dir: str | os.PathLike[str] | None = None,
@@ -139,8 +115,17 @@ class Backend:
         """
         with self._embedder_lock:
             if self._embedder is None:
-                self._embedder = LazyEmbedder(self.checkpoint)
+                from app.embed_service import RemoteEmbedder
+
+                self._embedder = RemoteEmbedder(self.checkpoint)
             return self._embedder
+
+    def close(self) -> None:
+        """Stop the embedding process, if one was started."""
+        self.library_changed()
+        close = getattr(self._embedder, "close", None)
+        if close is not None:
+            close()
 
     def has_embedder(self) -> bool:
         """True when an embedder was given or already made (no checkpoint to find)."""
@@ -282,12 +267,13 @@ class Backend:
 
         Worker thread only: it embeds about two dozen transformed copies of the track.
         """
-        from engine.curves import invariance_curve
-
         key = (path, _mtime_ns(path), transform, str(self.embedder.model_id))
         if key not in self._curves:
-            self._curves[key] = invariance_curve(path, transform=transform,
-                                                 embedder=self.embedder)
+            service = getattr(self.embedder, "service", None)
+            if service is not None:  # torch stays in the embedding process
+                self._curves[key] = service.call("curve", path, transform)
+            else:
+                self._curves[key] = curve_of(path, transform, self.embedder)
         return self._curves[key]
 
     def cached_curve(self, path: str, transform: str) -> dict[str, Any] | None:
@@ -300,14 +286,10 @@ class Backend:
 
     def match(self, query_path: str, result_path: str) -> dict[str, float]:
         """Pitch shift and stretch that bring ``result_path`` closest to ``query_path``."""
-        from engine.match import match_tracks
-
-        m = match_tracks(_middle(query_path), _middle(result_path), self.embedder)
-        return {"shift": float(m.shift), "stretch": float(m.stretch),
-                "key_distance_before": float(m.key_distance_before),
-                "key_distance_after": float(m.key_distance_after),
-                "tempo_distance_before": float(m.tempo_distance_before),
-                "tempo_distance_after": float(m.tempo_distance_after)}
+        service = getattr(self.embedder, "service", None)
+        if service is not None:
+            return service.call("match", query_path, result_path)
+        return match_of(query_path, result_path, self.embedder)
 
     def render(self, path: str, *, semitones: float = 0.0, tempo: float = 1.0,
                out: str | os.PathLike[str] | None = None) -> Path:
@@ -350,6 +332,25 @@ def _blend_weights(weights: dict[str, float]) -> dict[str, float]:
     if total <= 0:
         raise ValueError("turn at least one aspect dial up")
     return {k: v / total for k, v in w.items()}
+
+
+def curve_of(path: str, transform: str, embedder: Any) -> dict[str, Any]:
+    """engine.curves.invariance_curve of a file (imports torch: worker or child only)."""
+    from engine.curves import invariance_curve
+
+    return invariance_curve(path, transform=transform, embedder=embedder)
+
+
+def match_of(query_path: str, result_path: str, embedder: Any) -> dict[str, float]:
+    """engine.match.match_tracks of two files, as a plain dict (crosses a process pipe)."""
+    from engine.match import match_tracks
+
+    m = match_tracks(_middle(query_path), _middle(result_path), embedder)
+    return {"shift": float(m.shift), "stretch": float(m.stretch),
+            "key_distance_before": float(m.key_distance_before),
+            "key_distance_after": float(m.key_distance_after),
+            "tempo_distance_before": float(m.tempo_distance_before),
+            "tempo_distance_after": float(m.tempo_distance_after)}
 
 
 def _middle(path: str, seconds: float = 30.0) -> np.ndarray:

@@ -68,10 +68,15 @@ class InvariancePlot(QWidget):
         self.clear_curves()
         x = np.asarray(curve["values"], dtype=float)
         self.plot.enableAutoRange(axis="y")
-        for name, ys in curve["subspaces"].items():
+        names = list(curve["subspaces"])
+        for i, name in enumerate(names):
+            ys = curve["subspaces"][name]
             colour = SUBSPACE_COLOURS.get(name, "#cccccc")
+            # Wider lines first: where two subspaces agree, both stay visible as a
+            # line inside a line instead of one hiding the other.
+            width = 2.0 + 2.0 * (len(names) - 1 - i)
             item = self.plot.plot(x, np.asarray(ys, dtype=float),
-                                  pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=4,
+                                  pen=pg.mkPen(colour, width=width), symbol="o", symbolSize=4,
                                   symbolBrush=colour, symbolPen=None,
                                   name=SUBSPACE_LABELS.get(name, name))
             self.curves[name] = item

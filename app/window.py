@@ -6,6 +6,7 @@ they return. Every task error goes to one ``ErrorHandler`` (status bar + log fil
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from PySide6.QtWidgets import (QApplication, QDial, QFileDialog, QGridLayout, QG
                                QToolBar, QToolButton, QVBoxLayout, QWidget)
 
 from app.audition import AuditionPanel
-from app.backend import Backend, QueryResult, TrackRow
+from app.backend import Backend, QueryResult, TrackRow, warm_imports
 from app.errors import ErrorHandler, setup_logging
 from app.models import LibraryFilterProxy, LibraryTableModel, ResultsModel
 from app.plots import SUBSPACE_COLOURS, InvariancePlot, WaveformView, envelope
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
     def __init__(self, backend: Backend | None = None, *, settings: QSettings | None = None,
                  player_factory: Callable[[], tuple[Any, str | None]] | None = None) -> None:
         super().__init__()
+        warm_imports()
         self.settings = settings or app_settings()
         self.backend = backend or self._backend_from_settings()
         self.log_path = setup_logging()
@@ -577,7 +579,7 @@ class MainWindow(QMainWindow):
             plot.set_message(f"computing {plot.transform} curve of {Path(path).name}...")
             self.tasks.start(Task(self.backend.curve, path, plot.transform,
                                   name=f"{plot.transform} invariance curve"),
-                             returned=lambda c, p=plot, t=path: self._curve_done(t, p, c))
+                             returned=functools.partial(self._curve_done, path, plot))
 
     def _curve_done(self, path: str, plot: InvariancePlot, curve: dict[str, Any]) -> None:
         if path != self._curve_path:
@@ -676,6 +678,7 @@ class MainWindow(QMainWindow):
             self.tasks.wait(10000)
         self.settings.setValue("checkpoint", checkpoint)
         self.settings.setValue("library", library)
+        self.backend.close()
         self.backend = Backend(library or None, checkpoint or None)
         self.results_model.clear()
         self._refresh_folders()
@@ -714,6 +717,7 @@ class MainWindow(QMainWindow):
         self.tasks.abort_all()
         self.tasks.wait(15000)
         self.audition.shutdown()
+        self.backend.close()
         super().closeEvent(event)
 
 
@@ -740,4 +744,11 @@ def run_app(argv: list[str] | None = None) -> int:
             app.quit()
 
         QTimer.singleShot(1500, finish)
-    return int(app.exec())
+    code = int(app.exec())
+    import shiboken6
+
+    # Delete the window (and its pyqtgraph items) while the QApplication still exists:
+    # left to the interpreter's teardown, the order is arbitrary and can crash.
+    if shiboken6.isValid(window):
+        shiboken6.delete(window)
+    return code
