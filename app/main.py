@@ -7,6 +7,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The window's embedding process is started with multiprocessing's "spawn": in a
+    # PyInstaller bundle that child is this executable again, which must turn into the
+    # child here, before any argument parsing (a no-op when not frozen).
+    import multiprocessing
+
+    multiprocessing.freeze_support()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv == ["--smoke-test"]:
         from app.window import run_app

@@ -721,6 +721,35 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
+def _smoke_test(app: QApplication, window: MainWindow) -> None:
+    """Say the window opened, embed one second of silence through the embedding process
+    (when a model is installed: the bundle's torch and its spawn child), then quit."""
+    print(f"smoke test: window {window.width()}x{window.height()} '{window.windowTitle()}' "
+          f"opened, {window.library_model.rowCount()} tracks", flush=True)
+
+    def quit_with(code: int, text: str) -> None:
+        print(f"smoke test: {text}", flush=True)
+        window.close()
+        app.exit(code)
+
+    from engine.resources import default_checkpoint
+
+    if window.backend.checkpoint is None and not default_checkpoint().exists():
+        quit_with(0, "no model installed; embedding not tried")
+        return
+
+    def embed() -> int:
+        import numpy as np
+
+        vecs = window.backend.embedder.embed_audio(np.zeros(16000, dtype=np.float32))
+        return len(vecs)
+
+    task = Task(embed, name="smoke-test embedding")
+    task.signals.errored.connect(lambda err: quit_with(1, f"embedding failed: {err.exc}"))
+    window.tasks.start(task, returned=lambda n: quit_with(0, f"embedding process ok "
+                                                          f"({n} subspaces); quitting"))
+
+
 def run_app(argv: list[str] | None = None) -> int:
     """Open the window (``loev`` with no arguments); ``--smoke-test`` (or LOEV_SMOKE_TEST=1)
     opens it, lets it settle and quits: the bundle's start-up check."""
@@ -736,14 +765,7 @@ def run_app(argv: list[str] | None = None) -> int:
     window.errors.install_excepthook()
     window.show()
     if smoke:
-        def finish() -> None:
-            print(f"smoke test: window {window.width()}x{window.height()} "
-                  f"'{window.windowTitle()}' opened, {window.library_model.rowCount()} tracks; "
-                  f"quitting", flush=True)
-            window.close()
-            app.quit()
-
-        QTimer.singleShot(1500, finish)
+        QTimer.singleShot(1500, lambda: _smoke_test(app, window))
     code = int(app.exec())
     import shiboken6
 

@@ -469,3 +469,18 @@ def test_settings_switch_library(qtbot, window, tmp_path):
     assert window.backend.library_dir == other
     assert window.settings.value("library") == str(other)
     qtbot.waitUntil(lambda: window.library_stack.currentIndex() == 0, timeout=5000)
+
+
+def test_smoke_test_opens_embeds_and_quits(tmp_path, tiny_checkpoint):
+    """`loev --smoke-test` (what the bundle is checked with): window, one embedding
+    through the spawn child, clean exit."""
+    cfg = tmp_path / "config" / "loev-explorer"
+    cfg.mkdir(parents=True)
+    (cfg / "LOEV Explorer.conf").write_text(
+        f"[General]\ncheckpoint={tiny_checkpoint}\nlibrary={tmp_path / 'lib'}\n")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LOEV_LOG_DIR=str(tmp_path / "logs"),
+               XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "app.main", "--smoke-test"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert "embedding process ok (3 subspaces)" in out.stdout
