@@ -78,6 +78,12 @@ def test_query_is_never_its_own_neighbour():
     assert all(i not in row for i, row in enumerate(nn))
 
 
+def test_oracle_is_the_best_any_ranking_can_do():
+    tracks = _tracks(["C major", "C major", "F# major", "F# major"], [100, 100, 150, 150], ["a"] * 4)
+    o = ev.oracle_scores(ev.PairTable(tracks), ks=(1, 3))
+    assert o["key"] == {"1": 1.0, "3": pytest.approx(1 / 3)} and o["family"]["3"] == 1.0
+
+
 def test_chance_is_mean_over_pairs():
     tracks = _tracks(["C major"] * 2 + ["F# major"] * 2, [100] * 4, ["a"] * 4)
     ch = ev.chance_scores(ev.PairTable(tracks))

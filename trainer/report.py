@@ -126,6 +126,8 @@ def _retrieval_section(run: dict[str, Any]) -> list[str]:
     for metric, title in METRIC_NAMES.items():
         rows = [[sys, sub] + [r["retrieval"].get(metric, {}).get(k) for k in ks] for sys, sub, r in _systems(run)
                 if metric in r["retrieval"]]
+        if rows and metric in run.get("oracle", {}):
+            rows.append(["best possible (oracle)", "–"] + [run["oracle"][metric].get(k) for k in ks])
         if rows:
             lines += [f"### {title}", ""] + _table(["system", "subspace / target"] + [f"@{k}" for k in ks], rows)
     return lines
