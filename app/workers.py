@@ -78,7 +78,13 @@ class TaskRunner(QObject):
                  pool: QThreadPool | None = None) -> None:
         super().__init__(parent)
         self._on_error = on_error
-        self._pool = pool or QThreadPool.globalInstance()
+        if pool is None:
+            # Most tasks wait (on the embedding process, the disk, the catalogue), so
+            # more threads than cores: a long scan and a curve must not queue a click's
+            # audition behind them.
+            pool = QThreadPool(self)
+            pool.setMaxThreadCount(8)
+        self._pool = pool
         self._live: set[Task] = set()
 
     def start(self, task: Task, *, returned: Callable[[Any], None] | None = None,
