@@ -39,7 +39,7 @@ class EmbedService:
     checkpoint : path
         The model's ``.safetensors`` file.
     threads : int, optional
-        torch threads in the child; default: all cores but one (left to the window).
+        Compute threads in the child; default: all cores but one (left to the window).
     """
 
     def __init__(self, checkpoint: str | os.PathLike[str], *, threads: int | None = None) -> None:
@@ -186,9 +186,10 @@ def _handlers() -> dict[str, Callable[..., Any]]:
 
 def serve(conn: Any, checkpoint: str, threads: int) -> None:
     """The child's main loop: one thread per request, one network call at a time."""
-    import torch
-
-    torch.set_num_threads(threads)
+    # torch (imported by the engine at the first request) sizes its thread pool from
+    # these; one core stays with the window.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
     from engine.embed import Embedder
 
     handlers = _handlers()
