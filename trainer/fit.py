@@ -55,6 +55,7 @@ class FitOptions:
     method: str = "loev++"
     variants: str = "psts"
     frontend: str = "paper"
+    branches: str = "learned"
     batch_anchors: int = 8
     views: int = 4
     lr: float = 1e-4
@@ -71,7 +72,7 @@ class FitOptions:
     progress: bool = True
 
     # Options that change what step s computes: a resume must agree on them.
-    RESUME_KEYS = ("profile", "method", "variants", "frontend", "batch_anchors", "views", "lr",
+    RESUME_KEYS = ("profile", "method", "variants", "frontend", "branches", "batch_anchors", "views", "lr",
                    "schedule", "warmup", "temperature", "clip", "seed", "labels",
                    "supervised_fraction")
 
@@ -81,6 +82,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="loev++", choices=TRAIN_METHODS)
     p.add_argument("--variants", default="psts", help="b, ps, ts, psts (or ps,ts)")
     p.add_argument("--frontend", default="paper")
+    p.add_argument("--branches", default="learned", choices=("learned", "structured"),
+                   help="structured: pitch and tempo subspaces from engine/branches.py")
     p.add_argument("--data", required=True, help="folder of audio (searched recursively)")
     p.add_argument("--steps", type=int, required=True, help="total optimiser steps of the run")
     p.add_argument("--out", required=True, help="run folder; rerunning with it resumes")
@@ -265,7 +268,7 @@ def _config(opts: FitOptions):
         raise ValueError(f"unknown method {opts.method!r}; expected one of {TRAIN_METHODS}")
     variants = "b" if opts.method == "mule-mixup" else parse_variants(opts.variants)
     method = "mule" if opts.method == "mule-mixup" else opts.method
-    return make_config(opts.profile, method, variants, opts.frontend)
+    return make_config(opts.profile, method, variants, opts.frontend, opts.branches)
 
 
 def _view_config(opts: FitOptions, variants: tuple[str, ...]) -> ViewConfig:
