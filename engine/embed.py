@@ -69,7 +69,6 @@ class Embedder:
         self.subspaces: tuple[str, ...] = info.subspaces
         self.model, self.config = load_checkpoint(self.checkpoint_path, device=device)
         self.device, self.max_chunks, self.batch_size = device, max_chunks, batch_size
-        torch.set_grad_enabled(False)
         self._torch = torch
 
     def embed_chunks(self, chunks: np.ndarray) -> dict[str, np.ndarray]:
