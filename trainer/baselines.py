@@ -22,10 +22,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from engine.branches import PITCH_OCTAVES, logfreq_filterbank
 from engine.config import CHUNK_SAMPLES, SAMPLE_RATE
 
-PITCH_FMIN = 65.40639  # C2: pitch class 0 of the folded axes is C
-PITCH_OCTAVES = 6
 ONSET_RATE = 100.0  # onset envelope frames per second (hop 160 at 16 kHz)
 
 
@@ -39,25 +38,6 @@ def stft_magnitude(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop_length]
     window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
     return np.abs(np.fft.rfft(frames * window, axis=-1)).T.astype(np.float32)
-
-
-def logfreq_filterbank(*, n_fft: int, sr: int, bins_per_octave: int, fmin: float = PITCH_FMIN,
-                       n_octaves: int = PITCH_OCTAVES) -> np.ndarray:
-    """Weights ``[n_fft // 2 + 1, n_octaves * bins_per_octave]`` from STFT bins to log-frequency.
-
-    Triangles one bin wide on the log2-frequency axis, centred on ``fmin * 2 ** (k / bpo)``;
-    a triangle that catches no STFT bin (low frequencies) interpolates its two neighbours.
-    """
-    n_bins = n_octaves * bins_per_octave
-    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
-    centres = fmin * 2.0 ** (np.arange(n_bins) / bins_per_octave)
-    logf = np.log2(np.maximum(freqs, 1e-6))
-    w = np.maximum(0.0, 1.0 - np.abs(logf[:, None] - np.log2(centres)[None, :]) * bins_per_octave)
-    for k in np.flatnonzero(w.sum(axis=0) < 1e-3):
-        pos = centres[k] * n_fft / sr
-        lo = int(np.floor(pos))
-        w[lo, k], w[lo + 1, k] = 1.0 - (pos - lo), pos - lo
-    return (w / w.sum(axis=0, keepdims=True)).astype(np.float32)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
