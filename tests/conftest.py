@@ -22,3 +22,14 @@ def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny-loevpp.safetensors"
     save_checkpoint(path, build_model(make_config("tiny", "loev++", "psts")), provenance={"trained": False})
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors on a shared 2-core machine: extra intra-op threads only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -144,7 +144,8 @@ def test_event_loop_never_stalls_during_a_scan(qtbot, window, collection):
     timer.start()
     add_and_scan(qtbot, window, collection["a4"].parents[1])
     scan_seconds = time.perf_counter() - t0
-    assert scan_seconds > 0.2  # the scan did take a while (13 files x 20 ms)
+    # the scan did take a while: 13 files x 20 ms, two files in flight at once
+    assert scan_seconds > 0.12
     assert len(gaps) > 10
     assert max(gaps) < 0.100, f"event loop stalled {max(gaps) * 1000:.0f} ms"
 

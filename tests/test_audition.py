@@ -18,15 +18,7 @@ from tests.signals import cents, click_track, harmonic_tone, peak_frequency, tem
 SR = 44100
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: extra intra-op threads only contend."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _wait_until(cond, timeout=5.0):
