@@ -29,7 +29,26 @@ def format_duration(seconds: float | None) -> str:
     return f"{int(m)}:{s:04.1f}"
 
 
-class LibraryTableModel(QAbstractTableModel):
+class _RowsTableModel(QAbstractTableModel):
+    """A flat table over ``self._rows`` with fixed ``COLUMNS`` headers."""
+
+    COLUMNS: tuple[str, ...] = ()
+    _rows: list[Any]
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802 - Qt API
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+
+class LibraryTableModel(_RowsTableModel):
     """Name, duration, folder, status; a problem file's reason is its status tooltip."""
 
     COLUMNS = ("Name", "Duration", "Folder", "Status")
@@ -48,18 +67,6 @@ class LibraryTableModel(QAbstractTableModel):
 
     def row_at(self, row: int) -> TrackRow:
         return self._rows[row]
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802 - Qt API
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -97,7 +104,7 @@ class LibraryFilterProxy(QSortFilterProxyModel):
         return self.data(self.index(row, 0), PATH_ROLE)
 
 
-class ResultsModel(QAbstractTableModel):
+class ResultsModel(_RowsTableModel):
     """The query pinned in row 0 (for A/B), then its neighbours nearest first."""
 
     COLUMNS = ("Name", "Distance")
@@ -128,18 +135,6 @@ class ResultsModel(QAbstractTableModel):
 
     def path_at(self, row: int) -> str:
         return self._rows[row].path
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
 
     def flags(self, index: Index) -> Qt.ItemFlag:
         base = super().flags(index)

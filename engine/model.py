@@ -189,7 +189,6 @@ class SFNFNet(nn.Module):
         slow_in = prof.stem_channels[-1] + 2 * fast_stem[-1]
         fast_in = fast_stem[-1]
         self.slow_stages, self.fast_stages = nn.ModuleList(), nn.ModuleList()
-        self._tail_args: dict[str, object] = {}
         for s, depth in enumerate(prof.depths):
             n = depth if s < 3 else split
             slow_blocks, fast_blocks = [], []
