@@ -248,7 +248,8 @@ class LoevNet(nn.Module):
     """Frontend + SF-NFNet-F0 + subspaces + projection heads.
 
     ``forward(y [B, T])`` returns ``{"embeddings": {subspace: [B, D]},
-    "projections": {head: [B, P]}}``. Single-space methods (MULE, LOEV) have one subspace
+    "projections": {head: [B, P]}, "spectrogram": [B, 1, F, T']}`` (the frontend's output,
+    which the trainer's reconstruction objective decodes towards). Single-space methods (MULE, LOEV) have one subspace
     named ``"all"`` feeding every head; LOEV++ / MULE++ have one subspace per head.
     """
 
@@ -295,9 +296,10 @@ class LoevNet(nn.Module):
     def forward(self, y: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
         if y.dim() == 1:
             y = y.unsqueeze(0)
-        emb = self.embed(y, self.frontend(y))
+        spec = self.frontend(y)
+        emb = self.embed(y, spec)
         proj = {h: head(emb[h] if h in emb else emb["all"]) for h, head in self.heads.items()}
-        return {"embeddings": emb, "projections": proj}
+        return {"embeddings": emb, "projections": proj, "spectrogram": spec}
 
 
 def build_model(cfg: ModelConfig) -> LoevNet:

@@ -97,6 +97,35 @@ def test_mule_mixup_and_semisupcon_runs(folder, tmp_path):
     assert [s for s, _ in _losses(tmp_path / "sup")] == [1]
 
 
+def test_recon_weight_with_semisupcon_trains_resumes_exactly_and_exports_the_encoder(folder, tmp_path):
+    extra = ("--recon-weight", "0.5", "--labels", str(folder / "labels.csv"),
+             "--supervised-fraction", "0.5", "--ckpt-every", "1")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert _fit(folder, whole, 2, *extra) == 0
+    assert _fit(folder, parts, 1, *extra) == 0
+    assert _fit(folder, parts, 2, *extra) == 0
+    assert _losses(whole) == _losses(parts)
+    with open(whole / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # the total is the contrastive mean plus 0.5 x the reconstruction term
+    for r in rows:
+        heads = [float(r[f"loss_{h}"]) for h in ("invariant", "pitch", "tempo")]
+        assert float(r["loss"]) == pytest.approx(np.mean(heads) + 0.5 * float(r["loss_recon"]),
+                                                 rel=1e-4)
+    info = read_checkpoint_info(whole / "model.safetensors")
+    assert info.config["provenance"]["recon_weight"] == 0.5
+    model, _ = load_checkpoint(whole / "model.safetensors")  # the encoder alone
+    assert not any(k.startswith("decoder") for k in model.state_dict())
+    # the decoder's weights travel in the training state
+    from safetensors import safe_open
+
+    state = next(whole.glob("train_state-*.safetensors"))
+    with safe_open(str(state), "pt") as f:
+        assert any(k.startswith("decoder.") for k in f.keys())
+    assert _fit(folder, whole, 3, "--recon-weight", "1.0") == 2  # other settings refused
+    assert _fit(folder, tmp_path / "neg", 1, "--recon-weight", "-1") == 2
+
+
 def test_export_of_a_folder_without_state_fails(tmp_path):
     assert main(["export", str(tmp_path)]) == 2
 

@@ -12,6 +12,10 @@ training state only has to hold the weights, Adam's moments and the step. That s
 written atomically every ``--ckpt-every`` steps together with the app's checkpoint
 ``RUN_DIR/model.safetensors``. Rerunning the same command continues where it stopped.
 
+With ``--recon-weight W`` (> 0) a decoder (``trainer.recon``) reconstructs each view's
+spectrogram from the concatenated subspaces V^++ and its loss is added with weight W; the
+decoder's weights and moments are part of the training state, not of the app's checkpoint.
+
 Methods: ``mule``, ``mule++``, ``loev``, ``loev++`` (``engine.config.METHODS``) and
 ``mule-mixup`` (a ``mule`` network trained with in-batch mixup as its only augmentation,
 as MULE). In a data-parallel run each process contrasts the views of its own batch.
@@ -69,12 +73,13 @@ class FitOptions:
     workers: int = 1
     labels: str | None = None
     supervised_fraction: float = 1.0
+    recon_weight: float = 0.0
     progress: bool = True
 
     # Options that change what step s computes: a resume must agree on them.
     RESUME_KEYS = ("profile", "method", "variants", "frontend", "branches", "batch_anchors", "views", "lr",
                    "schedule", "warmup", "temperature", "clip", "seed", "labels",
-                   "supervised_fraction")
+                   "supervised_fraction", "recon_weight")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -101,6 +106,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, help="labels.csv for SemiSupCon label positives")
     p.add_argument("--supervised-fraction", type=float, default=1.0,
                    help="fraction of tracks whose labels are used (SemiSupCon)")
+    p.add_argument("--recon-weight", type=float, default=0.0,
+                   help="weight of the spectrogram reconstruction loss from V^++ (0: off)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -173,11 +180,14 @@ def lr_at(step: int, opts: FitOptions) -> float:
 
 
 def save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               step: int, meta: dict[str, Any]) -> None:
-    """Weights + Adam moments as safetensors, step and options as JSON (no pickle)."""
+               step: int, meta: dict[str, Any], decoder: torch.nn.Module | None = None) -> None:
+    """Weights (+ the decoder's) + Adam moments as safetensors, step and options as JSON (no pickle)."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if decoder is not None:
+        tensors.update({f"decoder.{k}": v.detach().cpu().contiguous()
+                        for k, v in decoder.state_dict().items()})
     osd = optimizer.state_dict()
     for pid, st in osd["state"].items():
         for name, v in st.items():
@@ -200,8 +210,9 @@ def read_state(run_dir: Path) -> dict[str, Any] | None:
 
 
 def load_state(run_dir: Path, model: torch.nn.Module,
-               optimizer: torch.optim.Optimizer | None = None) -> int:
-    """Restore weights (and Adam) from the latest state; returns its step."""
+               optimizer: torch.optim.Optimizer | None = None,
+               decoder: torch.nn.Module | None = None) -> int:
+    """Restore weights (the decoder's, and Adam) from the latest state; returns its step."""
     from safetensors.torch import load_file
 
     doc = read_state(run_dir)
@@ -209,6 +220,8 @@ def load_state(run_dir: Path, model: torch.nn.Module,
         raise FileNotFoundError(f"{run_dir}: no {STATE_JSON} (not a training run folder?)")
     tensors = load_file(str(Path(run_dir) / doc["tensors"]))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if decoder is not None:
+        decoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
     if optimizer is not None:
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
@@ -289,7 +302,9 @@ def _check_resume(doc: dict[str, Any], opts: FitOptions) -> None:
 
 
 def _open_log(path: Path, heads: tuple[str, ...], start_step: int) -> tuple[Any, Any]:
-    """CSV log; on resume, rows after the resumed step are dropped (they will be redone)."""
+    """CSV log; on resume, rows after the resumed step are dropped (they will be redone).
+
+    ``heads`` names the per-term loss columns (the contrastive heads, and ``recon``)."""
     fields = ["step", "loss"] + [f"loss_{h}" for h in heads] + ["views_per_s", "lr"]
     rows = []
     if path.is_file():
@@ -307,7 +322,8 @@ def _provenance(opts: FitOptions, step: int, n_tracks: int, world: int) -> dict[
             "data": str(Path(opts.data).resolve()), "tracks": n_tracks, "seed": opts.seed,
             "batch_views": opts.batch_anchors * opts.views * world, "lr": opts.lr,
             "schedule": opts.schedule, "labels": opts.labels,
-            "supervised_fraction": opts.supervised_fraction if opts.labels else 0.0}
+            "supervised_fraction": opts.supervised_fraction if opts.labels else 0.0,
+            "recon_weight": opts.recon_weight}
 
 
 def fit(opts: FitOptions) -> dict[str, Any]:
@@ -328,19 +344,28 @@ def fit(opts: FitOptions) -> dict[str, Any]:
     labels = load_labels(opts.labels, tracks, fraction=opts.supervised_fraction,
                          seed=opts.seed) if opts.labels else None
 
+    if opts.recon_weight < 0:
+        raise ValueError(f"--recon-weight must be >= 0, got {opts.recon_weight}")
     torch.manual_seed(opts.seed)
     model = build_model(cfg).to(d.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    decoder = None
+    trainee: torch.nn.Module = model
+    if opts.recon_weight > 0:
+        from trainer.recon import SpectrogramDecoder, WithDecoder
+
+        decoder = SpectrogramDecoder(sum(model.embedding_dims.values())).to(d.device)
+        trainee = WithDecoder(model, decoder)
+    optimizer = torch.optim.Adam(trainee.parameters(), lr=opts.lr)
     start = 0
     doc = read_state(run_dir)
     if doc is not None:
         _check_resume(doc, opts)
-        start = load_state(run_dir, model, optimizer)
-    net: torch.nn.Module = model
+        start = load_state(run_dir, model, optimizer, decoder)
+    net: torch.nn.Module = trainee
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        net = DDP(trainee, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
     stream = ViewStream(tracks, vcfg, seed=opts.seed, rank=d.rank, start_step=start,
                         stop_step=opts.steps)
@@ -350,7 +375,8 @@ def fit(opts: FitOptions) -> dict[str, Any]:
     views = Views(vcfg, cfg.variants, device=d.device)
     meta = {"options": asdict(opts), "config": cfg.to_dict(), "world": d.world,
             "tracks": len(tracks)}
-    log_file, writer = _open_log(run_dir / LOG_FILE, cfg.heads, start) if d.master else (None, None)
+    terms = cfg.heads + (("recon",) if decoder is not None else ())
+    log_file, writer = _open_log(run_dir / LOG_FILE, terms, start) if d.master else (None, None)
     bar = _progress(d.master and opts.progress, start, opts.steps)
     losses: list[float] = []
     step = start
@@ -358,7 +384,7 @@ def fit(opts: FitOptions) -> dict[str, Any]:
 
     def checkpoint(at: int) -> None:
         if d.master:
-            save_state(run_dir, model, optimizer, at, meta)
+            save_state(run_dir, model, optimizer, at, meta, decoder)
             save_checkpoint(run_dir / MODEL_FILE, model,
                             provenance=_provenance(opts, at, len(tracks), d.world))
 
@@ -401,7 +427,7 @@ def fit(opts: FitOptions) -> dict[str, Any]:
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, views: Views,
                batch: dict[str, torch.Tensor], cfg, opts: FitOptions, labels: TrackLabels | None,
                d: Dist, step: int) -> tuple[float, dict[str, float]]:
-    """Augment, forward, NT-Xent over the heads, backward, clip, Adam."""
+    """Augment, forward, NT-Xent over the heads (+ W x reconstruction), backward, clip, Adam."""
     seed = derive_seed(opts.seed, step, d.rank, stream=1)
     gen = torch.Generator(device=d.device)
     gen.manual_seed(seed)
@@ -414,6 +440,12 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, views: Vi
         out = net(y)
     loss, per_head = contrastive_loss({h: z.float() for h, z in out["projections"].items()},
                                       masks, temperature=opts.temperature)
+    if "reconstruction" in out:
+        from trainer.recon import recon_loss
+
+        rec = recon_loss(out["reconstruction"], out["target"])
+        loss = loss + opts.recon_weight * rec
+        per_head = {**per_head, "recon": float(rec.detach())}
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if opts.clip > 0:
