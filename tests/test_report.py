@@ -49,3 +49,26 @@ def test_report_renders_every_section(tmp_path):
     assert "| baseline: chroma12 | key | 0.600 |" in text and "| loevpp | pitch | 0.650 |" in text
     assert "What differs from the paper's setting" in text
     assert "| loevpp | pitch | 0.200 | 0.100 |" in text  # curve table at -4 and +4 semitones
+
+
+def test_glance_table_and_differences_from_the_reference(tmp_path):
+    m = _metrics()
+    m["degradations"] = ["noise_10db"]
+    ssl = m["models"]["loevpp"]
+    ssl["robustness"] = {"noise_10db": {"pitch": {"key": {"5": 0.5}}, "tempo": {"tempo_acc1": {"5": 0.7}}}}
+    ssl["probe"] = {"all": {"key": 0.4, "tempo_acc1": 0.3, "family_acc": 0.6}}
+    sup = json.loads(json.dumps(ssl))
+    sup["provenance"].update(labels="labels.csv", supervised_fraction=0.5, recon_weight=1.0)
+    sup["retrieval"]["pitch"]["key"]["5"] = 0.70
+    sup["robustness"]["noise_10db"]["pitch"]["key"]["5"] = 0.45
+    m["models"]["sup"] = sup
+    run = tmp_path / "eval_b"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(m))
+    text = report.write_report([run], tmp_path / "R.md", reference="loevpp").read_text()
+    # model, labels, recon W, steps, family, key, tempo, 3 probes, noise key, noise tempo
+    assert "| loevpp | none | 0 | 1200 | 0.780 | 0.650 | 0.900 | 0.400 | 0.300 | 0.600 | 0.500 | 0.700 |" in text
+    assert "| sup | 50 % | 1.0 | 1200 | 0.780 | 0.700 |" in text
+    assert "| sup | +0.000 | +0.050 | +0.000 | +0.000 | +0.000 | +0.000 | -0.050 | +0.000 |" in text
+    assert "--reference loevpp" in text
+    assert "mulepp |" not in text.split("At a glance")[1].split("Retrieval")[0]  # LOEV models only

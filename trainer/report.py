@@ -140,7 +140,7 @@ def _probe_section(run: dict[str, Any]) -> list[str]:
         return []
     columns = [(k, t) for k, t in PROBE_COLUMNS if any(k in r for _, _, r in results)]
     rows = [[name, s] + [r.get(k) for k, _ in columns] for name, s, r in results]
-    split = next((m["probe"].get("_split") for m in run["models"].values() if "probe" in m), {})
+    split = next((m["probe"]["_split"] for m in run["models"].values() if "_split" in m.get("probe", {})), {})
     return ([f"## Probing (paper Table I/II): MLP probes on frozen embeddings, {split.get('train')} train /"
              f" {split.get('test')} test tracks", ""]
             + _table(["model", "subspace"] + [t for _, t in columns], rows))
@@ -190,6 +190,74 @@ def _curves_section(run: dict[str, Any], out_dir: Path) -> list[str]:
                 + [tempo["subspaces"][s][i] for i in tcols] for s in pitch["subspaces"]]
         lines += _table(["model", "subspace"] + [f"{v:+g} st" for v in cols]
                         + [f"x{tempo['values'][i]:g}" for i in tcols], rows)
+    return lines
+
+
+# The at-a-glance columns: (header, where the figure lives). ``("ret", sub, metric)``:
+# retrieval @5 of a subspace; ``("probe", sub, key)``: a probe on a subspace;
+# ``("rob", kind, sub, metric)``: retrieval @5 with degraded queries.
+GLANCE_RETRIEVAL = (("invariant family@5", ("ret", "invariant", "family")),
+                    ("pitch key@5", ("ret", "pitch", "key")),
+                    ("tempo acc1@5", ("ret", "tempo", "tempo_acc1")))
+GLANCE_PROBE = (("probe V++ key", ("probe", "all", "key")),
+                ("probe V++ tempo acc1", ("probe", "all", "tempo_acc1")),
+                ("probe V++ family acc", ("probe", "all", "family_acc")))
+
+
+def _glance_columns(run: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    models = run.get("models", {}).values()
+    cols = list(GLANCE_RETRIEVAL)
+    if any("all" in m.get("probe", {}) for m in models):
+        cols += GLANCE_PROBE
+    for kind in run.get("degradations") or []:
+        cols += [(f"{kind} key@5", ("rob", kind, "pitch", "key")),
+                 (f"{kind} tempo acc1@5", ("rob", kind, "tempo", "tempo_acc1"))]
+    return cols
+
+
+def _glance_value(m: dict[str, Any], where: tuple[str, ...]) -> float | None:
+    if where[0] == "ret":
+        return _at5(m, where[1], where[2])
+    if where[0] == "probe":
+        return m.get("probe", {}).get(where[1], {}).get(where[2])
+    return m.get("robustness", {}).get(where[1], {}).get(where[2], {}).get(where[3], {}).get("5")
+
+
+def _labels_text(m: dict[str, Any]) -> str:
+    p = m.get("provenance") or {}
+    text = f"{p.get('supervised_fraction', 0) * 100:.0f} %" if p.get("labels") else "none"
+    if p.get("label_weighting") == "weighted":
+        text += " weighted"
+    return text
+
+
+def _glance_section(run: dict[str, Any], reference: str | None) -> list[str]:
+    """One row per model: the figures issue 8's ablations compare, and the deltas vs ``reference``."""
+    models = {n: m for n, m in run.get("models", {}).items() if m.get("method") in ("loev++", "loev")}
+    if not models:
+        return []
+    cols = _glance_columns(run)
+    head = ["model", "labels", "recon W", "steps"] + [c for c, _ in cols]
+    rows = [[n, _labels_text(m), str((m.get("provenance") or {}).get("recon_weight", 0) or 0),
+             str((m.get("provenance") or {}).get("steps", "–"))]
+            + [_glance_value(m, w) for _, w in cols] for n, m in models.items()]
+    lines = ["## At a glance (issue 8 ablations): @5 retrieval per subspace, probes on V++, degraded queries",
+             "", "Key from the pitch subspace, tempo from the tempo subspace, family from the invariant"
+             " subspace; degraded columns query with the degraded audio against the clean library.", ""]
+    lines += _table(head, rows)
+    ref = models.get(reference) if reference else None
+    if ref is not None:
+        delta_rows = []
+        for n, m in models.items():
+            if n == reference:
+                continue
+            vals = []
+            for _, w in cols:
+                a, b = _glance_value(m, w), _glance_value(ref, w)
+                vals.append(None if a is None or b is None else f"{a - b:+.3f}")
+            delta_rows.append([n] + vals)
+        lines += ["", f"Difference from `{reference}` (positive: better than it):", ""]
+        lines += _table(["model"] + [c for c, _ in cols], delta_rows)
     return lines
 
 
@@ -254,30 +322,37 @@ def _claims_section(run: dict[str, Any]) -> list[str]:
     return ["## Issue 5's claims on this benchmark", ""] + _table(["model", "claim", "measured", "met"], rows)
 
 
-def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV Explorer: results") -> str:
-    """The Markdown text of RESULTS.md for ``runs`` (figures copied next to it)."""
+def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV Explorer: results",
+           reference: str | None = None) -> str:
+    """The Markdown text of RESULTS.md for ``runs`` (figures copied next to it).
+
+    ``reference``: a model name; benchmarks holding it get a table of differences from it.
+    """
+    ref_arg = f" --reference {reference}" if reference else ""
     lines = [f"# {title}", "",
              "Regenerated by `loev-train report --runs " + " ".join(Path(r["_dir"]).as_posix() for r in runs)
-             + " --out <this file>` from each folder's `metrics.json` (written by `loev-train eval`)."
+             + ref_arg + " --out <this file>` from each folder's `metrics.json` (written by `loev-train eval`)."
              " Do not edit by hand.", ""]
     lines += _budget_section(runs)
     for run in runs:
         lines += [f"# Benchmark `{Path(run['_dir']).name}`", ""]
         lines += _claims_section(run)
+        lines += _glance_section(run, reference)
         lines += _retrieval_section(run) + _probe_section(run) + _curves_section(run, out_dir)
         lines += _robustness_section(run)
     lines += ["## What differs from the paper's setting", "", DIFFERENCES]
     return "\n".join(lines)
 
 
-def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
+def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                 reference: str | None = None) -> Path:
     """Write RESULTS.md (atomically) from eval folders; returns its path."""
     out = Path(out)
     runs = [load_run(d) for d in run_dirs]
     if not runs:
         raise ReportError("no eval folders given (--runs DIR...)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = render(runs, out.parent)
+    text = render(runs, out.parent, reference=reference)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(out)
@@ -288,9 +363,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``loev-train report``."""
     parser.add_argument("--runs", nargs="+", required=True, help="eval output folders (each with metrics.json)")
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="default docs/RESULTS.md")
+    parser.add_argument("--reference", default=None,
+                        help="model name to compare the others with (ablations' base)")
 
 
 def run(args: argparse.Namespace) -> int:
-    path = write_report(args.runs, args.out)
+    path = write_report(args.runs, args.out, reference=args.reference)
     print(f"{path}: written from {len(args.runs)} eval folder(s)")
     return 0
