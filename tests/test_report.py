@@ -72,3 +72,20 @@ def test_glance_table_and_differences_from_the_reference(tmp_path):
     assert "| sup | +0.000 | +0.050 | +0.000 | +0.000 | +0.000 | +0.000 | -0.050 | +0.000 |" in text
     assert "--reference loevpp" in text
     assert "mulepp |" not in text.split("At a glance")[1].split("Retrieval")[0]  # LOEV models only
+
+
+def test_claims_use_baselines_measured_on_the_same_data_in_another_folder(tmp_path):
+    base, models = _metrics(), _metrics()
+    base["models"], models["baselines"] = {}, {}
+    other = _metrics()
+    other["data"], other["baselines"] = "/elsewhere", {}
+    for name, m in (("b", base), ("m", models)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(m))
+    text = report.write_report([tmp_path / "b", tmp_path / "m"], tmp_path / "R.md").read_text()
+    assert "| loevpp | pitch beats baseline chroma12 on key@5 | 0.650 vs 0.600 | yes |" in text
+    other["data"] = "/elsewhere"
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "metrics.json").write_text(json.dumps(other))
+    text = report.write_report([tmp_path / "b", tmp_path / "o"], tmp_path / "R.md").read_text()
+    assert "beats baseline" not in text  # another benchmark's baselines are not used

@@ -277,8 +277,11 @@ def _curve_ratio(model: dict[str, Any]) -> tuple[float, float] | None:
     return mean("pitch"), mean("invariant")
 
 
-def claim_rows(run: dict[str, Any]) -> list[list[Any]]:
-    """Issue 5's claims, checked on one run: (model, claim, measured, met)."""
+def claim_rows(run: dict[str, Any], baselines: dict[str, Any] | None = None) -> list[list[Any]]:
+    """Issue 5's claims, checked on one run: (model, claim, measured, met).
+
+    ``baselines``: DSP baselines measured on the same data in another eval folder
+    (the run's own baselines win)."""
     rows: list[list[Any]] = []
 
     def add(model: str, claim: str, a: float | None, b: float | None, met: bool | None, fmt: str) -> None:
@@ -288,7 +291,7 @@ def claim_rows(run: dict[str, Any]) -> list[list[Any]]:
 
     models = run.get("models", {})
     mules = {n: m for n, m in models.items() if m.get("method") == "mule++"}
-    base = run.get("baselines", {})
+    base = {**(baselines or {}), **run.get("baselines", {})}
     for name, m in models.items():
         if m.get("method") != "loev++":
             continue
@@ -315,8 +318,8 @@ def claim_rows(run: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def _claims_section(run: dict[str, Any]) -> list[str]:
-    rows = claim_rows(run)
+def _claims_section(run: dict[str, Any], baselines: dict[str, Any] | None = None) -> list[str]:
+    rows = claim_rows(run, baselines)
     if not rows:
         return []
     return ["## Issue 5's claims on this benchmark", ""] + _table(["model", "claim", "measured", "met"], rows)
@@ -334,9 +337,12 @@ def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV 
              + ref_arg + " --out <this file>` from each folder's `metrics.json` (written by `loev-train eval`)."
              " Do not edit by hand.", ""]
     lines += _budget_section(runs)
+    shared: dict[str, dict[str, Any]] = {}  # baselines per benchmark folder, for the claims
+    for run in runs:
+        shared.setdefault(str(run.get("data")), {}).update(run.get("baselines", {}))
     for run in runs:
         lines += [f"# Benchmark `{Path(run['_dir']).name}`", ""]
-        lines += _claims_section(run)
+        lines += _claims_section(run, shared.get(str(run.get("data"))))
         lines += _glance_section(run, reference)
         lines += _retrieval_section(run) + _probe_section(run) + _curves_section(run, out_dir)
         lines += _robustness_section(run)
