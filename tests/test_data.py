@@ -10,8 +10,8 @@ import soundfile as sf
 import torch
 
 from engine.transforms import source_samples_needed
-from trainer.data import (STRATEGIES, ViewConfig, ViewStream, batch_arrays, build_index,
-                          load_labels, plan_batch, read_batch)
+from trainer.data import (STRATEGIES, TrackLabels, ViewConfig, ViewStream, batch_arrays,
+                          build_index, load_labels, parse_programs, plan_batch, read_batch)
 
 SR = 16000
 
@@ -156,7 +156,25 @@ def test_labels_and_supervised_fraction(corpus):
     assert lab.key.tolist() == [0, 21, -1]
     assert lab.tempo.tolist() == [120.0, 90.5, 0.0]
     assert [lab.families[i] for i in lab.family] == ["piano", "strings", "bass"]
+    assert lab.programs.shape == (3, 129) and not lab.programs.any()  # no programs column
     none = load_labels(corpus / "labels.csv", tracks, fraction=0.0)
     assert none.labelled == 0 and (none.key == -1).all()
     with pytest.raises(FileNotFoundError):
         load_labels(corpus / "missing.csv", tracks)
+
+
+def test_program_labels(corpus):
+    tracks = build_index(corpus)
+    (corpus / "labels.csv").write_text(
+        "file,key,tempo,family,programs\n"
+        "a.wav,C major,120,piano,0;1;128\n"
+        "sub/b.wav,,,, 40 ;x;200\n"
+        "sub/c.flac,C major,,bass,\n")
+    lab = load_labels(corpus / "labels.csv", tracks)
+    assert [np.flatnonzero(p).tolist() for p in lab.programs] == [[0, 1, 128], [40], []]
+    assert lab.labelled == 3  # b.wav is labelled by its programs alone
+    assert not load_labels(corpus / "labels.csv", tracks, fraction=0.0).programs.any()
+    assert np.flatnonzero(parse_programs("58;60;62")).tolist() == [58, 60, 62]
+    assert not parse_programs("").any()
+    old_style = TrackLabels(np.array([0, -1]), np.array([-1, -1]), np.zeros(2), ("piano",))
+    assert old_style.programs.shape == (2, 129) and not old_style.programs.any()

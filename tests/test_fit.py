@@ -95,6 +95,41 @@ def test_mule_mixup_and_semisupcon_runs(folder, tmp_path):
                 str(folder / "labels.csv"), "--supervised-fraction", "0.5",
                 "--schedule", "cosine", "--warmup", "2") == 0
     assert [s for s, _ in _losses(tmp_path / "sup")] == [1]
+    # weighted label positives: without a programs column (no invariant label positives) ...
+    assert _fit(folder, tmp_path / "w0", 1, "--labels", str(folder / "labels.csv"),
+                "--label-weighting", "weighted") == 0
+    # ... and with one (files named by absolute path)
+    rows = ["file,key,tempo,family,programs"] + [
+        f"{folder / f'track{i}.wav'},C major,120,keys,{progs}"
+        for i, progs in enumerate(["0;1;2", "1;2", "40", ""])]
+    (tmp_path / "programs.csv").write_text("\n".join(rows) + "\n")
+    weighted = ("--labels", str(tmp_path / "programs.csv"), "--label-weighting", "weighted")
+    assert _fit(folder, tmp_path / "w1", 1, *weighted) == 0
+    assert np.isfinite(float(_losses(tmp_path / "w1")[0][1]))
+    info = read_checkpoint_info(tmp_path / "w1" / "model.safetensors")
+    assert info.config["provenance"]["label_weighting"] == "weighted"
+    assert _fit(folder, tmp_path / "w1", 2, "--labels", str(tmp_path / "programs.csv")) == 2
+
+
+def test_step_masks_weighted_invariant_positives_by_hand():
+    from trainer.data import TrackLabels
+    from trainer.fit import step_masks
+
+    programs = np.zeros((2, 129), dtype=bool)
+    programs[0, [1, 2, 3]] = programs[1, [2, 3]] = True  # weight 2 * 2 / (3 + 2) = 0.8
+    labels = TrackLabels(np.array([0, 1]), np.array([0, 0]), np.zeros(2), ("a", "b"), programs)
+    batch = {"anchor": torch.tensor([0, 0, 1, 1]), "track": torch.tensor([0, 0, 1, 1]),
+             "semitones": torch.zeros(4), "rate": torch.ones(4)}
+    args = ("loev++", ("invariant", "pitch", "tempo"), ("pitch", "tempo"), batch,
+            torch.zeros(4, 2, dtype=torch.bool), labels, torch.device("cpu"))
+    weighted = step_masks(*args, "weighted")
+    expected = torch.tensor([[0, 1, .8, .8], [1, 0, .8, .8], [.8, .8, 0, 1], [.8, .8, 1, 0]])
+    assert torch.allclose(weighted["invariant"], expected)
+    binary = step_masks(*args)
+    assert binary["invariant"].dtype == torch.bool  # families differ: only the same anchor
+    assert binary["invariant"].tolist() == (expected == 1).tolist()
+    assert torch.equal(weighted["pitch"], binary["pitch"])  # single-label heads unchanged
+    assert binary["pitch"][0, 2]  # both tracks in C major: a label positive across anchors
 
 
 def test_recon_weight_with_semisupcon_trains_resumes_exactly_and_exports_the_encoder(folder, tmp_path):

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from trainer.objective import (contrastive_loss, head_masks, label_positives, nt_xent,
-                               parse_key, positive_masks, shifted_keys, supervised_masks)
+from trainer.objective import (combine_positives, contrastive_loss, head_masks,
+                               label_positives, nt_xent, parse_key, positive_masks,
+                               shifted_keys, supervised_masks, weighted_label_positives)
 
 
 def _pairs(mask: torch.Tensor) -> set[tuple[int, int]]:
@@ -115,3 +116,67 @@ def test_label_positives_follow_each_views_augmentation():
     # unlabelled view 4 has no supervised positive; tolerance is relative
     assert _pairs(label_positives(torch.tensor([100.0, 103.0, 105.0]), tolerance=0.04)) == \
         _sym((0, 1), (1, 2))
+
+
+def _multi_hot(*sets: set[int], width: int = 6) -> torch.Tensor:
+    out = torch.zeros(len(sets), width, dtype=torch.bool)
+    for i, members in enumerate(sets):
+        out[i, list(members)] = True
+    return out
+
+
+def test_weighted_label_positives_by_hand():
+    sets = _multi_hot({1, 2, 3}, {2, 3}, {4}, set(), {2, 3})
+    w = weighted_label_positives(sets)
+    assert w.dtype == torch.float32 and w.shape == (5, 5)
+    assert float(w[0, 1]) == pytest.approx(0.8)  # 2 * 2 / (3 + 2)
+    assert float(w[1, 4]) == pytest.approx(1.0) and float(w[0, 4]) == pytest.approx(0.8)
+    assert float(w[0, 2]) == 0.0  # disjoint
+    assert not w[3].any() and not w[:, 3].any()  # empty set: unlabelled
+    assert not w.diagonal().any() and torch.equal(w, w.T)
+    masked = weighted_label_positives(sets, valid=torch.tensor([True, True, True, True, False]))
+    assert not masked[4].any() and not masked[:, 4].any()
+    assert float(masked[0, 1]) == pytest.approx(0.8)
+
+
+def test_nt_xent_float_zero_one_weights_equal_the_bool_mask():
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
+    pos = torch.rand(6, 6, generator=torch.Generator().manual_seed(3)) < 0.4
+    pos[5] = False  # a row without positives is left out either way
+    assert float(nt_xent(z, pos.float(), 0.2)) == pytest.approx(float(nt_xent(z, pos, 0.2)),
+                                                                rel=1e-6)
+
+
+def test_nt_xent_weighted_by_hand():
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    w = torch.tensor([[0.0, 1.0, 0.5], [0.5, 0.0, 0.0], [0.0, 0.0, 1.0]])  # row 2: diagonal only
+    # tau = 1: rows 0 and 1 both see s = 1 (the twin) and s = 0 (view 2); L = log(e + 1)
+    # row 0: (1 (1 - L) + 0.5 (0 - L)) / 1.5 = 2/3 - L;  row 1: 0.5 (1 - L) / 0.5 = 1 - L
+    big_l = math.log(math.e + 1)
+    expected = -((2 / 3 - big_l) + (1 - big_l)) / 2
+    loss = nt_xent(z, w, 1.0)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(z.grad).all()
+    assert float(nt_xent(z, torch.zeros(3, 3), 1.0).detach()) == 0.0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        nt_xent(z, torch.full((3, 3), 1.5), 1.0)
+
+
+def test_combine_positives_or_and_max():
+    a = torch.tensor([[False, True], [False, False]])
+    b = torch.tensor([[False, False], [True, False]])
+    assert torch.equal(combine_positives(a, b), a | b)
+    w = torch.tensor([[0.0, 0.4], [0.8, 0.0]])
+    assert torch.equal(combine_positives(a, w), torch.tensor([[0.0, 1.0], [0.8, 0.0]]))
+
+
+def test_supervised_masks_with_programs_weight_the_invariant_head():
+    zeros = torch.zeros(3)
+    sup = supervised_masks(("invariant", "pitch"), family=torch.tensor([0, 0, 1]),
+                           key=torch.tensor([0, 0, 0]), tempo=zeros, semitones=zeros,
+                           rate=torch.ones(3), programs=_multi_hot({1, 2, 3}, {2, 3}, {5}))
+    assert sup["invariant"].dtype == torch.float32
+    assert float(sup["invariant"][0, 1]) == pytest.approx(0.8)
+    assert float(sup["invariant"][0, 2]) == 0.0  # same family does not matter any more
+    assert sup["pitch"].dtype == torch.bool and _pairs(sup["pitch"]) == _sym((0, 1), (0, 2), (1, 2))

@@ -323,27 +323,56 @@ class ViewStream(IterableDataset):
 
 # --- labels (SemiSupCon) ----------------------------------------------------------------
 
+N_PROGRAMS = 129  # General MIDI programs 0..127, and 128 for the percussion bank
+
+
 @dataclass(frozen=True)
 class TrackLabels:
-    """Per-track labels aligned with the index: family id (-1), key 0..23 (-1), BPM (0)."""
+    """Per-track labels aligned with the index: family id (-1), key 0..23 (-1), BPM (0),
+    and the multi-hot set of GM programs used in the file (bool [n, 129], all False when
+    unknown; all False for every track when not given)."""
 
     family: np.ndarray
     key: np.ndarray
     tempo: np.ndarray
     families: tuple[str, ...]
+    programs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.programs is None:
+            object.__setattr__(self, "programs",
+                               np.zeros((len(self.family), N_PROGRAMS), dtype=bool))
 
     @property
     def labelled(self) -> int:
-        return int(((self.family >= 0) | (self.key >= 0) | (self.tempo > 0)).sum())
+        return int(((self.family >= 0) | (self.key >= 0) | (self.tempo > 0)
+                    | self.programs.any(axis=1)).sum())
+
+
+def parse_programs(text: str) -> np.ndarray:
+    """A ``programs`` cell such as ``"58;60;62"`` as a multi-hot bool [129].
+
+    Empty cells give all False; tokens that are not integers in 0..128 are ignored.
+    """
+    out = np.zeros(N_PROGRAMS, dtype=bool)
+    for token in (text or "").split(";"):
+        try:
+            prog = int(token.strip())
+        except ValueError:
+            continue
+        if 0 <= prog < N_PROGRAMS:
+            out[prog] = True
+    return out
 
 
 def load_labels(csv_path: str | os.PathLike[str], tracks: Sequence[Track], *,
                 fraction: float = 1.0, seed: int = 0) -> TrackLabels:
-    """Read ``labels.csv`` (columns file, key, tempo, family, ...) for the indexed tracks.
+    """Read ``labels.csv`` (columns file, key, tempo, family, programs, ...) for the indexed tracks.
 
-    ``file`` is matched relative to the CSV's folder. Only a ``fraction`` of the tracks keep
-    their labels (chosen from ``seed``), the others count as unlabelled: SemiSupCon's
-    supervised fraction.
+    ``file`` is matched relative to the CSV's folder; ``programs`` (GM programs joined by
+    ``;``, see :func:`parse_programs`) may be missing or empty. Only a ``fraction`` of the
+    tracks keep their labels (chosen from ``seed``), the others count as unlabelled:
+    SemiSupCon's supervised fraction.
     """
     from trainer.objective import parse_key
 
@@ -359,6 +388,7 @@ def load_labels(csv_path: str | os.PathLike[str], tracks: Sequence[Track], *,
                 rows[str((csv_path.parent / row["file"]).resolve())] = row
     n = len(tracks)
     family, key, tempo = np.full(n, -1), np.full(n, -1), np.zeros(n)
+    programs = np.zeros((n, N_PROGRAMS), dtype=bool)
     names: dict[str, int] = {}
     keep = np.random.default_rng(derive_seed(seed, 0, 0, stream=7)).random(n) < fraction
     for i, tr in enumerate(tracks):
@@ -374,4 +404,5 @@ def load_labels(csv_path: str | os.PathLike[str], tracks: Sequence[Track], *,
             tempo[i] = max(0.0, float(row.get("tempo") or 0.0))
         except ValueError:
             tempo[i] = 0.0
-    return TrackLabels(family, key, tempo, tuple(names))
+        programs[i] = parse_programs(row.get("programs") or "")
+    return TrackLabels(family, key, tempo, tuple(names), programs)

@@ -16,6 +16,10 @@ With ``--recon-weight W`` (> 0) a decoder (``trainer.recon``) reconstructs each 
 spectrogram from the concatenated subspaces V^++ and its loss is added with weight W; the
 decoder's weights and moments are part of the training state, not of the app's checkpoint.
 
+With ``--labels`` the heads also take SemiSupCon label positives; ``--label-weighting
+weighted`` gives the invariant head positives weighted by the overlap of the files' GM
+program sets (the ``programs`` column) instead of same-family positives.
+
 Methods: ``mule``, ``mule++``, ``loev``, ``loev++`` (``engine.config.METHODS``) and
 ``mule-mixup`` (a ``mule`` network trained with in-batch mixup as its only augmentation,
 as MULE). In a data-parallel run each process contrasts the views of its own batch.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import os
 import time
@@ -39,13 +44,16 @@ from trainer.augment import BaseChain, apply_variants
 from trainer.data import (TrackLabels, ViewConfig, ViewStream, build_index, derive_seed,
                           load_labels)
 from trainer.describe import parse_variants
-from trainer.objective import (contrastive_loss, head_masks, mixup, positive_masks,
-                               supervised_masks)
+from trainer.objective import (combine_positives, contrastive_loss, head_masks, mixup,
+                               positive_masks, supervised_masks)
 
 TRAIN_METHODS = METHODS + ("mule-mixup",)
+LABEL_WEIGHTINGS = ("binary", "weighted")
 STATE_JSON = "train_state.json"
 MODEL_FILE = "model.safetensors"
 LOG_FILE = "log.csv"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,14 @@ class FitOptions:
     workers: int = 1
     labels: str | None = None
     supervised_fraction: float = 1.0
+    label_weighting: str = "binary"
     recon_weight: float = 0.0
     progress: bool = True
 
     # Options that change what step s computes: a resume must agree on them.
     RESUME_KEYS = ("profile", "method", "variants", "frontend", "branches", "batch_anchors", "views", "lr",
                    "schedule", "warmup", "temperature", "clip", "seed", "labels",
-                   "supervised_fraction", "recon_weight")
+                   "supervised_fraction", "label_weighting", "recon_weight")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,6 +115,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, help="labels.csv for SemiSupCon label positives")
     p.add_argument("--supervised-fraction", type=float, default=1.0,
                    help="fraction of tracks whose labels are used (SemiSupCon)")
+    p.add_argument("--label-weighting", default="binary", choices=LABEL_WEIGHTINGS,
+                   help="weighted: the invariant head's label positives are weighted by the "
+                        "overlap of the files' GM program sets (SemiSupCon's weighted variant)")
     p.add_argument("--recon-weight", type=float, default=0.0,
                    help="weight of the spectrogram reconstruction loss from V^++ (0: off)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -259,8 +271,15 @@ class Views:
 
 def step_masks(method: str, heads: tuple[str, ...], variants: tuple[str, ...],
                batch: dict[str, torch.Tensor], applied: torch.Tensor,
-               labels: TrackLabels | None, device: torch.device) -> dict[str, torch.Tensor]:
-    """Each head's positives: its self-supervised mask, OR label positives (SemiSupCon)."""
+               labels: TrackLabels | None, device: torch.device,
+               weighting: str = "binary") -> dict[str, torch.Tensor]:
+    """Each head's positives: its self-supervised mask, OR label positives (SemiSupCon).
+
+    With ``weighting="weighted"`` the invariant head's label positives are the program-set
+    weights (:func:`trainer.objective.weighted_label_positives`), merged with the
+    self-supervised mask by elementwise max (a float mask); the other heads' labels are
+    single-valued, where weighted and binary agree.
+    """
     anchor = batch["anchor"].to(device)
     masks = head_masks(method, heads, variants, positive_masks(anchor, applied))
     if labels is not None:
@@ -269,8 +288,10 @@ def step_masks(method: str, heads: tuple[str, ...], variants: tuple[str, ...],
             heads, family=torch.as_tensor(labels.family[track], device=device),
             key=torch.as_tensor(labels.key[track], device=device),
             tempo=torch.as_tensor(labels.tempo[track], device=device),
-            semitones=batch["semitones"].to(device), rate=batch["rate"].to(device))
-        masks = {h: m | sup[h] if h in sup else m for h, m in masks.items()}
+            semitones=batch["semitones"].to(device), rate=batch["rate"].to(device),
+            programs=torch.as_tensor(labels.programs[track], device=device)
+            if weighting == "weighted" else None)
+        masks = {h: combine_positives(m, sup[h]) if h in sup else m for h, m in masks.items()}
     return masks
 
 
@@ -323,6 +344,7 @@ def _provenance(opts: FitOptions, step: int, n_tracks: int, world: int) -> dict[
             "batch_views": opts.batch_anchors * opts.views * world, "lr": opts.lr,
             "schedule": opts.schedule, "labels": opts.labels,
             "supervised_fraction": opts.supervised_fraction if opts.labels else 0.0,
+            "label_weighting": opts.label_weighting,
             "recon_weight": opts.recon_weight}
 
 
@@ -341,8 +363,14 @@ def fit(opts: FitOptions) -> dict[str, Any]:
     _barrier(d)
     if not d.master:
         tracks = build_index(opts.data, cache_path=run_dir / "data_index.json")
+    if opts.label_weighting not in LABEL_WEIGHTINGS:
+        raise ValueError(f"unknown label weighting {opts.label_weighting!r}; "
+                         f"expected one of {LABEL_WEIGHTINGS}")
     labels = load_labels(opts.labels, tracks, fraction=opts.supervised_fraction,
                          seed=opts.seed) if opts.labels else None
+    if labels is not None and opts.label_weighting == "weighted" and not labels.programs.any():
+        log.warning("--label-weighting weighted: %s has no programs, so the invariant head "
+                    "gets no label positives", opts.labels)
 
     if opts.recon_weight < 0:
         raise ValueError(f"--recon-weight must be >= 0, got {opts.recon_weight}")
@@ -434,7 +462,8 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, views: Vi
     torch.manual_seed(derive_seed(opts.seed, step, d.rank, stream=2))  # dropout, drop-path
     with torch.no_grad():
         y, applied = views(batch, gen)
-    masks = step_masks(cfg.method, cfg.heads, cfg.variants, batch, applied, labels, d.device)
+    masks = step_masks(cfg.method, cfg.heads, cfg.variants, batch, applied, labels, d.device,
+                       opts.label_weighting)
     with torch.autocast(device_type=d.device.type, dtype=torch.bfloat16,
                         enabled=d.device.type == "cuda"):
         out = net(y)

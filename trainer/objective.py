@@ -22,7 +22,10 @@ include the views of *other* anchors that share a label valid for that head
 (:func:`label_positives`). Which label serves which head is a choice made here:
 the instrument family for the invariant head (it survives pitch and tempo changes),
 the key moved by the view's own pitch shift for the pitch head, and the tempo scaled by
-the view's own stretch rate for the tempo head.
+the view's own stretch rate for the tempo head. SemiSupCon's weighted variant for
+multi-label data gives a pair a weight in [0, 1] from the overlap of its label sets
+(:func:`weighted_label_positives`, here the sets of GM programs of each file), and
+:func:`nt_xent` then takes the weighted mean of the positives' log-probabilities.
 """
 from __future__ import annotations
 
@@ -64,23 +67,31 @@ def positive_masks(anchor: torch.Tensor, applied: torch.Tensor) -> torch.Tensor:
 
 
 def nt_xent(z: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent over cosine similarity (paper eq. 1-2).
+    """NT-Xent over cosine similarity (paper eq. 1-2), optionally with weighted positives.
 
     ``loss_i = -mean_{p in P(i)} log( exp(s_ip / tau) / sum_{j != i} exp(s_ij / tau) )``,
-    averaged over the rows i that have at least one positive.
+    averaged over the rows i that have at least one positive. With float weights
+    ``w_ij`` in [0, 1] (SemiSupCon's weighted positives) the mean over P(i) becomes
+    ``sum_j w_ij log p_ij / sum_j w_ij`` and rows whose weights sum to 0 are left out.
 
     Parameters
     ----------
     z : Tensor [B, D]
         Projections (normalised here).
-    positives : BoolTensor [B, B]
-        ``positives[i, j]``: j is a positive of i. The diagonal is ignored.
+    positives : BoolTensor [B, B] or FloatTensor [B, B]
+        ``positives[i, j]``: j is a positive of i (bool), or its weight in [0, 1]
+        (float). The diagonal is ignored.
     temperature : float
 
     Returns
     -------
     Tensor []
         The loss; 0 (still attached to ``z``'s graph) when no row has a positive.
+
+    Raises
+    ------
+    ValueError
+        ``temperature <= 0``, or float weights outside [0, 1].
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -90,13 +101,40 @@ def nt_xent(z: torch.Tensor, positives: torch.Tensor, temperature: float) -> tor
     eye = torch.eye(b, dtype=torch.bool, device=z.device)
     sim = sim.masked_fill(eye, float("-inf"))
     log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
-    pos = positives.bool() & ~eye
+    if positives.dtype != torch.bool:
+        return _weighted_nt_xent(z, log_prob, positives, eye)
+    pos = positives & ~eye
     n_pos = pos.sum(dim=1)
     rows = n_pos > 0
     if not bool(rows.any()):
         return z.sum() * 0.0
     per_row = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
     return -(per_row[rows] / n_pos[rows]).mean()
+
+
+def _weighted_nt_xent(z: torch.Tensor, log_prob: torch.Tensor, weights: torch.Tensor,
+                      eye: torch.Tensor) -> torch.Tensor:
+    """The float-weights branch of :func:`nt_xent` (``log_prob`` is -inf on the diagonal)."""
+    w = weights.to(log_prob.dtype).masked_fill(eye, 0.0)
+    if bool(((w < 0) | (w > 1) | w.isnan()).any()):
+        raise ValueError("positive weights must lie in [0, 1]")
+    w_sum = w.sum(dim=1)
+    rows = w_sum > 0
+    if not bool(rows.any()):
+        return z.sum() * 0.0
+    per_row = (torch.where(w > 0, log_prob, torch.zeros_like(log_prob)) * w).sum(dim=1)
+    return -(per_row[rows] / w_sum[rows]).mean()
+
+
+def combine_positives(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Union of two positive masks: OR of two bool masks, else the elementwise max.
+
+    A bool mask counts as weight 1 where True, so self-supervised positives keep weight 1
+    next to weighted label positives.
+    """
+    if a.dtype == torch.bool and b.dtype == torch.bool:
+        return a | b
+    return torch.maximum(a.float(), b.float())
 
 
 def head_masks(method: str, heads: Sequence[str], variants: Sequence[str],
@@ -123,8 +161,9 @@ def contrastive_loss(projections: Mapping[str, torch.Tensor], masks: Mapping[str
     Parameters
     ----------
     projections : {head: Tensor [B, P]}
-    masks : {head: BoolTensor [B, B]}
-        From :func:`head_masks` (possibly OR'ed with :func:`label_positives`).
+    masks : {head: BoolTensor [B, B] or FloatTensor [B, B]}
+        From :func:`head_masks` (possibly combined with :func:`label_positives` or
+        :func:`weighted_label_positives` by :func:`combine_positives`).
     temperature : float
 
     Returns
@@ -227,9 +266,38 @@ def label_positives(labels: torch.Tensor, *, valid: torch.Tensor | None = None,
     return share & ok[:, None] & ok[None, :] & ~eye
 
 
+def weighted_label_positives(sets: torch.Tensor, valid: torch.Tensor | None = None
+                             ) -> torch.Tensor:
+    """Multi-label positives weighted by label overlap (SemiSupCon's weighted variant).
+
+    ``w_ij = 2 |L_i & L_j| / (|L_i| + |L_j|)`` (the Dice overlap of the two label sets):
+    1 for equal sets, 0 for disjoint ones.
+
+    Parameters
+    ----------
+    sets : BoolTensor [B, L]
+        Multi-hot label set of each view.
+    valid : BoolTensor [B], optional
+        Views that have labels. Views with an empty set count as unlabelled either way.
+
+    Returns
+    -------
+    FloatTensor [B, B]
+        0 on the diagonal and in the rows and columns of unlabelled views.
+    """
+    s = sets.bool()
+    inter = (s[:, None, :] & s[None, :, :]).sum(dim=2).float()
+    size = s.sum(dim=1).float()
+    denom = size[:, None] + size[None, :]
+    w = 2 * inter / denom.clamp_min(1.0)
+    ok = size > 0 if valid is None else valid.bool() & (size > 0)
+    keep = ok[:, None] & ok[None, :] & ~torch.eye(s.shape[0], dtype=torch.bool, device=s.device)
+    return torch.where(keep, w, torch.zeros_like(w))
+
+
 def supervised_masks(heads: Sequence[str], *, family: torch.Tensor, key: torch.Tensor,
-                     tempo: torch.Tensor, semitones: torch.Tensor,
-                     rate: torch.Tensor) -> dict[str, torch.Tensor]:
+                     tempo: torch.Tensor, semitones: torch.Tensor, rate: torch.Tensor,
+                     programs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Label positives of each head, each view's label following its own augmentation.
 
     Parameters
@@ -240,17 +308,22 @@ def supervised_masks(heads: Sequence[str], *, family: torch.Tensor, key: torch.T
     tempo : Tensor [B]        BPM of the track, 0 unlabelled
     semitones : Tensor [B]    each view's pitch shift (0 when none)
     rate : Tensor [B]         each view's stretch rate (1 when none)
+    programs : BoolTensor [B, L], optional
+        Multi-hot GM programs of the track (all False unlabelled). When given, the
+        invariant head gets :func:`weighted_label_positives` of these sets instead of
+        same-family positives (SemiSupCon's weighted variant).
 
     Returns
     -------
-    {head: BoolTensor [B, B]}
+    {head: BoolTensor [B, B]}  (FloatTensor for the invariant head with ``programs``)
         Invariant head: same family. Pitch head: same key after the view's shift (a view
         shifted by +2 has its key moved by 2). Tempo head: tempo x rate within 4 %.
     """
     out = {}
     for h in heads:
         if h == "invariant":
-            out[h] = label_positives(family)
+            out[h] = label_positives(family) if programs is None else \
+                weighted_label_positives(programs)
         elif h == "pitch":
             out[h] = label_positives(shifted_keys(key, semitones))
         elif h == "tempo":
