@@ -161,6 +161,20 @@ def test_recon_weight_with_semisupcon_trains_resumes_exactly_and_exports_the_enc
     assert _fit(folder, tmp_path / "neg", 1, "--recon-weight", "-1") == 2
 
 
+def test_init_starts_from_a_checkpoint_and_records_the_budget(folder, tmp_path):
+    assert _fit(folder, tmp_path / "a", 1) == 0
+    src = tmp_path / "a" / "model.safetensors"
+    assert _fit(folder, tmp_path / "b", 1, "--init", str(src), "--lr", "0") == 0
+    m1, _ = load_checkpoint(src)
+    m2, _ = load_checkpoint(tmp_path / "b" / "model.safetensors")
+    for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(v1, v2), k  # lr 0: the fine-tune kept the initial weights
+    prov = read_checkpoint_info(tmp_path / "b" / "model.safetensors").config["provenance"]
+    assert prov["init"] == str(src) and prov["init_steps"] == 1 and prov["steps"] == 1
+    # another model config is refused with one line
+    assert _fit(folder, tmp_path / "c", 1, "--init", str(src), "--method", "mule++") == 2
+
+
 def test_export_of_a_folder_without_state_fails(tmp_path):
     assert main(["export", str(tmp_path)]) == 2
 

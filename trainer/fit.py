@@ -83,12 +83,13 @@ class FitOptions:
     supervised_fraction: float = 1.0
     label_weighting: str = "binary"
     recon_weight: float = 0.0
+    init: str | None = None
     progress: bool = True
 
     # Options that change what step s computes: a resume must agree on them.
     RESUME_KEYS = ("profile", "method", "variants", "frontend", "branches", "batch_anchors", "views", "lr",
                    "schedule", "warmup", "temperature", "clip", "seed", "labels",
-                   "supervised_fraction", "label_weighting", "recon_weight")
+                   "supervised_fraction", "label_weighting", "recon_weight", "init")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,6 +121,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "overlap of the files' GM program sets (SemiSupCon's weighted variant)")
     p.add_argument("--recon-weight", type=float, default=0.0,
                    help="weight of the spectrogram reconstruction loss from V^++ (0: off)")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights (same model config): fine-tuning")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -345,7 +348,31 @@ def _provenance(opts: FitOptions, step: int, n_tracks: int, world: int) -> dict[
             "schedule": opts.schedule, "labels": opts.labels,
             "supervised_fraction": opts.supervised_fraction if opts.labels else 0.0,
             "label_weighting": opts.label_weighting,
-            "recon_weight": opts.recon_weight}
+            "recon_weight": opts.recon_weight,
+            **({"init": str(opts.init), "init_steps": _init_steps(opts.init)} if opts.init else {})}
+
+
+def _init_steps(path: str) -> int | None:
+    """Optimiser steps behind an ``--init`` checkpoint (its own provenance, chained)."""
+    from engine.checkpoint import read_checkpoint_info
+
+    prov = read_checkpoint_info(path).config.get("provenance") or {}
+    steps = prov.get("steps")
+    return None if steps is None else int(steps) + int(prov.get("init_steps") or 0)
+
+
+def init_weights(model: torch.nn.Module, path: str, cfg) -> None:
+    """Load an app checkpoint's weights into a fresh run's model; the configs must agree."""
+    from engine.checkpoint import load_checkpoint
+
+    source, scfg = load_checkpoint(path)
+    mine, theirs = cfg.to_dict(), scfg.to_dict()
+    mine.pop("provenance", None)
+    theirs.pop("provenance", None)
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ValueError(f"--init {path}: its model differs from this run's in {diff}")
+    model.load_state_dict(source.state_dict())
 
 
 def fit(opts: FitOptions) -> dict[str, Any]:
@@ -389,6 +416,8 @@ def fit(opts: FitOptions) -> dict[str, Any]:
     if doc is not None:
         _check_resume(doc, opts)
         start = load_state(run_dir, model, optimizer, decoder)
+    elif opts.init:
+        init_weights(model, opts.init, cfg)
     net: torch.nn.Module = trainee
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
