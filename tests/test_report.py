@@ -66,9 +66,9 @@ def test_glance_table_and_differences_from_the_reference(tmp_path):
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps(m))
     text = report.write_report([run], tmp_path / "R.md", reference="loevpp").read_text()
-    # model, labels, recon W, steps, family, key, tempo, 3 probes, noise key, noise tempo
-    assert "| loevpp | none | 0 | 1200 | 0.780 | 0.650 | 0.900 | 0.400 | 0.300 | 0.600 | 0.500 | 0.700 |" in text
-    assert "| sup | 50 % | 1.0 | 1200 | 0.780 | 0.700 |" in text
+    # model, branches, labels, recon W, steps, family, key, tempo, 3 probes, noise key, noise tempo
+    assert "| loevpp | structured | none | 0 | 1200 | 0.780 | 0.650 | 0.900 | 0.400 | 0.300 | 0.600 | 0.500 | 0.700 |" in text
+    assert "| sup | structured | 50 % | 1.0 | 1200 | 0.780 | 0.700 |" in text
     assert "| sup | +0.000 | +0.050 | +0.000 | +0.000 | +0.000 | +0.000 | -0.050 | +0.000 |" in text
     assert "--reference loevpp" in text
     assert "mulepp |" not in text.split("At a glance")[1].split("Retrieval")[0]  # LOEV models only
@@ -84,6 +84,8 @@ def test_claims_use_baselines_measured_on_the_same_data_in_another_folder(tmp_pa
         (tmp_path / name / "metrics.json").write_text(json.dumps(m))
     text = report.write_report([tmp_path / "b", tmp_path / "m"], tmp_path / "R.md").read_text()
     assert "| loevpp | pitch beats baseline chroma12 on key@5 | 0.650 vs 0.600 | yes |" in text
+    assert text.count("| loevpp | pitch beats mulepp (all) on key@5 | 0.650 vs 0.300 | yes |") == 1
+    assert text.count("## At a glance: 1 LOEV models on `/bench`") == 1  # one table per benchmark
     other["data"] = "/elsewhere"
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "metrics.json").write_text(json.dumps(other))

@@ -232,17 +232,19 @@ def _labels_text(m: dict[str, Any]) -> str:
 
 
 def _glance_section(run: dict[str, Any], reference: str | None) -> list[str]:
-    """One row per model: the figures issue 8's ablations compare, and the deltas vs ``reference``."""
+    """One row per model: the figures issue 8's ablations compare, and the deltas vs ``reference``.
+
+    ``run`` may gather the models of several eval folders on one benchmark."""
     models = {n: m for n, m in run.get("models", {}).items() if m.get("method") in ("loev++", "loev")}
     if not models:
         return []
     cols = _glance_columns(run)
-    head = ["model", "labels", "recon W", "steps"] + [c for c, _ in cols]
-    rows = [[n, _labels_text(m), str((m.get("provenance") or {}).get("recon_weight", 0) or 0),
+    head = ["model", "branches", "labels", "recon W", "steps"] + [c for c, _ in cols]
+    rows = [[n, str(m.get("branches", "learned")), _labels_text(m), str((m.get("provenance") or {}).get("recon_weight", 0) or 0),
              str((m.get("provenance") or {}).get("steps", "–"))]
             + [_glance_value(m, w) for _, w in cols] for n, m in models.items()]
-    lines = ["## At a glance (issue 8 ablations): @5 retrieval per subspace, probes on V++, degraded queries",
-             "", "Key from the pitch subspace, tempo from the tempo subspace, family from the invariant"
+    lines = [f"## At a glance: {len(models)} LOEV models on `{run.get('data')}`", "",
+             "@5 retrieval per subspace, probes on V++ (issue 8's ablation figures). Key from the pitch subspace, tempo from the tempo subspace, family from the invariant"
              " subspace; degraded columns query with the degraded audio against the clean library.", ""]
     lines += _table(head, rows)
     ref = models.get(reference) if reference else None
@@ -277,11 +279,12 @@ def _curve_ratio(model: dict[str, Any]) -> tuple[float, float] | None:
     return mean("pitch"), mean("invariant")
 
 
-def claim_rows(run: dict[str, Any], baselines: dict[str, Any] | None = None) -> list[list[Any]]:
+def claim_rows(run: dict[str, Any], baselines: dict[str, Any] | None = None,
+               others: dict[str, Any] | None = None) -> list[list[Any]]:
     """Issue 5's claims, checked on one run: (model, claim, measured, met).
 
-    ``baselines``: DSP baselines measured on the same data in another eval folder
-    (the run's own baselines win)."""
+    ``baselines`` and ``others`` (models): measured on the same data in other eval folders,
+    so that each model can be evaluated on its own (the run's own entries win)."""
     rows: list[list[Any]] = []
 
     def add(model: str, claim: str, a: float | None, b: float | None, met: bool | None, fmt: str) -> None:
@@ -290,7 +293,7 @@ def claim_rows(run: dict[str, Any], baselines: dict[str, Any] | None = None) -> 
         rows.append([model, claim, fmt.format(a=a, b=b), "yes" if met else "**no**"])
 
     models = run.get("models", {})
-    mules = {n: m for n, m in models.items() if m.get("method") == "mule++"}
+    mules = {n: m for n, m in {**(others or {}), **models}.items() if m.get("method") == "mule++"}
     base = {**(baselines or {}), **run.get("baselines", {})}
     for name, m in models.items():
         if m.get("method") != "loev++":
@@ -318,8 +321,9 @@ def claim_rows(run: dict[str, Any], baselines: dict[str, Any] | None = None) -> 
     return rows
 
 
-def _claims_section(run: dict[str, Any], baselines: dict[str, Any] | None = None) -> list[str]:
-    rows = claim_rows(run, baselines)
+def _claims_section(run: dict[str, Any], baselines: dict[str, Any] | None = None,
+                    others: dict[str, Any] | None = None) -> list[str]:
+    rows = claim_rows(run, baselines, others)
     if not rows:
         return []
     return ["## Issue 5's claims on this benchmark", ""] + _table(["model", "claim", "measured", "met"], rows)
@@ -337,13 +341,21 @@ def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV 
              + ref_arg + " --out <this file>` from each folder's `metrics.json` (written by `loev-train eval`)."
              " Do not edit by hand.", ""]
     lines += _budget_section(runs)
-    shared: dict[str, dict[str, Any]] = {}  # baselines per benchmark folder, for the claims
+    # Everything measured on one benchmark folder, across eval folders: the claims compare
+    # with baselines and MULE++ models evaluated separately, the glance table lists them all.
+    shared: dict[str, dict[str, Any]] = {}
     for run in runs:
-        shared.setdefault(str(run.get("data")), {}).update(run.get("baselines", {}))
+        d = shared.setdefault(str(run.get("data")), {"data": run.get("data"), "models": {}, "baselines": {},
+                                                     "degradations": []})
+        d["models"].update(run.get("models", {}))
+        d["baselines"].update(run.get("baselines", {}))
+        d["degradations"] += [k for k in run.get("degradations") or [] if k not in d["degradations"]]
+    for d in shared.values():
+        lines += _glance_section(d, reference)
     for run in runs:
         lines += [f"# Benchmark `{Path(run['_dir']).name}`", ""]
-        lines += _claims_section(run, shared.get(str(run.get("data"))))
-        lines += _glance_section(run, reference)
+        d = shared[str(run.get("data"))]
+        lines += _claims_section(run, d["baselines"], d["models"])
         lines += _retrieval_section(run) + _probe_section(run) + _curves_section(run, out_dir)
         lines += _robustness_section(run)
     lines += ["## What differs from the paper's setting", "", DIFFERENCES]
