@@ -178,3 +178,17 @@ def test_program_labels(corpus):
     assert not parse_programs("").any()
     old_style = TrackLabels(np.array([0, -1]), np.array([-1, -1]), np.zeros(2), ("piano",))
     assert old_style.programs.shape == (2, 129) and not old_style.programs.any()
+
+
+def test_labels_from_a_folder_read_every_labels_csv_under_it(corpus):
+    tracks = build_index(corpus)
+    (corpus / "labels.csv").write_text("file,key,tempo,family\na.wav,C major,120,piano\n")
+    (corpus / "sub" / "labels.csv").write_text("file,key,tempo,family\nb.wav,a minor,90,strings\n")
+    lab = load_labels(corpus, tracks)  # each file relative to its own CSV's folder
+    assert lab.key.tolist() == [0, 21, -1]
+    assert lab.tempo.tolist() == [120.0, 90.0, 0.0]
+    with pytest.raises(FileNotFoundError):
+        load_labels(corpus / "sub" / "nothing", tracks)
+    (corpus / "empty").mkdir()
+    with pytest.raises(FileNotFoundError):
+        load_labels(corpus / "empty", tracks)

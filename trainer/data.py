@@ -369,7 +369,8 @@ def load_labels(csv_path: str | os.PathLike[str], tracks: Sequence[Track], *,
                 fraction: float = 1.0, seed: int = 0) -> TrackLabels:
     """Read ``labels.csv`` (columns file, key, tempo, family, programs, ...) for the indexed tracks.
 
-    ``file`` is matched relative to the CSV's folder; ``programs`` (GM programs joined by
+    ``csv_path`` may also be a folder: every ``labels.csv`` under it is read (a corpus made of
+    several rendered corpora side by side). ``file`` is matched relative to its CSV's folder; ``programs`` (GM programs joined by
     ``;``, see :func:`parse_programs`) may be missing or empty. Only a ``fraction`` of the
     tracks keep their labels (chosen from ``seed``), the others count as unlabelled:
     SemiSupCon's supervised fraction.
@@ -377,15 +378,17 @@ def load_labels(csv_path: str | os.PathLike[str], tracks: Sequence[Track], *,
     from trainer.objective import parse_key
 
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
+    files = sorted(csv_path.rglob("labels.csv")) if csv_path.is_dir() else [csv_path]
+    if not files or not files[0].is_file():
         raise FileNotFoundError(f"{csv_path}: labels file not found")
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"supervised fraction must lie in [0, 1], got {fraction}")
     rows: dict[str, dict[str, str]] = {}
-    with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("file"):
-                rows[str((csv_path.parent / row["file"]).resolve())] = row
+    for path in files:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("file"):
+                    rows[str((path.parent / row["file"]).resolve())] = row
     n = len(tracks)
     family, key, tempo = np.full(n, -1), np.full(n, -1), np.zeros(n)
     programs = np.zeros((n, N_PROGRAMS), dtype=bool)

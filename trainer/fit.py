@@ -113,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=100, help="save state every N steps (0: at the end)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="data-loader processes per rank")
-    p.add_argument("--labels", default=None, help="labels.csv for SemiSupCon label positives")
+    p.add_argument("--labels", default=None, help="labels.csv for SemiSupCon label positives (or a folder: every labels.csv under it)")
     p.add_argument("--supervised-fraction", type=float, default=1.0,
                    help="fraction of tracks whose labels are used (SemiSupCon)")
     p.add_argument("--label-weighting", default="binary", choices=LABEL_WEIGHTINGS,
