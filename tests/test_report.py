@@ -58,7 +58,7 @@ def test_glance_table_and_differences_from_the_reference(tmp_path):
     ssl["robustness"] = {"noise_10db": {"pitch": {"key": {"5": 0.5}}, "tempo": {"tempo_acc1": {"5": 0.7}}}}
     ssl["probe"] = {"all": {"key": 0.4, "tempo_acc1": 0.3, "family_acc": 0.6}}
     sup = json.loads(json.dumps(ssl))
-    sup["provenance"].update(labels="labels.csv", supervised_fraction=0.5, recon_weight=1.0)
+    sup["provenance"].update(labels="labels.csv", supervised_fraction=0.5, recon_weight=1.0, init_steps=300)
     sup["retrieval"]["pitch"]["key"]["5"] = 0.70
     sup["robustness"]["noise_10db"]["pitch"]["key"]["5"] = 0.45
     m["models"]["sup"] = sup
@@ -68,7 +68,7 @@ def test_glance_table_and_differences_from_the_reference(tmp_path):
     text = report.write_report([run], tmp_path / "R.md", reference="loevpp").read_text()
     # model, branches, labels, recon W, steps, family, key, tempo, 3 probes, noise key, noise tempo
     assert "| loevpp | structured | none | 0 | 1200 | 0.780 | 0.650 | 0.900 | 0.400 | 0.300 | 0.600 | 0.500 | 0.700 |" in text
-    assert "| sup | structured | 50 % | 1.0 | 1200 | 0.780 | 0.700 |" in text
+    assert "| sup | structured | 50 % | 1.0 | 1500 | 0.780 | 0.700 |" in text
     assert "| sup | +0.000 | +0.050 | +0.000 | +0.000 | +0.000 | +0.000 | -0.050 | +0.000 |" in text
     assert "--reference loevpp" in text
     assert "mulepp |" not in text.split("At a glance")[1].split("Retrieval")[0]  # LOEV models only
@@ -91,3 +91,17 @@ def test_claims_use_baselines_measured_on_the_same_data_in_another_folder(tmp_pa
     (tmp_path / "o" / "metrics.json").write_text(json.dumps(other))
     text = report.write_report([tmp_path / "b", tmp_path / "o"], tmp_path / "R.md").read_text()
     assert "beats baseline" not in text  # another benchmark's baselines are not used
+
+
+def test_a_model_evaluated_in_two_folders_is_listed_once_with_the_figures_of_both(tmp_path):
+    a, b = _metrics(), _metrics()
+    a["degradations"] = b["degradations"] = ["noise_10db"]
+    a["models"]["loevpp"]["robustness"] = {"noise_10db": {"pitch": {"key": {"5": 0.5}}}}
+    b["models"]["loevpp"]["probe"] = {"all": {"key": 0.4}}
+    for name, m in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(m))
+    text = report.write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "R.md").read_text()
+    assert text.count("| loevpp | loev++ | structured | tiny | 1200 |") == 1  # budget table
+    row = next(line for line in text.splitlines() if line.startswith("| loevpp | structured | none"))
+    assert "| 0.400 |" in row and "| 0.500 |" in row

@@ -90,16 +90,27 @@ def budget(model: dict[str, Any]) -> dict[str, Any]:
     return prov
 
 
+def total_steps(prov: dict[str, Any]) -> Any:
+    """Optimiser steps behind a model, a fine-tune's ``init_steps`` included ("–" if unknown)."""
+    if prov.get("steps") is None:
+        return "–"
+    return int(prov["steps"]) + int(prov.get("init_steps") or 0)
+
+
 def _budget_section(runs: Sequence[dict[str, Any]]) -> list[str]:
     rows = []
+    seen: set[tuple[str, Any]] = set()
     for run in runs:
         for name, m in run.get("models", {}).items():
+            if (name, m.get("model_id")) in seen:  # the same model evaluated in two folders
+                continue
+            seen.add((name, m.get("model_id")))
             p = budget(m)
             extra = ", ".join(f"{k}={v}" for k, v in p.items()
                               if k not in ("steps", "tracks", "batch_views", "lr", "data", "labels",
                                            "supervised_fraction", "method"))
             rows.append([name, str(m.get("method")), str(m.get("branches")), str(m.get("profile")),
-                         str(p.get("steps", "–")), str(p.get("tracks", "–")), str(p.get("batch_views", "–")),
+                         str(total_steps(p)), str(p.get("tracks", "–")), str(p.get("batch_views", "–")),
                          str(p.get("labels") or "none") + (f" ({p.get('supervised_fraction')})"
                                                             if p.get("labels") else ""), extra or "–"])
     return ["## Models and training budget", ""] + _table(
@@ -241,7 +252,7 @@ def _glance_section(run: dict[str, Any], reference: str | None) -> list[str]:
     cols = _glance_columns(run)
     head = ["model", "branches", "labels", "recon W", "steps"] + [c for c, _ in cols]
     rows = [[n, str(m.get("branches", "learned")), _labels_text(m), str((m.get("provenance") or {}).get("recon_weight", 0) or 0),
-             str((m.get("provenance") or {}).get("steps", "–"))]
+             str(total_steps(m.get("provenance") or {}))]
             + [_glance_value(m, w) for _, w in cols] for n, m in models.items()]
     lines = [f"## At a glance: {len(models)} LOEV models on `{run.get('data')}`", "",
              "@5 retrieval per subspace, probes on V++ (issue 8's ablation figures). Key from the pitch subspace, tempo from the tempo subspace, family from the invariant"
@@ -347,7 +358,8 @@ def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV 
     for run in runs:
         d = shared.setdefault(str(run.get("data")), {"data": run.get("data"), "models": {}, "baselines": {},
                                                      "degradations": []})
-        d["models"].update(run.get("models", {}))
+        for name, m in run.get("models", {}).items():  # one model in two folders: union of figures
+            d["models"][name] = {**d["models"].get(name, {}), **m}
         d["baselines"].update(run.get("baselines", {}))
         d["degradations"] += [k for k in run.get("degradations") or [] if k not in d["degradations"]]
     for d in shared.values():
