@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import math
@@ -113,7 +114,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=100, help="save state every N steps (0: at the end)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="data-loader processes per rank")
-    p.add_argument("--labels", default=None, help="labels.csv for SemiSupCon label positives (or a folder: every labels.csv under it)")
+    p.add_argument("--labels", default=None,
+                   help="labels.csv for SemiSupCon label positives (or a folder: every labels.csv under it)")
     p.add_argument("--supervised-fraction", type=float, default=1.0,
                    help="fraction of tracks whose labels are used (SemiSupCon)")
     p.add_argument("--label-weighting", default="binary", choices=LABEL_WEIGHTINGS,
@@ -352,11 +354,19 @@ def _provenance(opts: FitOptions, step: int, n_tracks: int, world: int) -> dict[
             **({"init": str(opts.init), "init_steps": _init_steps(opts.init)} if opts.init else {})}
 
 
+@functools.lru_cache(maxsize=8)
 def _init_steps(path: str) -> int | None:
-    """Optimiser steps behind an ``--init`` checkpoint (its own provenance, chained)."""
-    from engine.checkpoint import read_checkpoint_info
+    """Optimiser steps behind an ``--init`` checkpoint (its own provenance, chained).
 
-    prov = read_checkpoint_info(path).config.get("provenance") or {}
+    Read once per run (cached): every checkpoint's provenance repeats it. None when the
+    file is gone (a resumed run whose initial checkpoint was since removed)."""
+    from engine.checkpoint import read_checkpoint_info
+    from engine.errors import LoevError
+
+    try:
+        prov = read_checkpoint_info(path).config.get("provenance") or {}
+    except (LoevError, OSError):
+        return None
     steps = prov.get("steps")
     return None if steps is None else int(steps) + int(prov.get("init_steps") or 0)
 
