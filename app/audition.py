@@ -1,6 +1,6 @@
 """The audition panel: transport, live pitch/tempo sliders, "match to query".
 
-It drives an engine player (engine.audition.AuditionPlayer) through a small set of calls:
+It drives an engine player (engine.audio.audition.AuditionPlayer) through a small set of calls:
 ``open(y_or_path)``, ``play()``, ``pause()``, ``stop()``, ``seek(seconds)``,
 ``loop`` (property), ``set_pitch(semitones)``, ``set_tempo(ratio)``, ``position``,
 ``duration``, ``state``, ``sr``, ``on_error``. Slider moves reach the player through a pyqtgraph SignalProxy (at most 60

@@ -69,11 +69,11 @@ def warm_imports() -> None:
     import soxr  # noqa: F401
 
     import app.embed_service  # noqa: F401
-    import engine.audio  # noqa: F401
-    import engine.curves  # noqa: F401
-    import engine.query  # noqa: F401
-    import engine.scan  # noqa: F401
-    import engine.vectors  # noqa: F401
+    import engine.audio.decode  # noqa: F401
+    import engine.model.curves  # noqa: F401
+    import engine.library.query  # noqa: F401
+    import engine.library.scan  # noqa: F401
+    import engine.library.vectors  # noqa: F401
 
 
 class Backend:
@@ -93,7 +93,7 @@ class Backend:
     def __init__(self, library_dir: str | os.PathLike[str] | None = None,
                  checkpoint: str | os.PathLike[str] | None = None, *,
                  embedder: Any = None) -> None:
-        from engine.library import default_library_dir
+        from engine.library.catalogue import default_library_dir
 
         self.library_dir = Path(library_dir) if library_dir else default_library_dir()
         self.checkpoint = Path(checkpoint) if checkpoint else None
@@ -163,8 +163,8 @@ class Backend:
 
         Returns the number of tracks removed.
         """
-        from engine import vectors
-        from engine.library import Library
+        from engine.library import vectors
+        from engine.library.catalogue import Library
 
         self._save_folders([f for f in self.folders() if f != folder])
         if not (self.library_dir / "catalogue.sqlite").exists():
@@ -186,9 +186,9 @@ class Backend:
              cancel: Any = None) -> Any:
         """Scan ``folders`` (all remembered folders when None) incrementally.
 
-        Worker thread only. Returns ``engine.scan.ScanReport``.
+        Worker thread only. Returns ``engine.library.scan.ScanReport``.
         """
-        from engine.scan import scan
+        from engine.library.scan import scan
 
         folders = self.folders() if folders is None else folders
         missing = [f for f in folders if not os.path.exists(f)]
@@ -207,7 +207,7 @@ class Backend:
 
     def tracks(self) -> list[TrackRow]:
         """Every known file with its status and, for a problem file, its reason."""
-        from engine.library import Library
+        from engine.library.catalogue import Library
 
         if not (self.library_dir / "catalogue.sqlite").exists():
             return []
@@ -220,8 +220,8 @@ class Backend:
     # -- queries --------------------------------------------------------------------------
 
     def searcher(self) -> Any:
-        """The open ``engine.query.Searcher``, reopened after the library changed."""
-        from engine.query import Searcher
+        """The open ``engine.library.query.Searcher``, reopened after the library changed."""
+        from engine.library.query import Searcher
 
         with self._searcher_lock:
             if self._searcher is None:
@@ -304,9 +304,9 @@ class Backend:
             return self._renders[key]
         import soundfile as sf
 
-        from engine.audition import render
+        from engine.audio.audition import render
 
-        from engine.audio import audio_info
+        from engine.audio.decode import audio_info
 
         # Keep the file's own rate (within what a DAW takes): a producer drags the clip
         # into a session, not into the model.
@@ -335,8 +335,8 @@ def _blend_weights(weights: dict[str, float]) -> dict[str, float]:
 
 
 def curve_of(path: str, transform: str, embedder: Any) -> dict[str, Any]:
-    """engine.curves.invariance_curve of a file (imports torch: worker or child only)."""
-    from engine.curves import invariance_curve
+    """engine.model.curves.invariance_curve of a file (imports torch: worker or child only)."""
+    from engine.model.curves import invariance_curve
 
     return invariance_curve(path, transform=transform, embedder=embedder)
 
@@ -356,7 +356,7 @@ def match_of(query_path: str, result_path: str, embedder: Any) -> dict[str, floa
 def _middle(path: str, seconds: float = 30.0) -> np.ndarray:
     """The middle ``seconds`` of a track at 16 kHz (match looks at no more than that, and a
     long track need not be decoded whole)."""
-    from engine.audio import audio_info, load_audio
+    from engine.audio.decode import audio_info, load_audio
 
     duration = audio_info(path).duration
     offset = max(0.0, (duration - seconds) / 2)

@@ -145,7 +145,7 @@ class RemoteEmbedder:
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None,
                  service: EmbedService | None = None) -> None:
-        from engine.checkpoint import read_checkpoint_info
+        from engine.model.checkpoint import read_checkpoint_info
         from engine.resources import default_checkpoint
 
         self.checkpoint_path = Path(checkpoint) if checkpoint else default_checkpoint()
@@ -190,7 +190,7 @@ def serve(conn: Any, checkpoint: str, threads: int) -> None:
     # these; one core stays with the window.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    from engine.embed import Embedder
+    from engine.model.embed import Embedder
 
     handlers = _handlers()
     send_lock, model_lock = threading.Lock(), threading.Lock()

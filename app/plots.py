@@ -64,7 +64,7 @@ class InvariancePlot(QWidget):
         self.curves.clear()
 
     def set_curve(self, curve: dict[str, Any], *, title: str = "") -> None:
-        """Draw ``{"values": [...], "subspaces": {name: [...]}}`` (engine.curves)."""
+        """Draw ``{"values": [...], "subspaces": {name: [...]}}`` (engine.model.curves)."""
         self.clear_curves()
         x = np.asarray(curve["values"], dtype=float)
         self.plot.enableAutoRange(axis="y")

@@ -41,7 +41,7 @@ def icon_path(name: str) -> Path:
 def default_player() -> tuple[Any, str | None]:
     """An audition player on the sound card, or on a silent simulated sink (with the
     reason) when there is no device. Runs in a worker: opening a device can block."""
-    from engine.audition import AuditionPlayer, SimulatedSink, SoundDeviceSink
+    from engine.audio.audition import AuditionPlayer, SimulatedSink, SoundDeviceSink
     from engine.errors import AudioDeviceError
 
     try:
@@ -52,7 +52,7 @@ def default_player() -> tuple[Any, str | None]:
 
 def load_for_audition(path: str, sr: int) -> tuple[str, Any, int, Any]:
     """Decode ``path`` (mono at the player's rate ``sr``) and its envelope, in a worker."""
-    from engine.audio import load_audio
+    from engine.audio.decode import load_audio
 
     y = load_audio(path, sr=sr)
     return path, y, sr, envelope(y)

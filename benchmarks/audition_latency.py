@@ -1,6 +1,6 @@
 """Audition latency: a simulated listening session with a slider move every 100 ms.
 
-Plays a looping 44.1 kHz track through ``engine.audition.AuditionPlayer`` into a
+Plays a looping 44.1 kHz track through ``engine.audio.audition.AuditionPlayer`` into a
 ``SimulatedSink`` pulling 512-frame blocks in real time, moves the pitch or the tempo
 slider every 100 ms (a random walk over their ranges), and prints:
 
@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.audition import AuditionPlayer, SimulatedSink  # noqa: E402
+from engine.audio.audition import AuditionPlayer, SimulatedSink  # noqa: E402
 
 
 def test_track(sr: int, seconds: float = 20.0) -> np.ndarray:

@@ -15,7 +15,7 @@ import time
 import torch
 
 from engine.config import CHUNK_SAMPLES, make_config
-from engine.model import build_model, count_parameters
+from engine.model.network import build_model, count_parameters
 
 
 def chunks_per_second(profile: str, method: str, *, batch: int, repeats: int) -> tuple[float, float]:

@@ -27,13 +27,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import vectors  # noqa: E402
-from engine.library import Library  # noqa: E402
+from engine.library import vectors  # noqa: E402
+from engine.library.catalogue import Library  # noqa: E402
 
 
 def default_dim() -> tuple[int, str]:
     try:
-        from engine.checkpoint import read_checkpoint_info
+        from engine.model.checkpoint import read_checkpoint_info
         from engine.resources import default_checkpoint
 
         info = read_checkpoint_info(default_checkpoint())

@@ -62,7 +62,7 @@ def main() -> None:
             write_long_file(path, args.minutes)
             print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s")
         ckpt = ["--checkpoint", str(args.checkpoint)] if args.checkpoint else []
-        floor_code = ("import sys; from engine.embed import Embedder; "
+        floor_code = ("import sys; from engine.model.embed import Embedder; "
                       "Embedder(sys.argv[1] if len(sys.argv) > 1 else None)")
         floor, _, _ = child_peak_rss_mb([sys.executable, "-c", floor_code,
                                          *([str(args.checkpoint)] if args.checkpoint else [])])

@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.audio import audio_info  # noqa: E402
-from engine.scan import scan, walk_audio  # noqa: E402
+from engine.audio.decode import audio_info  # noqa: E402
+from engine.library.scan import scan, walk_audio  # noqa: E402
 
 
 def run_essentia(files: list[str]) -> float | None:
@@ -64,8 +64,8 @@ def main() -> None:
     print(f"{len(files)} files, {total:.0f} s of audio; {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}")
 
-    from engine.checkpoint import read_checkpoint_info
-    from engine.embed import Embedder
+    from engine.model.checkpoint import read_checkpoint_info
+    from engine.model.embed import Embedder
     from engine.resources import default_checkpoint
 
     checkpoint = args.checkpoint or default_checkpoint()

@@ -56,7 +56,7 @@ class _Clock:
 
 def main() -> None:
     from engine.config import make_config
-    from engine.model import build_model
+    from engine.model.network import build_model
     from trainer.data import ViewConfig, batch_arrays, build_index
     from trainer.fit import FitOptions, Views, fit, step_masks
     from trainer.objective import contrastive_loss

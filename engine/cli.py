@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _library_dir(arg: Path | None) -> Path:
-    from engine.library import default_library_dir
+    from engine.library.catalogue import default_library_dir
 
     return arg if arg is not None else default_library_dir()
 
@@ -108,8 +108,8 @@ def _print_json(obj: Any) -> None:
 
 
 def _embedder(checkpoint: Path | None) -> Any:
-    from engine.checkpoint import read_checkpoint_info
-    from engine.embed import Embedder
+    from engine.model.checkpoint import read_checkpoint_info
+    from engine.model.embed import Embedder
 
     if checkpoint is not None:
         read_checkpoint_info(checkpoint)  # a clear CheckpointError before importing torch
@@ -122,7 +122,7 @@ def _embedder(checkpoint: Path | None) -> Any:
 def cmd_scan(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from engine.scan import scan
+    from engine.library.scan import scan
 
     bar: Any = None
 
@@ -157,7 +157,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from engine.query import query
+    from engine.library.query import query
 
     results = query(args.files, by=args.by, k=args.k, shift=args.shift, stretch=args.stretch,
                     library=_library_dir(args.library), checkpoint=args.checkpoint)
@@ -172,7 +172,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_curve(args: argparse.Namespace) -> int:
-    from engine.curves import invariance_curve
+    from engine.model.curves import invariance_curve
     from engine.errors import DecodeError
 
     if not Path(args.file).is_file():
@@ -191,8 +191,8 @@ def cmd_curve(args: argparse.Namespace) -> int:
 
 def library_info(library_dir: Path) -> dict[str, Any]:
     """What ``loev info --json`` prints."""
-    from engine.library import Library
-    from engine.vectors import read_manifest
+    from engine.library.catalogue import Library
+    from engine.library.vectors import read_manifest
 
     with Library(library_dir) as lib:
         counts = lib.counts()
@@ -236,7 +236,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    from engine.audio import load_audio
+    from engine.audio.decode import load_audio
     from engine.match import match_tracks
 
     query_y, result_y = load_audio(args.query), load_audio(args.result)

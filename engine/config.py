@@ -96,7 +96,7 @@ class ModelConfig:
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     # "learned": every subspace is a copy of the later half of stage 4 (the paper).
     # "structured": the pitch and tempo subspaces are musically structured branches
-    # (engine/branches.py) fed from the input spectrum; the invariant one stays learned.
+    # (engine/model/branches.py) fed from the input spectrum; the invariant one stays learned.
     branches: str = "learned"
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 

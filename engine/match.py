@@ -1,7 +1,7 @@
 """Match to query: the pitch shift and the stretch that bring a result closest to a query.
 
 ``loev match QUERY RESULT`` (DESIGN.md section 6, issue 7 item 4). The result audio is
-transformed with :mod:`engine.transforms` (the model's own augmentations) for every
+transformed with :mod:`engine.audio.transforms` (the model's own augmentations) for every
 candidate of a grid (-6..+6 semitones; stretch ratios log-spaced over 0.5..2.0), all
 candidates are embedded in one batch, and the one closest to the query wins: by cosine
 distance in the key ("pitch") subspace for the shift, in the "tempo" subspace for the
@@ -10,7 +10,7 @@ the refined candidates are embedded (one more small batch) and kept only if they
 actually closer.
 
 The embedder is anything with ``subspaces`` and ``embed_audio_batch(list of [T] arrays at
-16 kHz) -> list of {subspace: unit vector}`` (``engine.embed.Embedder``). A checkpoint
+16 kHz) -> list of {subspace: unit vector}`` (``engine.model.embed.Embedder``). A checkpoint
 with a single space ("all") answers both questions from it.
 """
 from __future__ import annotations
@@ -133,14 +133,14 @@ def _excerpt(y: np.ndarray, n: int, centre: int | None = None) -> np.ndarray:
 
 
 def _shifted(y: np.ndarray, shifts: Sequence[float], sr: int) -> list[np.ndarray]:
-    from engine.transforms import pitch_shift_versions_np
+    from engine.audio.transforms import pitch_shift_versions_np
 
     return pitch_shift_versions_np(y, list(shifts), sr=sr, group=_GROUP)
 
 
 def _stretched(y: np.ndarray, rates: Sequence[float], sr: int, out_samples: int
                ) -> list[np.ndarray]:
-    from engine.transforms import time_stretch_versions_np
+    from engine.audio.transforms import time_stretch_versions_np
 
     return time_stretch_versions_np(y, list(rates), sr=sr, out_samples=out_samples,
                                     group=_GROUP)
@@ -236,7 +236,7 @@ def match_tracks(
 
 
 def source_samples_for(out_samples: int, rate: float) -> int:
-    """Alias of :func:`engine.transforms.source_samples_needed` that avoids importing
+    """Alias of :func:`engine.audio.transforms.source_samples_needed` that avoids importing
     torch just to size an excerpt."""
     return int(math.ceil(out_samples * rate - 1e-9))
 
@@ -244,7 +244,7 @@ def source_samples_for(out_samples: int, rate: float) -> int:
 def match_files(query_path: str, result_path: str, embedder: EmbedderLike, **kwargs: Any
                 ) -> MatchResult:
     """:func:`match_tracks` on two files (decoded to 16 kHz mono; DecodeError if not)."""
-    from engine.audio import load_audio
+    from engine.audio.decode import load_audio
 
     return match_tracks(load_audio(query_path), load_audio(result_path), embedder, **kwargs)
 

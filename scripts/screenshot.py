@@ -84,9 +84,9 @@ def tiny_checkpoint(folder: Path) -> Path:
     """A randomly initialised tiny checkpoint, when no trained default is shipped."""
     import torch
 
-    from engine.checkpoint import save_checkpoint
+    from engine.model.checkpoint import save_checkpoint
     from engine.config import make_config
-    from engine.model import build_model
+    from engine.model.network import build_model
 
     torch.manual_seed(0)
     path = folder / "random-tiny.safetensors"

@@ -14,9 +14,9 @@ def tiny_checkpoint(tmp_path_factory):
     """A randomly initialised tiny LOEV++ PSTS checkpoint (for plumbing, not quality)."""
     import torch
 
-    from engine.checkpoint import save_checkpoint
+    from engine.model.checkpoint import save_checkpoint
     from engine.config import make_config
-    from engine.model import build_model
+    from engine.model.network import build_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny-loevpp.safetensors"

@@ -49,7 +49,7 @@ def note_hz(midi: int) -> float:
 
 
 class FakeEmbedder:
-    """Torch-free stand-in for engine.embed.Embedder with deterministic known answers."""
+    """Torch-free stand-in for engine.model.embed.Embedder with deterministic known answers."""
 
     subspaces = ("invariant", "pitch", "tempo")
     dims = {"invariant": 8, "pitch": 12, "tempo": 16}
@@ -62,7 +62,7 @@ class FakeEmbedder:
         self.calls: list[str] = []
 
     def embed_file(self, path: str) -> dict[str, np.ndarray]:
-        from engine.audio import load_audio
+        from engine.audio.decode import load_audio
 
         self.calls.append(str(path))
         if self.delay:
@@ -130,9 +130,9 @@ def tiny_checkpoint_path(directory: Path, *, seed: int = 0) -> Path:
     if key not in _CHECKPOINTS:
         import torch
 
-        from engine.checkpoint import save_checkpoint
+        from engine.model.checkpoint import save_checkpoint
         from engine.config import make_config
-        from engine.model import build_model
+        from engine.model.network import build_model
 
         torch.manual_seed(seed)
         model = build_model(make_config("tiny", "loev++", "psts")).eval()

@@ -341,7 +341,7 @@ def test_window_process_never_imports_torch(tmp_path, tiny_checkpoint):
 
 def test_real_player_on_a_simulated_sink_follows_the_sliders(qtbot, tmp_path, collection,
                                                               monkeypatch):
-    from engine.audition import AuditionPlayer, SimulatedSink
+    from engine.audio.audition import AuditionPlayer, SimulatedSink
 
     monkeypatch.setenv("LOEV_LOG_DIR", str(tmp_path / "logs"))
     backend = Backend(tmp_path / "lib", embedder=BatchFakeEmbedder())

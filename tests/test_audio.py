@@ -1,11 +1,11 @@
-"""engine.audio: decoding, seeking, block reading, and every way a file can be bad."""
+"""engine.audio.decode: decoding, seeking, block reading, and every way a file can be bad."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import (
+from engine.audio.decode import (
     AUDIO_EXTENSIONS,
     audio_info,
     is_audio_path,

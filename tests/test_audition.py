@@ -1,4 +1,4 @@
-"""engine.audition: the streaming vocoder agrees with engine.transforms; the player reacts
+"""engine.audio.audition: the streaming vocoder agrees with engine.audio.transforms; the player reacts
 within 50 ms without clicks, and its controls behave, against a simulated sound card."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audition import AuditionPlayer, SimulatedSink, SoundDeviceSink, render
+from engine.audio.audition import AuditionPlayer, SimulatedSink, SoundDeviceSink, render
 from engine.errors import AudioDeviceError, DecodeError
-from engine.transforms import pitch_shift_np, time_stretch_np
+from engine.audio.transforms import pitch_shift_np, time_stretch_np
 from tests.signals import cents, click_track, harmonic_tone, peak_frequency, tempo_bpm, tone
 
 SR = 44100
@@ -193,7 +193,7 @@ def test_no_output_device_is_one_clear_error(monkeypatch):
 
 @pytest.mark.parametrize("semitones, tempo", [(0.0, 1.0), (3.0, 0.8), (-6.0, 1.7)])
 def test_offline_rendering_equals_frame_by_frame(semitones, tempo):
-    from engine.audition import StreamingVocoder
+    from engine.audio.audition import StreamingVocoder
 
     y = harmonic_tone(220.0, 1.0, sr=SR) + click_track(120, 1.0, sr=SR)
     one, many = StreamingVocoder(y, sr=SR), StreamingVocoder(y, sr=SR)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.transforms import source_samples_needed
+from engine.audio.transforms import source_samples_needed
 from trainer.augment import (BaseChain, ColoredNoise, Distortion, Gain, PolarityInversion,
                              RandomFilter, Reverb, apply_variants)
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.branches import BINS_PER_OCTAVE, PitchBranch, TempoBranch, log_lags
+from engine.model.branches import BINS_PER_OCTAVE, PitchBranch, TempoBranch, log_lags
 from engine.config import CHUNK_SAMPLES, SAMPLE_RATE, FrontendConfig, make_config
-from engine.frontend import build_frontend
-from engine.model import build_model
+from engine.model.frontend import build_frontend
+from engine.model.network import build_model
 
 
 def harmonic_tone(f0: float, n: int = CHUNK_SAMPLES) -> torch.Tensor:
@@ -65,7 +65,7 @@ def test_tempo_peak_moves_by_the_stretch():
 
 
 def test_structured_model_shapes_and_round_trip(tmp_path):
-    from engine.checkpoint import load_checkpoint, save_checkpoint
+    from engine.model.checkpoint import load_checkpoint, save_checkpoint
 
     net = build_model(make_config("tiny", "loev++", "psts", branches="structured")).eval()
     y = torch.randn(2, CHUNK_SAMPLES) * 0.1

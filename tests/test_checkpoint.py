@@ -6,10 +6,10 @@ import pickle
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from engine.model.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from engine.config import CHUNK_SAMPLES, make_config
 from engine.errors import CheckpointError
-from engine.model import build_model
+from engine.model.network import build_model
 
 
 @pytest.mark.parametrize("method", ["mule", "loev++"])
@@ -67,7 +67,7 @@ def test_header_read_does_not_import_torch(tiny_checkpoint):
     import subprocess
     import sys
 
-    code = ("import sys; from engine.checkpoint import read_checkpoint_info; "
+    code = ("import sys; from engine.model.checkpoint import read_checkpoint_info; "
             f"read_checkpoint_info({str(tiny_checkpoint)!r}); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

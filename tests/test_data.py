@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.transforms import source_samples_needed
+from engine.audio.transforms import source_samples_needed
 from trainer.data import (STRATEGIES, TrackLabels, ViewConfig, ViewStream, batch_arrays,
                           build_index, load_labels, parse_programs, plan_batch, read_batch)
 
@@ -44,10 +44,10 @@ def test_index_skips_bad_and_short_files_and_logs_once(corpus, tmp_path, caplog,
     assert sum("broken.wav" in r.getMessage() for r in caplog.records) == 1
 
     calls = []
-    import engine.audio
+    import engine.audio.decode
 
-    real = engine.audio.audio_info
-    monkeypatch.setattr(engine.audio, "audio_info", lambda p: calls.append(p) or real(p))
+    real = engine.audio.decode.audio_info
+    monkeypatch.setattr(engine.audio.decode, "audio_info", lambda p: calls.append(p) or real(p))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="trainer.data"):
         assert build_index(corpus, cache_path=cache) == tracks
@@ -117,10 +117,10 @@ def test_read_batch_reads_the_planned_frames(corpus, monkeypatch):
     tracks = build_index(corpus)[:2]  # the two ramps
     cfg = ViewConfig(anchors=2, views=4)
     reads = []
-    import engine.audio
+    import engine.audio.decode
 
-    orig = engine.audio.read_chunks
-    monkeypatch.setattr(engine.audio, "read_chunks",
+    orig = engine.audio.decode.read_chunks
+    monkeypatch.setattr(engine.audio.decode, "read_chunks",
                         lambda path, starts, **kw: reads.append(kw["chunk_samples"]) or orig(path, starts, **kw))
     p = plan_batch(tracks, cfg, seed=3, step=0)
     src = read_batch(tracks, p, cfg)

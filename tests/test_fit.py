@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.checkpoint import load_checkpoint, read_checkpoint_info
+from engine.model.checkpoint import load_checkpoint, read_checkpoint_info
 from trainer.cli import main
 
 SR = 16000

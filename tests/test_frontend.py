@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from engine.config import CHUNK_SAMPLES, SAMPLE_RATE, FrontendConfig
-from engine.frontend import build_frontend
+from engine.model.frontend import build_frontend
 
 
 def hz_to_mel_htk(f):

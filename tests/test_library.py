@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from engine import vectors
+from engine.library import vectors
 from engine.errors import LibraryError
-from engine.library import MIGRATIONS, Library
-from engine.vectors import VectorIndex, read_manifest
+from engine.library.catalogue import MIGRATIONS, Library
+from engine.library.vectors import VectorIndex, read_manifest
 
 DIMS = {"invariant": 8, "pitch": 6}
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.config import CHUNK_SAMPLES, METHODS, make_config
-from engine.model import build_model, count_parameters
+from engine.model.network import build_model, count_parameters
 
 
 @pytest.mark.parametrize("method", METHODS)

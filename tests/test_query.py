@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from engine.errors import DecodeError, LibraryError
-from engine.query import Searcher, query, query_blend, subspace_for
-from engine.scan import scan
+from engine.library.query import Searcher, query, query_blend, subspace_for
+from engine.library.scan import scan
 from tests.fixtures_audio import FakeEmbedder, make_collection, note_hz, tone, write
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.config import make_config
-from engine.model import build_model
+from engine.model.network import build_model
 from trainer.recon import (SpectrogramDecoder, WithDecoder, concat_subspaces, recon_loss,
                            recon_target)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import scan as scan_mod
+from engine.library import scan as scan_mod
 from engine.errors import LibraryError
-from engine.library import Library
-from engine.scan import scan, walk_audio
-from engine.vectors import VectorIndex, read_manifest
+from engine.library.catalogue import Library
+from engine.library.scan import scan, walk_audio
+from engine.library.vectors import VectorIndex, read_manifest
 from tests.fixtures_audio import FakeEmbedder, clicks, make_collection, tone, write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,7 +203,7 @@ def test_missing_folder_is_an_error_before_anything_is_created(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
-    from engine.scan import scan
+    from engine.library.scan import scan
     from tests.fixtures_audio import FakeEmbedder
     scan([{music!r}], library={lib!r}, embedder=FakeEmbedder(delay=0.15), batch_size=3)
 """)

@@ -1,11 +1,11 @@
-"""engine.transforms: known answers for pitch and tempo, batching, shapes, devices."""
+"""engine.audio.transforms: known answers for pitch and tempo, batching, shapes, devices."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from engine.transforms import (
+from engine.audio.transforms import (
     pitch_shift,
     pitch_shift_np,
     source_samples_needed,
@@ -135,7 +135,7 @@ def test_bad_arguments_say_what_was_wrong():
 
 
 def test_versions_helpers_match_single_calls():
-    from engine.transforms import pitch_shift_versions_np, time_stretch_versions_np
+    from engine.audio.transforms import pitch_shift_versions_np, time_stretch_versions_np
 
     y = click_track(120, 3.0)
     shifted = pitch_shift_versions_np(y, [-2.0, 0.0, 5.0, 1.0, 3.0], group=2)

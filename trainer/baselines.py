@@ -6,11 +6,11 @@ with the same cosine kNN, is the bar the pitch and tempo subspaces have to clear
 
 * :func:`chroma_12`: time-averaged 12-bin chroma of a log-frequency spectrum.
 * :func:`folded_chroma_24`: mean-removed, octave-folded 24-bins-per-octave chroma (the
-  parameter-free channel of ``engine.branches.PitchBranch``).
+  parameter-free channel of ``engine.model.branches.PitchBranch``).
 * :func:`tempogram`: autocorrelation of an onset envelope at linear lags, averaged over
   local windows.
 * :func:`loglag_autocorrelation`: onset autocorrelation read at log-spaced lags (the
-  parameter-free channel of ``engine.branches.TempoBranch``), per 3 s chunk, averaged.
+  parameter-free channel of ``engine.model.branches.TempoBranch``), per 3 s chunk, averaged.
 * :func:`essentia_estimates`: essentia's KeyExtractor / RhythmExtractor2013 labels, when
   essentia is installed (benchmark-only dependency).
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.branches import PITCH_OCTAVES, logfreq_filterbank
+from engine.model.branches import PITCH_OCTAVES, logfreq_filterbank
 from engine.config import CHUNK_SAMPLES, SAMPLE_RATE
 
 ONSET_RATE = 100.0  # onset envelope frames per second (hop 160 at 16 kHz)

@@ -58,7 +58,7 @@ class Track:
 
 
 def _walk_audio(root: Path) -> list[Path]:
-    from engine.audio import is_audio_path
+    from engine.audio.decode import is_audio_path
 
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -88,7 +88,7 @@ def build_index(root: str | os.PathLike[str], *, cache_path: str | os.PathLike[s
     FileNotFoundError
         ``root`` is not a folder.
     """
-    from engine.audio import audio_info
+    from engine.audio.decode import audio_info
 
     root = Path(root)
     if not root.is_dir():
@@ -208,7 +208,7 @@ def _draw_variants(rng: np.random.Generator, n: int, cfg: ViewConfig) -> tuple[n
 def plan_batch(tracks: Sequence[Track], cfg: ViewConfig, *, seed: int, step: int,
                rank: int = 0) -> BatchPlan:
     """Draw step ``step``'s batch for process ``rank`` (deterministic in its arguments)."""
-    from engine.transforms import source_samples_needed
+    from engine.audio.transforms import source_samples_needed
 
     if not tracks:
         raise ValueError("no usable audio files (at least one chunk long) in the training data")
@@ -252,7 +252,7 @@ def read_batch(tracks: Sequence[Track], plan: BatchPlan, cfg: ViewConfig) -> np.
     DecodeError
         A file that decoded at indexing time and fails now (changed on disk).
     """
-    from engine.audio import read_chunks
+    from engine.audio.decode import read_chunks
 
     width = int(plan.samples.max())
     out = np.zeros((len(plan.track), width), dtype=np.float32)

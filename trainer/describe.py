@@ -27,7 +27,7 @@ def parse_variants(text: str) -> str:
 
 
 def describe(profile: str, method: str, variants: str, frontend: str = "paper") -> dict:
-    from engine.model import build_model, count_parameters
+    from engine.model.network import build_model, count_parameters
 
     cfg = make_config(profile, method, parse_variants(variants), frontend)
     net = build_model(cfg)

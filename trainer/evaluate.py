@@ -305,7 +305,7 @@ def concat_subspaces(emb: dict[str, np.ndarray]) -> np.ndarray:
 
 def embed_signals(embedder: Any, signals: Sequence[np.ndarray]) -> Embeddings:
     """Embed every chunk of every signal (at most ``embedder.max_chunks`` per track)."""
-    from engine.embed import frame_chunks
+    from engine.model.embed import frame_chunks
 
     framed = [frame_chunks(y, max_chunks=embedder.max_chunks) for y in signals]
     owner = np.concatenate([np.full(len(f), i) for i, f in enumerate(framed)])
@@ -318,7 +318,7 @@ def embed_signals(embedder: Any, signals: Sequence[np.ndarray]) -> Embeddings:
 
 def load_signals(tracks: Sequence[Track], *, max_seconds: float = 60.0) -> list[np.ndarray]:
     """Each track's first ``max_seconds`` at 16 kHz mono (bounds the cost of long tracks)."""
-    from engine.audio import load_audio
+    from engine.audio.decode import load_audio
 
     return [load_audio(t.path, duration=max_seconds) for t in tracks]
 
@@ -555,8 +555,8 @@ def stretched_training_chunks(embedder: Any, signals: Sequence[np.ndarray], trai
     """
     import torch
 
-    from engine.embed import chunk_starts
-    from engine.transforms import source_samples_needed, time_stretch
+    from engine.model.embed import chunk_starts
+    from engine.audio.transforms import source_samples_needed, time_stretch
 
     rng = np.random.default_rng(seed)
     need = source_samples_needed(CHUNK_SAMPLES, high)
@@ -584,7 +584,7 @@ def stretched_training_chunks(embedder: Any, signals: Sequence[np.ndarray], trai
 def mean_curves(embedder: Any, signals: Sequence[np.ndarray], *, n_tracks: int = 8,
                 seconds: float = 9.0) -> dict[str, dict[str, Any]]:
     """Invariance curves (paper Fig. 3) averaged over the first ``n_tracks`` tracks."""
-    from engine.curves import invariance_curve
+    from engine.model.curves import invariance_curve
 
     out: dict[str, dict[str, Any]] = {}
     for transform in ("pitch", "tempo"):
@@ -654,8 +654,8 @@ def _select(emb: dict[str, np.ndarray], wanted: Sequence[str]) -> dict[str, np.n
 def evaluate_model(checkpoint: Path, tracks: Sequence[Track], signals: Sequence[np.ndarray], pairs: PairTable,
                    degraded: dict[str, list[np.ndarray]], opts: EvalOptions, out_dir: Path, name: str) -> dict[str, Any]:
     """Every requested figure for one checkpoint."""
-    from engine.checkpoint import read_checkpoint_info
-    from engine.embed import Embedder
+    from engine.model.checkpoint import read_checkpoint_info
+    from engine.model.embed import Embedder
 
     info = read_checkpoint_info(checkpoint)
     embedder = Embedder(checkpoint, max_chunks=opts.max_chunks)

@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the checkpoint of ``run_dir``'s latest training state; returns its path."""
-    from engine.checkpoint import save_checkpoint
-    from engine.model import build_model
+    from engine.model.checkpoint import save_checkpoint
+    from engine.model.network import build_model
     from trainer.fit import MODEL_FILE, FitOptions, _provenance, load_state, read_state
 
     run_dir = Path(run_dir)

@@ -99,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default="psts", help="b, ps, ts, psts (or ps,ts)")
     p.add_argument("--frontend", default="paper")
     p.add_argument("--branches", default="learned", choices=("learned", "structured"),
-                   help="structured: pitch and tempo subspaces from engine/branches.py")
+                   help="structured: pitch and tempo subspaces from engine/model/branches.py")
     p.add_argument("--data", required=True, help="folder of audio (searched recursively)")
     p.add_argument("--steps", type=int, required=True, help="total optimiser steps of the run")
     p.add_argument("--out", required=True, help="run folder; rerunning with it resumes")
@@ -360,7 +360,7 @@ def _init_steps(path: str) -> int | None:
 
     Read once per run (cached): every checkpoint's provenance repeats it. None when the
     file is gone (a resumed run whose initial checkpoint was since removed)."""
-    from engine.checkpoint import read_checkpoint_info
+    from engine.model.checkpoint import read_checkpoint_info
     from engine.errors import LoevError
 
     try:
@@ -373,7 +373,7 @@ def _init_steps(path: str) -> int | None:
 
 def init_weights(model: torch.nn.Module, path: str, cfg) -> None:
     """Load an app checkpoint's weights into a fresh run's model; the configs must agree."""
-    from engine.checkpoint import load_checkpoint
+    from engine.model.checkpoint import load_checkpoint
 
     source, scfg = load_checkpoint(path)
     mine, theirs = cfg.to_dict(), scfg.to_dict()
@@ -387,8 +387,8 @@ def init_weights(model: torch.nn.Module, path: str, cfg) -> None:
 
 def fit(opts: FitOptions) -> dict[str, Any]:
     """Train (or resume) a run; returns ``{"step", "losses"}`` of the steps run here."""
-    from engine.checkpoint import save_checkpoint
-    from engine.model import build_model
+    from engine.model.checkpoint import save_checkpoint
+    from engine.model.network import build_model
 
     d = setup_distributed(opts.device)
     cfg = _config(opts)

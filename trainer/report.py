@@ -81,7 +81,7 @@ def budget(model: dict[str, Any]) -> dict[str, Any]:
     prov = dict(model.get("provenance") or {})
     ckpt = model.get("checkpoint")
     if ckpt and Path(ckpt).is_file():
-        from engine.checkpoint import read_checkpoint_info
+        from engine.model.checkpoint import read_checkpoint_info
 
         try:
             prov = dict(read_checkpoint_info(ckpt).config.get("provenance", {})) or prov

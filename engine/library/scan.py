@@ -14,7 +14,7 @@ A scan
    or ``commit_seconds``: a kill loses at most the uncommitted batch and a restart picks
    up where it stopped, since committed files now match their size and mtime;
 5. records a file that cannot be decoded or embedded with its reason and goes on;
-6. exports the per-subspace stores and hnswlib indexes atomically (engine.vectors).
+6. exports the per-subspace stores and hnswlib indexes atomically (engine.library.vectors).
 
 The GUI calls :func:`scan` from a worker thread with a ``progress`` callback and a
 ``cancel`` flag; the CLI shows a tqdm bar.
@@ -33,15 +33,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine import vectors
+from engine.library import vectors
 from engine.errors import DecodeError, LibraryError, LoevError
-from engine.library import Library
+from engine.library.catalogue import Library
 
 ProgressCallback = Callable[[int, int, "str | None"], None]
 
 
 class EmbedderLike(Protocol):
-    """What a scan needs of ``engine.embed.Embedder``."""
+    """What a scan needs of ``engine.model.embed.Embedder``."""
 
     model_id: str
     config: dict[str, Any]
@@ -101,7 +101,7 @@ def walk_audio(folders: Iterable[str | os.PathLike[str]]) -> WalkResult:
     LibraryError
         A folder argument does not exist.
     """
-    from engine.audio import is_audio_path
+    from engine.audio.decode import is_audio_path
 
     result = WalkResult({}, [], [])
     seen_dirs: set[tuple[int, int]] = set()
@@ -175,7 +175,7 @@ def _model_identity(embedder: EmbedderLike | None, checkpoint: str | os.PathLike
                 "config": dict(embedder.config if isinstance(embedder.config, dict)
                                else embedder.config.to_dict()),
                 "subspaces": tuple(embedder.subspaces), "dims": dict(embedder.dims)}
-    from engine.checkpoint import read_checkpoint_info
+    from engine.model.checkpoint import read_checkpoint_info
 
     if checkpoint is None:
         from engine.resources import default_checkpoint
@@ -209,7 +209,7 @@ def scan(
         An open library, or its directory (created if missing).
     embedder : Embedder, optional
         Embeds audio files. Without one, the model is identified from ``checkpoint``'s
-        header (the default checkpoint when None) and an ``engine.embed.Embedder`` is only
+        header (the default checkpoint when None) and an ``engine.model.embed.Embedder`` is only
         built (importing torch) if some file needs embedding.
     checkpoint : path, optional
         Used when ``embedder`` is None.
@@ -354,14 +354,14 @@ def _embedded_in_order(embedder: EmbedderLike | None, todo: list[str],
 
 
 def _make_embedder(checkpoint: str | None) -> EmbedderLike:
-    from engine.embed import Embedder
+    from engine.model.embed import Embedder
 
     return Embedder(checkpoint)
 
 
 def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int) -> dict[str, Any]:
     """Catalogue fields for one file; a failure becomes status 'error' with its reason."""
-    from engine.audio import audio_info
+    from engine.audio.decode import audio_info
 
     row: dict[str, Any] = {"size": size, "mtime_ns": mtime_ns, "duration": None}
     try:

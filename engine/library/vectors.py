@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import LibraryError
-from engine.library import Library
+from engine.library.catalogue import Library
 
 MANIFEST = "manifest.json"
 VECTORS_DIR = "vectors"

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig, ProfileConfig
-from engine.frontend import build_frontend
+from engine.model.frontend import build_frontend
 
 GELU_GAMMA = 1.7015043497085571  # timm's _nonlin_gamma["gelu"]: keeps unit variance
 
@@ -265,7 +265,7 @@ class LoevNet(nn.Module):
         self.tails = nn.ModuleDict({name: self.trunk.make_tail() for name in learned}) if cfg.branched else None
         self.structured = nn.ModuleDict()
         if cfg.branches == "structured":
-            from engine.branches import PitchBranch, TempoBranch
+            from engine.model.branches import PitchBranch, TempoBranch
 
             fe = cfg.frontend
             if "pitch" in cfg.subspaces:

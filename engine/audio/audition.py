@@ -2,7 +2,7 @@
 
 Three layers:
 
-* :class:`StreamingVocoder` - the phase vocoder of :mod:`engine.transforms` (same
+* :class:`StreamingVocoder` - the phase vocoder of :mod:`engine.audio.transforms` (same
   instantaneous frequency, same frequency scaling for pitch, same identity phase locking),
   run one output frame at a time in numpy, with pitch and tempo free to change between
   frames. The overlap-add of its frames cross-fades every change over one window
@@ -77,7 +77,7 @@ class StreamingVocoder:
     sr : int
     n_fft, hop_length : int, optional
         Default :func:`audition_n_fft` and ``n_fft // 4`` (the same overlap as
-        :mod:`engine.transforms`).
+        :mod:`engine.audio.transforms`).
     loop : bool
         Read the source circularly.
     """
@@ -246,7 +246,7 @@ class StreamingVocoder:
         return out
 
     def _scale_frequency(self, mag, omega, c_in):
-        """As ``engine.transforms._scale_frequency``, for one frame."""
+        """As ``engine.audio.transforms._scale_frequency``, for one frame."""
         n_bins = mag.shape[-1]
         src = self._bins / self.pitch
         valid = src <= n_bins - 1
@@ -280,7 +280,7 @@ def _load(source: str | os.PathLike[str] | np.ndarray, sr: int,
         if y.size == 0:
             raise ValueError("cannot audition an empty signal")
         return y
-    from engine.audio import load_audio
+    from engine.audio.decode import load_audio
 
     return load_audio(source, sr=sr)
 

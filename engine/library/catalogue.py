@@ -4,7 +4,7 @@ Layout of a library directory (DESIGN.md section 5)::
 
     DIR/catalogue.sqlite     tracks, their vectors (blobs), problems, meta
     DIR/write.lock           fcntl lock held by the one process writing the library
-    DIR/vectors/             per-subspace vector stores + hnswlib indexes (engine.vectors),
+    DIR/vectors/             per-subspace vector stores + hnswlib indexes (engine.library.vectors),
                              exported from the catalogue and replaced atomically
 
 The vectors live in the catalogue too, written in the same transaction as their track
@@ -16,7 +16,7 @@ Track row ids are the hnswlib labels. A deleted file keeps its row as a tombston
 (``status='deleted'``) so that its label is never reused while an index still holds it.
 Every write of vectors or tombstones takes a new value of the ``vec_seq`` counter; an
 exported index records the counter it was built at, so a reader can tell which rows it
-covers (engine.vectors).
+covers (engine.library.vectors).
 """
 from __future__ import annotations
 

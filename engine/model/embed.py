@@ -60,7 +60,7 @@ class Embedder:
                  max_chunks: int = 16, batch_size: int = 32) -> None:
         import torch
 
-        from engine.checkpoint import load_checkpoint, read_checkpoint_info
+        from engine.model.checkpoint import load_checkpoint, read_checkpoint_info
 
         self.checkpoint_path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
         info = read_checkpoint_info(self.checkpoint_path)
@@ -99,7 +99,7 @@ class Embedder:
 
     def embed_file(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         """Track-level embedding of an audio file; raises DecodeError for a bad file."""
-        from engine.audio import audio_info, read_chunks
+        from engine.audio.decode import audio_info, read_chunks
 
         info = audio_info(path)
         n = int(round(info.duration * SAMPLE_RATE))

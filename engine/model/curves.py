@@ -3,7 +3,7 @@
 For a LOEV++ model the invariant subspace should stay put under both transforms while
 the pitch (tempo) subspace moves with a pitch shift (time stretch): paper Section V's
 picture of what each head keeps. The transforms are the trainer's augmentations
-(engine.transforms); every transformed version is embedded in one batch.
+(engine.audio.transforms); every transformed version is embedded in one batch.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ EXCERPT_SECONDS = 12.0
 
 
 def _excerpt(path: str | os.PathLike[str], seconds: float) -> np.ndarray:
-    from engine.audio import audio_info, load_audio
+    from engine.audio.decode import audio_info, load_audio
 
     info = audio_info(path)
     offset = max(0.0, (info.duration - seconds) / 2)
@@ -75,7 +75,7 @@ def _transformed(y: np.ndarray, transform: str, vals: list[float]
     """The clean reference [T'] and the transformed batch [len(vals), T'] in one call."""
     import torch
 
-    from engine.transforms import pitch_shift, time_stretch
+    from engine.audio.transforms import pitch_shift, time_stretch
 
     x = torch.from_numpy(np.ascontiguousarray(y))
     batch = x[None].expand(len(vals), -1).contiguous()

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DecodeError, LibraryError
-from engine.library import Library
-from engine.vectors import VectorIndex
+from engine.library.catalogue import Library
+from engine.library.vectors import VectorIndex
 
 BY_SUBSPACE = {"key": "pitch", "tempo": "tempo", "vibe": "invariant"}
 
@@ -95,7 +95,7 @@ class Searcher:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from engine.checkpoint import read_checkpoint_info
+            from engine.model.checkpoint import read_checkpoint_info
 
             checkpoint = self._checkpoint or self.library.get_meta("checkpoint")
             if checkpoint is None or not Path(checkpoint).exists():
@@ -104,7 +104,7 @@ class Searcher:
                 checkpoint = default_checkpoint()
             info = read_checkpoint_info(checkpoint)
             self._check_model(info.model_id, checkpoint)
-            from engine.embed import Embedder
+            from engine.model.embed import Embedder
 
             self._embedder = Embedder(checkpoint)
         self._check_model(self._embedder.model_id, getattr(self._embedder, "checkpoint_path", "?"))
@@ -162,8 +162,8 @@ class Searcher:
                 emb = embedder.embed_chunks(found)
                 return {s: _unit(v.mean(axis=0)) for s, v in emb.items()}
         # A short one-shot (or an embedder without chunk access): the whole signal.
-        from engine.audio import load_audio
-        from engine.transforms import pitch_shift_np, time_stretch_np
+        from engine.audio.decode import load_audio
+        from engine.audio.transforms import pitch_shift_np, time_stretch_np
 
         y = load_audio(path)
         if shift != 0.0:
@@ -266,10 +266,10 @@ def _transformed_chunks(path: str, *, shift: float, stretch: float, max_chunks: 
     """
     import torch
 
-    from engine.audio import audio_info, read_chunks
+    from engine.audio.decode import audio_info, read_chunks
     from engine.config import CHUNK_SAMPLES, SAMPLE_RATE
-    from engine.embed import chunk_starts
-    from engine.transforms import pitch_shift, source_samples_needed, time_stretch
+    from engine.model.embed import chunk_starts
+    from engine.audio.transforms import pitch_shift, source_samples_needed, time_stretch
 
     # +2: time_stretch checks the rate as float32, which can round up by a sample
     src = max(CHUNK_SAMPLES, source_samples_needed(CHUNK_SAMPLES, stretch) + 2)

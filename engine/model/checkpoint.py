@@ -19,7 +19,7 @@ from engine.config import ModelConfig
 from engine.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from engine.model import LoevNet
+    from engine.model.network import LoevNet
 
 FORMAT = "loev-explorer/1"
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"})
@@ -115,7 +115,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
     """Rebuild the network a checkpoint describes and load its weights (no unpickling)."""
     from safetensors.torch import load_file
 
-    from engine.model import build_model
+    from engine.model.network import build_model
 
     path = Path(path)
     info = read_checkpoint_info(path)

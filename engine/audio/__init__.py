@@ -1,0 +1,1 @@
+"""Decoding, transforms and the audition player (numpy; no torch)."""

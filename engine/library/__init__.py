@@ -1,0 +1,1 @@
+"""The catalogue, the per-subspace vector stores and indexes, scanning and queries."""
