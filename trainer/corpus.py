@@ -65,8 +65,22 @@ NO_KEY = "X"  # mir_eval's "no key" label, for drum-only files
 
 LABEL_COLUMNS = (
     "file", "key", "tempo", "program", "family", "source", "seed", "soundfont",
-    "programs", "duration", "split",
+    "programs", "duration", "split", "type", "pitch",
 )
+# What ``--kind`` renders: the songs, the one-shots and loops of trainer.sounds, or all.
+CORPUS_KINDS = ("songs", "oneshots", "loops", "all")
+# Shares of an ``all`` corpus's minutes.
+ALL_SHARES = {"songs": 0.5, "oneshots": 0.3, "loops": 0.2}
+# Item kinds of a one-shot or loop corpus by split: a benchmark renders only soundfont
+# items (never the procedural generators a training corpus has heard).
+SOUND_WEIGHTS = {
+    ("oneshots", "train"): {"drum_hit": 0.4, "melodic_hit": 0.3, "synth_hit": 0.3},
+    ("oneshots", "bench"): {"drum_hit": 0.55, "melodic_hit": 0.45},
+    ("loops", "train"): {"drum_loop": 0.5, "music_loop": 0.5},
+    ("loops", "bench"): {"drum_loop": 0.5, "music_loop": 0.5},
+}
+SILENT_RMS = 1e-4  # a render quieter than this had no sample to play
+ONESHOT_SECONDS = 3.0  # one-shots are padded with silence to one chunk
 
 DEFAULT_SOUNDFONTS = (
     Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
@@ -143,6 +157,13 @@ def gm_family(program: int) -> str:
     return GM_FAMILIES[program // 8]
 
 
+def _float_or_zero(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def read_labels(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a corpus ``labels.csv``.
 
@@ -157,8 +178,10 @@ def read_labels(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             item: dict[str, Any] = dict(row)
-            item["tempo"] = float(row["tempo"])
+            item["tempo"] = _float_or_zero(row["tempo"])  # "no tempo" (one-shots) reads 0
             item["program"] = int(row["program"])
+            item.setdefault("type", "song")  # corpora written before one-shots and loops
+            item["type"] = item["type"] or "song"
             item["seed"] = int(row["seed"])
             if row.get("duration"):
                 item["duration"] = float(row["duration"])
@@ -233,15 +256,26 @@ def _check_split(split: str) -> None:
         raise CorpusError(f"split {split!r} is not one of {SPLITS}")
 
 
-def plan_corpus(minutes: float, *, seed: int = 0, split: str = "train") -> list[ItemSpec]:
+def plan_corpus(minutes: float, *, seed: int = 0, split: str = "train", kind: str = "songs") -> list[ItemSpec]:
     """Draw the items of a corpus of at least ``minutes`` of audio.
 
     Item seeds are hashes of (``seed``, position) kept only when they fall in ``split``'s
     part of the hash space, so that train and bench never share a procedural seed.
+    ``kind`` is one of ``CORPUS_KINDS``: ``all`` splits the minutes by ``ALL_SHARES``.
     """
     _check_split(split)
+    if kind not in CORPUS_KINDS:
+        raise CorpusError(f"corpus kind {kind!r} is not one of {CORPUS_KINDS}")
     if not minutes > 0:
         raise CorpusError(f"minutes must be positive, got {minutes}")
+    if kind == "all":
+        items: list[ItemSpec] = []
+        for part, share in ALL_SHARES.items():
+            for it in plan_corpus(minutes * share, seed=seed, split=split, kind=part):
+                items.append(ItemSpec(len(items), it.kind, it.seed, it.duration, it.split))
+        return items
+    if kind != "songs":
+        return _plan_sounds(minutes, seed=seed, split=split, group=kind)
     kinds = list(KIND_WEIGHTS)
     weights = np.array([KIND_WEIGHTS[k] for k in kinds])
     remaining = minutes * 60.0
@@ -257,6 +291,31 @@ def plan_corpus(minutes: float, *, seed: int = 0, split: str = "train") -> list[
         duration = float(rng.uniform(*DURATION_RANGE))
         # The last file shrinks to what is left, but never below the shortest length.
         duration = round(min(duration, max(DURATION_RANGE[0], remaining)), 2)
+        items.append(ItemSpec(len(items), kind, item_seed, duration, split))
+        remaining -= duration
+    return items
+
+
+def _plan_sounds(minutes: float, *, seed: int, split: str, group: str) -> list[ItemSpec]:
+    """One-shot or loop items (``group``) filling ``minutes``; seeds split as songs' are."""
+    from trainer.sounds import plan_sound
+
+    weights = SOUND_WEIGHTS[(group, split)]
+    kinds = list(weights)
+    p = np.array([weights[k] for k in kinds])
+    remaining = minutes * 60.0
+    items: list[ItemSpec] = []
+    attempt = 0
+    while remaining > 1e-6:
+        item_seed = _hash_int(f"sounds:{group}:{seed}:{attempt}")
+        attempt += 1
+        if split_of(item_seed) != split:
+            continue
+        kind = str(np.random.default_rng(item_seed).choice(kinds, p=p / p.sum()))
+        if kind in ("drum_loop", "music_loop"):
+            duration = round(plan_sound(kind, item_seed, pad_to=ONESHOT_SECONDS).duration, 3)
+        else:
+            duration = ONESHOT_SECONDS
         items.append(ItemSpec(len(items), kind, item_seed, duration, split))
         remaining -= duration
     return items
@@ -667,7 +726,9 @@ class Renderer:
         self.synth.sounds_off()
         self.synth.generate_simple(RENDER_SR // 4)
 
-    def render(self, arrangement: Arrangement, *, duration: float) -> np.ndarray:
+    last_rms: float = 0.0  # RMS of the latest render before normalisation
+
+    def render(self, arrangement: Arrangement, *, duration: float, warn_silent: bool = True) -> np.ndarray:
         """Synthesise ``duration`` seconds: float32 mono at ``SAMPLE_RATE``, shape (n,)."""
         import soxr
 
@@ -704,7 +765,8 @@ class Renderer:
         self._flush()
         stereo = np.concatenate(chunks).reshape(-1, 2)
         y = soxr.resample(stereo.mean(axis=1), RENDER_SR, SAMPLE_RATE)
-        if float(np.sqrt(np.mean(y**2))) < 1e-4:
+        self.last_rms = float(np.sqrt(np.mean(y**2)))
+        if self.last_rms < SILENT_RMS and warn_silent:
             # Normalising would hide it: a preset with no samples in the played range.
             log.warning("%s: %s rendered (nearly) silent with programs %s", self.soundfont.name,
                         arrangement.source, arrangement.programs)
@@ -725,8 +787,48 @@ def _normalise(y: np.ndarray, *, rms_db: float = -20.0, fade: float = 0.05) -> n
     return y
 
 
+def render_sound(spec: ItemSpec, renderer: Renderer) -> tuple[np.ndarray, dict[str, Any]]:
+    """Render a one-shot or loop item (``trainer.sounds``), processed, with its label row."""
+    from trainer import sounds
+
+    rng = np.random.default_rng([spec.seed, 12])
+    if spec.kind == "synth_hit":
+        y, typ, pc = sounds.synth_sound(rng)
+        y = sounds.fit_length(y, ONESHOT_SECONDS)
+        plan = sounds.SoundPlan([], {}, typ, "" if pc is not None else sounds.NO_KEY_LABEL,
+                                sounds.NO_TEMPO_LABEL, "" if pc is None else PITCH_NAMES[pc],
+                                ONESHOT_SECONDS, source=f"synth:{typ}")
+        program, programs, family, soundfont = -1, "", "synth", "procedural"
+    else:
+        for attempt in range(8):  # a preset may have no sample at the drawn note: draw again
+            plan = sounds.plan_sound(spec.kind, spec.seed, pad_to=ONESHOT_SECONDS, attempt=attempt)
+            arrangement = Arrangement(plan.notes, dict(plan.programs), plan.key, 0.0, plan.source,
+                                      top_channel=min(plan.programs), drum_kit=plan.drum_kit)
+            y = renderer.render(arrangement, duration=plan.duration, warn_silent=False)
+            if float(np.abs(y).max(initial=0.0)) > 0 and renderer.last_rms >= SILENT_RMS:
+                break
+        else:
+            log.warning("%s: item %d rendered silent in 8 draws", renderer.soundfont.name, spec.index)
+        program = arrangement.program
+        programs = ";".join(str(p) for p in sorted(set(arrangement.programs.values())))
+        family, soundfont = gm_family(program), renderer.soundfont.name
+    y, steps = sounds.process(y, rng)
+    y = sounds.fit_length(y, plan.duration)
+    row = {
+        "key": plan.key, "tempo": plan.tempo, "program": program, "family": family,
+        "source": plan.source + (f" +{'+'.join(steps)}" if steps else ""), "seed": spec.seed,
+        "soundfont": soundfont, "programs": programs, "duration": round(len(y) / SAMPLE_RATE, 3),
+        "split": spec.split, "type": plan.type, "pitch": plan.pitch,
+    }
+    return y, row
+
+
 def render_item(spec: ItemSpec, renderer: Renderer) -> tuple[np.ndarray, dict[str, Any]]:
     """Render one item: its audio (float32, shape (n,), 16 kHz) and its label row (no ``file``)."""
+    from trainer.sounds import SOUND_KINDS
+
+    if spec.kind in SOUND_KINDS:
+        return render_sound(spec, renderer)
     arrangement = arrange(spec)
     y = renderer.render(arrangement, duration=spec.duration)
     programs = sorted(set(arrangement.programs.values()))
@@ -741,6 +843,8 @@ def render_item(spec: ItemSpec, renderer: Renderer) -> tuple[np.ndarray, dict[st
         "programs": ";".join(str(p) for p in programs),
         "duration": round(len(y) / SAMPLE_RATE, 3),
         "split": spec.split,
+        "type": "song",
+        "pitch": "",
     }
     return y, row
 
@@ -788,6 +892,7 @@ def render_corpus(
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
     allow_heldout_soundfont: bool = False,
+    kind: str = "songs",
 ) -> Path:
     """Render a labelled corpus of at least ``minutes`` of audio into ``out_dir``.
 
@@ -801,13 +906,14 @@ def render_corpus(
     workers : render processes (results do not depend on it)
     progress : called as ``progress(done, total)`` after each file
     allow_heldout_soundfont : permit MuseScore_General (held-out benchmarks only)
+    kind : ``songs``, ``oneshots``, ``loops`` or ``all`` (see ``CORPUS_KINDS``)
 
     Returns
     -------
     Path of ``labels.csv``
     """
     sf_path = check_soundfont(soundfont, allow_heldout_soundfont=allow_heldout_soundfont)
-    items = plan_corpus(minutes, seed=seed, split=split)
+    items = plan_corpus(minutes, seed=seed, split=split, kind=kind)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -842,6 +948,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=SPLITS, default="train",
                         help="train, or bench: pieces and seeds disjoint from every training corpus")
     parser.add_argument("--workers", type=int, default=1, help="render processes (default 1)")
+    parser.add_argument("--kind", choices=CORPUS_KINDS, default="songs",
+                        help="songs (default), oneshots, loops, or all (half songs, 30%% one-shots, 20%% loops)")
     parser.add_argument("--allow-heldout-soundfont", action="store_true",
                         help="permit MuseScore_General, for a held-out benchmark only")
 
@@ -865,7 +973,7 @@ def run(args: argparse.Namespace) -> int:
         labels = render_corpus(
             args.out, minutes=args.minutes, soundfont=args.soundfont, seed=args.seed,
             split=args.split, workers=args.workers, progress=progress,
-            allow_heldout_soundfont=args.allow_heldout_soundfont,
+            allow_heldout_soundfont=args.allow_heldout_soundfont, kind=args.kind,
         )
     finally:
         bar.close()
