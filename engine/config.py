@@ -98,6 +98,12 @@ class ModelConfig:
     # "structured": the pitch and tempo subspaces are musically structured branches
     # (engine/model/branches.py) fed from the input spectrum; the invariant one stays learned.
     branches: str = "learned"
+    # The invariant ("vibe") subspace's share given to a parameter-free timbre descriptor
+    # (engine/model/branches.py TimbreDescriptor), 0 = none (checkpoints made before it).
+    timbre_share: float = 0.0
+    # The tempo branch's share given to its parameter-free onset autocorrelation channel;
+    # 0 = every channel weighs the same (checkpoints made before it).
+    tempo_plain_share: float = 0.0
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +116,13 @@ class ModelConfig:
             raise ValueError(f"unknown branches {self.branches!r}; expected 'learned' or 'structured'")
         if self.branches == "structured" and not self.method.endswith("++"):
             raise ValueError(f"structured branches need a branched method (loev++ or mule++), not {self.method!r}")
+        for name in ("timbre_share", "tempo_plain_share"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+        if self.timbre_share and not self.branched:
+            raise ValueError("a timbre descriptor needs a branched method (loev++ or mule++)")
+        if self.tempo_plain_share and self.branches != "structured":
+            raise ValueError("tempo_plain_share needs structured branches")
         ordered = tuple(v for v in VARIANTS if v in self.variants)
         object.__setattr__(self, "variants", ordered)
 
@@ -145,16 +158,20 @@ class ModelConfig:
             profile=ProfileConfig(**prof),
             frontend=FrontendConfig(**d.get("frontend", {})),
             branches=d.get("branches", "learned"),
+            timbre_share=float(d.get("timbre_share", 0.0)),
+            tempo_plain_share=float(d.get("tempo_plain_share", 0.0)),
             provenance=dict(d.get("provenance", {})),
         )
 
 
 def make_config(profile: str = "tiny", method: str = "loev++", variants: str = "psts",
-                frontend: str = "paper", branches: str = "learned") -> ModelConfig:
+                frontend: str = "paper", branches: str = "learned", timbre_share: float = 0.0,
+                tempo_plain_share: float = 0.0) -> ModelConfig:
     """Build a config from the short names used on the command line."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {tuple(PROFILES)}")
     if variants not in VARIANT_SETS:
         raise ValueError(f"unknown variant set {variants!r}; expected one of {tuple(VARIANT_SETS)}")
     return ModelConfig(method=method, variants=VARIANT_SETS[variants],
-                       profile=PROFILES[profile], frontend=FrontendConfig(kind=frontend), branches=branches)
+                       profile=PROFILES[profile], frontend=FrontendConfig(kind=frontend), branches=branches,
+                       timbre_share=timbre_share, tempo_plain_share=tempo_plain_share)

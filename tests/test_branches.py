@@ -91,3 +91,91 @@ def test_lags_are_log_spaced():
     ratios = lags[1:] / lags[:-1]
     assert np.allclose(ratios, 2 ** (1 / 24))
     assert math.isclose(lags[0], 25.0) and lags[-1] <= 150.0 + 1e-6
+
+
+# --- the timbre descriptor of the vibe space, tempo salience, shares --------------------
+
+def _logmel(y: np.ndarray) -> torch.Tensor:
+    return build_frontend(FrontendConfig())(torch.from_numpy(np.asarray(y, dtype=np.float32)))
+
+
+def test_timbre_descriptor_is_parameter_free_and_standardised():
+    from engine.model.branches import TimbreDescriptor
+
+    d = TimbreDescriptor(96)
+    assert not list(d.parameters())
+    rng = np.random.default_rng(0)
+    t = np.arange(CHUNK_SAMPLES) / SAMPLE_RATE
+    ys = [0.3 * np.sin(2 * np.pi * f * t) * np.exp(-t / rng.uniform(0.1, 2)) for f in rng.uniform(60, 4000, 12)]
+    spec = _logmel(np.stack(ys))
+    d.calibrate(spec)
+    z = d(spec)
+    assert torch.allclose(z.mean(dim=0), torch.zeros(d.out_dim), atol=1e-4)
+    assert torch.allclose(z.std(dim=0), torch.ones(d.out_dim), atol=1e-3)
+
+
+def test_timbre_descriptor_tells_a_low_tone_from_a_bright_one():
+    from engine.model.branches import TimbreDescriptor
+
+    d = TimbreDescriptor(96)
+    t = np.arange(CHUNK_SAMPLES) / SAMPLE_RATE
+    low = [np.sin(2 * np.pi * f * t) * 0.3 for f in (80, 90)]
+    high = [np.sin(2 * np.pi * f * t) * 0.3 for f in (3000, 3300)]
+    spec = _logmel(np.stack(low + high))
+    d.calibrate(spec)
+    z = torch.nn.functional.normalize(d(spec), dim=1)
+    sim = z @ z.T
+    assert sim[0, 1] > sim[0, 2] and sim[2, 3] > sim[1, 3]
+    centroid = d.raw(spec)[:, 2 * 20]
+    assert centroid[:2].max() < centroid[2:].min()
+
+
+def test_tempo_salience_separates_a_hit_from_a_groove():
+    from engine.model.branches import tempo_salience
+
+    y = np.zeros((2, CHUNK_SAMPLES), dtype=np.float32)
+    click = np.exp(-np.arange(800) / 80.0) * np.random.default_rng(0).standard_normal(800)
+    y[0, :800] = click  # a one-shot
+    for start in range(0, CHUNK_SAMPLES - 800, SAMPLE_RATE // 2):  # 120 BPM
+        y[1, start:start + 800] = click
+    s = tempo_salience(_logmel(y))
+    assert s[0] < 0.3 < 0.7 < s[1]
+
+
+def test_combine_shares_weights_cosines():
+    from engine.model.branches import combine_shares
+
+    a, b = torch.randn(2, 5), torch.randn(2, 7)
+    out = combine_shares([a, b], [0.25, 0.75])
+    cos = lambda x: torch.nn.functional.cosine_similarity(x[:1], x[1:]).item()  # noqa: E731
+    assert math.isclose(cos(out), 0.25 * cos(a) + 0.75 * cos(b), abs_tol=1e-5)
+
+
+def test_tempo_plain_share_sets_the_plain_channels_weight():
+    branch = TempoBranch(plain_share=0.5)
+    out = branch(_logmel(np.random.default_rng(1).standard_normal((3, CHUNK_SAMPLES)).astype(np.float32) * 0.1))
+    n = len(branch.lags)
+    assert torch.allclose(out[:, :n].square().sum(dim=1), torch.full((3,), 0.5), atol=1e-4)
+    assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-4)
+
+
+def test_v2_model_round_trip_and_old_configs_default_off(tmp_path):
+    from engine.config import ModelConfig
+    from engine.model.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = make_config("tiny", "loev++", "psts", branches="structured", timbre_share=0.5, tempo_plain_share=0.5)
+    net = build_model(cfg).eval()
+    y = torch.randn(4, CHUNK_SAMPLES) * 0.1
+    with torch.no_grad():
+        net.timbre.calibrate(net.frontend(y))
+        out = net(y)["embeddings"]
+    assert net.embedding_dims["invariant"] == net.trunk.out_dim + net.timbre.out_dim
+    loaded, again_cfg = load_checkpoint(save_checkpoint(tmp_path / "v2.safetensors", net))
+    assert again_cfg.timbre_share == 0.5 and again_cfg.tempo_plain_share == 0.5
+    with torch.no_grad():
+        again = loaded(y)["embeddings"]
+    assert all(torch.allclose(out[k], again[k], atol=1e-6) for k in out)  # calibration saved too
+    old = cfg.to_dict()
+    del old["timbre_share"], old["tempo_plain_share"]
+    assert ModelConfig.from_dict(old).timbre_share == 0.0
+    assert build_model(ModelConfig.from_dict(old)).timbre is None

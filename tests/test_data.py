@@ -192,3 +192,17 @@ def test_labels_from_a_folder_read_every_labels_csv_under_it(corpus):
     (corpus / "empty").mkdir()
     with pytest.raises(FileNotFoundError):
         load_labels(corpus / "empty", tracks)
+
+
+def test_sound_labels_type_pitch_and_no_tempo(corpus):
+    tracks = build_index(corpus)
+    (corpus / "labels.csv").write_text(
+        "file,key,tempo,program,family,source,seed,soundfont,programs,duration,split,type,pitch\n"
+        "a.wav,no key,no tempo,128,drums,x,1,x,128,3,train,kick,\n"
+        "sub/b.wav,,no tempo,0,piano,x,2,x,0,3,train,keys,F#\n"
+        "sub/c.flac,C major,100,0,piano,x,3,x,0,7,train,song,\n")
+    lab = load_labels(corpus / "labels.csv", tracks)
+    assert [lab.families[i] for i in lab.family] == ["type:kick", "type:keys", "piano"]
+    assert lab.key.tolist() == [-1, 24 + 6, 0]
+    assert lab.no_tempo.tolist() == [True, True, False] and lab.tempo.tolist() == [0.0, 0.0, 100.0]
+    assert lab.no_key.tolist() == [True, False, False]

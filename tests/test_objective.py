@@ -180,3 +180,32 @@ def test_supervised_masks_with_programs_weight_the_invariant_head():
     assert float(sup["invariant"][0, 1]) == pytest.approx(0.8)
     assert float(sup["invariant"][0, 2]) == 0.0  # same family does not matter any more
     assert sup["pitch"].dtype == torch.bool and _pairs(sup["pitch"]) == _sym((0, 1), (0, 2), (1, 2))
+
+
+# --- one-shots: pitch classes across instruments, "no tempo", keyless drums -------------
+
+def test_one_shot_pitch_classes_shift_within_their_own_block():
+    keys = torch.tensor([24 + 11, 24, 12 + 11, 11, -1])
+    moved = shifted_keys(keys, torch.tensor([1.0, -1.0, 1.0, 1.0, 3.0]))
+    assert moved.tolist() == [24, 24 + 11, 12, 0, -1]
+
+
+def test_no_tempo_views_are_tempo_positives_whatever_their_stretch():
+    from trainer.objective import supervised_masks
+
+    masks = supervised_masks(("invariant", "tempo"), family=torch.tensor([0, 0, 1, 1]),
+                             key=torch.tensor([-1, -1, -1, -1]), tempo=torch.tensor([0.0, 0.0, 0.0, 120.0]),
+                             semitones=torch.zeros(4), rate=torch.tensor([1.0, 1.3, 0.7, 1.0]),
+                             no_tempo=torch.tensor([True, True, True, False]))
+    t = masks["tempo"]
+    assert t[0, 1] and t[1, 2] and t[0, 2] and not t[0, 3] and not t[3, 3]
+
+
+def test_drop_rows_empties_keyless_views():
+    from trainer.objective import drop_rows
+
+    m = torch.ones(3, 3, dtype=torch.bool) & ~torch.eye(3, dtype=torch.bool)
+    out = drop_rows(m, torch.tensor([False, True, False]))
+    assert out.tolist() == [[False, False, True], [False, False, False], [True, False, False]]
+    w = drop_rows(m.float() * 0.5, torch.tensor([True, False, False]))
+    assert w[0].sum() == 0 and w[:, 0].sum() == 0 and w[1, 2] == 0.5

@@ -337,11 +337,17 @@ class TrackLabels:
     tempo: np.ndarray
     families: tuple[str, ...]
     programs: np.ndarray | None = None
+    # Labelled as having no tempo (one-shots) and as having no key (drums), bool [n].
+    no_tempo: np.ndarray | None = None
+    no_key: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.programs is None:
             object.__setattr__(self, "programs",
                                np.zeros((len(self.family), N_PROGRAMS), dtype=bool))
+        for name in ("no_tempo", "no_key"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(len(self.family), dtype=bool))
 
     @property
     def labelled(self) -> int:
@@ -367,7 +373,13 @@ def parse_programs(text: str) -> np.ndarray:
 
 def load_labels(csv_path: str | os.PathLike[str], tracks: Sequence[Track], *,
                 fraction: float = 1.0, seed: int = 0) -> TrackLabels:
-    """Read ``labels.csv`` (columns file, key, tempo, family, programs, ...) for the indexed tracks.
+    """Read ``labels.csv`` (columns file, key, tempo, family, programs, type, pitch, ...) for the indexed tracks.
+
+    The class a track shares with others (``family``) is its sound type for one-shots and
+    loops (``type`` other than ``song``) and its GM family for songs. A pitched one-shot's
+    ``pitch`` (a pitch class) becomes key id ``24 + pitch class``, a label space of its own
+    that the pitch head shares across instruments. ``key`` "no key"/"X" marks drums
+    (``no_key``) and ``tempo`` "no tempo" marks one-shots (``no_tempo``).
 
     ``csv_path`` may also be a folder: every ``labels.csv`` under it is read (a corpus made of
     several rendered corpora side by side). ``file`` is matched relative to its CSV's folder; ``programs`` (GM programs joined by
@@ -392,20 +404,27 @@ def load_labels(csv_path: str | os.PathLike[str], tracks: Sequence[Track], *,
     n = len(tracks)
     family, key, tempo = np.full(n, -1), np.full(n, -1), np.zeros(n)
     programs = np.zeros((n, N_PROGRAMS), dtype=bool)
+    no_tempo, no_key = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     names: dict[str, int] = {}
     keep = np.random.default_rng(derive_seed(seed, 0, 0, stream=7)).random(n) < fraction
     for i, tr in enumerate(tracks):
         row = rows.get(str(Path(tr.path).resolve()))
         if row is None or not keep[i]:
             continue
-        fam = (row.get("family") or "").strip()
+        kind = (row.get("type") or "").strip()
+        fam = f"type:{kind}" if kind and kind != "song" else (row.get("family") or "").strip()
         if fam:
             family[i] = names.setdefault(fam, len(names))
-        k = parse_key(row.get("key") or "")
-        key[i] = -1 if k is None else k
+        key_text = (row.get("key") or "").strip()
+        k = parse_key(key_text)
+        pc = parse_key((row.get("pitch") or "").strip())
+        key[i] = k if k is not None else (24 + pc % 12 if pc is not None else -1)
+        no_key[i] = key_text in ("X", "no key")
+        tempo_text = (row.get("tempo") or "").strip()
+        no_tempo[i] = tempo_text == "no tempo"
         try:
-            tempo[i] = max(0.0, float(row.get("tempo") or 0.0))
+            tempo[i] = max(0.0, float(tempo_text or 0.0))
         except ValueError:
             tempo[i] = 0.0
         programs[i] = parse_programs(row.get("programs") or "")
-    return TrackLabels(family, key, tempo, tuple(names), programs)
+    return TrackLabels(family, key, tempo, tuple(names), programs, no_tempo, no_key)

@@ -230,9 +230,10 @@ def parse_key(text: str) -> int | None:
 
 
 def shifted_keys(keys: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
-    """Move keys (0..23, -1 unknown) by each view's pitch shift, rounded to semitones."""
+    """Move keys (0..23, or 24..35 for a one-shot's pitch class; -1 unknown) by each view's
+    pitch shift, rounded to semitones; the tonic moves within its block of twelve."""
     steps = torch.round(semitones).long()
-    moved = (keys % 12 + steps) % 12 + 12 * (keys >= 12).long()
+    moved = (keys % 12 + steps) % 12 + 12 * torch.div(keys, 12, rounding_mode="floor")
     return torch.where(keys >= 0, moved, keys)
 
 
@@ -297,7 +298,8 @@ def weighted_label_positives(sets: torch.Tensor, valid: torch.Tensor | None = No
 
 def supervised_masks(heads: Sequence[str], *, family: torch.Tensor, key: torch.Tensor,
                      tempo: torch.Tensor, semitones: torch.Tensor, rate: torch.Tensor,
-                     programs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     programs: torch.Tensor | None = None,
+                     no_tempo: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Label positives of each head, each view's label following its own augmentation.
 
     Parameters
@@ -312,6 +314,10 @@ def supervised_masks(heads: Sequence[str], *, family: torch.Tensor, key: torch.T
         Multi-hot GM programs of the track (all False unlabelled). When given, the
         invariant head gets :func:`weighted_label_positives` of these sets instead of
         same-family positives (SemiSupCon's weighted variant).
+    no_tempo : BoolTensor [B], optional
+        Views of tracks labelled as having no tempo (one-shots): for the tempo head they
+        are positives of one another, whatever their stretch, so that "no tempo" is a
+        region of the tempo space rather than an arbitrary place.
 
     Returns
     -------
@@ -328,4 +334,18 @@ def supervised_masks(heads: Sequence[str], *, family: torch.Tensor, key: torch.T
             out[h] = label_positives(shifted_keys(key, semitones))
         elif h == "tempo":
             out[h] = label_positives(tempo * rate, tolerance=TEMPO_TOLERANCE)
+            if no_tempo is not None:
+                out[h] = out[h] | label_positives(torch.zeros_like(key), valid=no_tempo)
     return out
+
+
+def drop_rows(mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``mask`` with the rows and columns of ``rows`` (BoolTensor [B]) emptied.
+
+    For the pitch head, views of tracks that have no key (drums): with no positive they add
+    no pull of their own, so the pitch space is not asked to keep a drum's identity; they
+    stay in every denominator as negatives.
+    """
+    keep = ~rows.bool()
+    both = keep[:, None] & keep[None, :]
+    return mask & both if mask.dtype == torch.bool else mask * both.to(mask.dtype)

@@ -112,9 +112,10 @@ class PitchBranch(nn.Module):
 class TempoBranch(nn.Module):
     """Log-mel ``[B, 1, n_mels, frames]`` -> log-lag periodicity embedding ``[B, (1 + channels) * L]``."""
 
-    def __init__(self, *, frame_rate: float = 100.0, n_bands: int = 4, channels: int = 8) -> None:
+    def __init__(self, *, frame_rate: float = 100.0, n_bands: int = 4, channels: int = 8,
+                 plain_share: float = 0.0) -> None:
         super().__init__()
-        self.n_bands = n_bands
+        self.n_bands, self.plain_share = n_bands, plain_share
         self.register_buffer("lags", torch.from_numpy(log_lags(frame_rate).astype(np.float32)), persistent=False)
         self.conv1 = nn.Conv1d(1 + n_bands, channels, 7, padding=3)
         self.conv2 = nn.Conv1d(channels, channels, 7, padding=3)
@@ -142,4 +143,105 @@ class TempoBranch(nn.Module):
         with torch.autocast(device_type=logmel.device.type, enabled=False):
             ac = self.autocorrelation(self.onsets(logmel.float()))  # [B, 1 + bands, L]
         h = F.gelu(self.conv2(F.gelu(self.conv1(ac))))
-        return normalise_channels(torch.cat([ac[:, :1], h], dim=1))
+        out = normalise_channels(torch.cat([ac[:, :1], h], dim=1))
+        if not self.plain_share:
+            return out
+        # The parameter-free channel keeps plain_share of the cosine whatever the training
+        # does to the others (it measured better than a trained branch on held-out songs).
+        n = ac.shape[-1]
+        plain, learned = out[:, :n], out[:, n:]
+        c = h.shape[1] + 1
+        return torch.cat([plain * math.sqrt(c * self.plain_share),
+                          learned * math.sqrt(c / (c - 1) * (1 - self.plain_share))], dim=1)
+
+
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Orthonormal DCT-II ``[n_out, n_in]`` (what MFCCs apply across mel bands)."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None, :]
+    m = np.cos(np.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
+    m[0] /= math.sqrt(2.0)
+    return m.astype(np.float32)
+
+
+class TimbreDescriptor(nn.Module):
+    """Log-mel ``[B, 1, n_mels, frames]`` -> a parameter-free timbre descriptor ``[B, D]``.
+
+    What the MFCC baseline measures, computed from the network's own input: the DCT of
+    the log-mel across bands (cepstral coefficients), their mean and standard deviation
+    over time; plus the mean and spread of the spectral centroid (in bands) and envelope
+    statistics that tell a closed hat from an open one (the share of frames within 20 dB
+    of the loudest, the energy's temporal centroid, its onset flux). Standardised by fixed
+    per-dimension statistics of a training corpus (``loc`` and ``scale`` buffers, set by
+    :meth:`calibrate` before training and saved with the checkpoint), as the baseline
+    z-scores over its dataset. No learned parameter: an untrained network's vibe space
+    already measures what MFCCs do, and the learned features add to it.
+    """
+
+    N_ENVELOPE = 5
+
+    def __init__(self, n_mels: int, n_coeffs: int = 20) -> None:
+        super().__init__()
+        self.register_buffer("dct", torch.from_numpy(dct_matrix(n_coeffs, n_mels)), persistent=False)
+        self.register_buffer("bands", torch.arange(n_mels, dtype=torch.float32) / n_mels, persistent=False)
+        self.out_dim = 2 * n_coeffs + self.N_ENVELOPE
+        self.register_buffer("loc", torch.zeros(self.out_dim))
+        self.register_buffer("scale", torch.ones(self.out_dim))
+
+    def raw(self, logmel: torch.Tensor) -> torch.Tensor:
+        """The descriptor before standardisation."""
+        with torch.autocast(device_type=logmel.device.type, enabled=False):
+            x = logmel[:, 0].float()  # [B, F, T], log10(1 + 10^4 power)
+            cep = torch.matmul(self.dct, x)  # [B, C, T]
+            energy = x.mean(dim=1)  # [B, T]
+            w = x.clamp_min(0.0)
+            centroid = (w * self.bands[:, None]).sum(dim=1) / w.sum(dim=1).clamp_min(1e-6)  # [B, T]
+            ew = energy.clamp_min(0.0) + 1e-6
+            ew = ew / ew.sum(dim=-1, keepdim=True)
+            c_mean = (centroid * ew).sum(dim=-1)
+            c_std = ((centroid - c_mean[:, None]).square() * ew).sum(dim=-1).clamp_min(1e-8).sqrt()
+            peak = energy.max(dim=-1, keepdim=True).values
+            loud = torch.sigmoid((energy - (peak - 2.0)) * 8.0).mean(dim=-1)  # ~ frames within 20 dB
+            t = torch.linspace(0.0, 1.0, energy.shape[-1], device=x.device)
+            t_centroid = (ew * t).sum(dim=-1)
+            flux = F.relu(energy[:, 1:] - energy[:, :-1]).mean(dim=-1)
+            env = torch.stack([c_mean, c_std, loud, t_centroid, flux], dim=1)
+            return torch.cat([cep.mean(dim=-1), cep.std(dim=-1), env], dim=1)
+
+    @torch.no_grad()
+    def calibrate(self, logmel: torch.Tensor) -> None:
+        """Set ``loc`` and ``scale`` to the mean and standard deviation over a batch of chunks."""
+        raw = self.raw(logmel)
+        self.loc.copy_(raw.mean(dim=0))
+        self.scale.copy_(raw.std(dim=0).clamp_min(1e-4))
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        return (self.raw(logmel) - self.loc) / self.scale
+
+
+def combine_shares(parts: list[torch.Tensor], shares: list[float]) -> torch.Tensor:
+    """Concatenate L2-normalised parts scaled by ``sqrt(share)``: the cosine of the result is
+    the share-weighted mean of the parts' cosines."""
+    total = sum(shares)
+    return torch.cat([F.normalize(p, dim=1) * math.sqrt(s / total) for p, s in zip(parts, shares)], dim=1)
+
+
+def tempo_salience(logmel: torch.Tensor, frame_rate: float = 100.0) -> torch.Tensor:
+    """How periodic a chunk's onsets are, ``[B]`` in [0, 1]: 0 for a one-shot, high for a loop.
+
+    The largest value of the full-band onset envelope's normalised autocorrelation over the
+    tempo lags (0.25-1.5 s). A single hit has one onset and no repetition at those lags;
+    a groove repeats at its beat. Parameter-free, for telling "no tempo" apart.
+    """
+    x = logmel[:, 0].float()
+    flux = F.relu(x[..., 1:] - x[..., :-1]).mean(dim=1)  # [B, N]
+    env = flux - flux.mean(dim=-1, keepdim=True)
+    n = env.shape[-1]
+    spec = torch.fft.rfft(env, n=2 * n)
+    ac = torch.fft.irfft(spec.real.square() + spec.imag.square(), n=2 * n)[..., :n]
+    # Unbiased: each lag divided by its overlap, so a long lag is not penalised for it.
+    overlap = torch.arange(n, 0, -1, device=x.device, dtype=ac.dtype) / n
+    ac = ac / overlap / ac[..., :1].clamp_min(1e-9)
+    lo = int(LAG_MIN_S * frame_rate)
+    hi = min(n - n // 4, int(LAG_MAX_S * frame_rate))
+    return ac[..., lo:hi].amax(dim=-1).clamp(0.0, 1.0)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig, ProfileConfig
+from engine.model.branches import combine_shares
 from engine.model.frontend import build_frontend
 
 GELU_GAMMA = 1.7015043497085571  # timm's _nonlin_gamma["gelu"]: keeps unit variance
@@ -271,15 +272,24 @@ class LoevNet(nn.Module):
             if "pitch" in cfg.subspaces:
                 self.structured["pitch"] = PitchBranch(sr=fe.sample_rate, hop_length=fe.hop_length)
             if "tempo" in cfg.subspaces:
-                self.structured["tempo"] = TempoBranch(frame_rate=fe.sample_rate / fe.hop_length)
+                self.structured["tempo"] = TempoBranch(frame_rate=fe.sample_rate / fe.hop_length,
+                                                       plain_share=cfg.tempo_plain_share)
+        self.timbre = None
+        if cfg.timbre_share:
+            from engine.model.branches import TimbreDescriptor
+
+            self.timbre = TimbreDescriptor(cfg.frontend.n_mels)
         dims = self.embedding_dims
         self.heads = nn.ModuleDict({h: ProjectionHead(dims[h] if h in dims else dims["all"], prof.proj_hidden,
                                                       prof.proj_dim) for h in cfg.heads})
 
     @property
     def embedding_dims(self) -> dict[str, int]:
-        return {name: self.structured[name].out_dim if name in self.structured else self.trunk.out_dim
+        dims = {name: self.structured[name].out_dim if name in self.structured else self.trunk.out_dim
                 for name in self.cfg.subspaces}
+        if self.timbre is not None:
+            dims["invariant"] += self.timbre.out_dim
+        return dims
 
     def embed(self, y: torch.Tensor, spec: torch.Tensor) -> dict[str, torch.Tensor]:
         """Subspace embeddings from the waveform ``[B, T]`` and its frontend output ``[B, 1, F, T']``."""
@@ -287,6 +297,10 @@ class LoevNet(nn.Module):
         if self.tails is None:
             return {"all": pool(slow, fast)}
         emb = {name: pool(tail[0](slow), tail[1](fast)) for name, tail in self.tails.items()}
+        if self.timbre is not None:
+            # The vibe space: learned features beside the parameter-free timbre descriptor.
+            share = self.cfg.timbre_share
+            emb["invariant"] = combine_shares([emb["invariant"], self.timbre(spec)], [1 - share, share])
         if "pitch" in self.structured:
             emb["pitch"] = self.structured["pitch"](y)
         if "tempo" in self.structured:
