@@ -451,7 +451,7 @@ def test_cancel_and_remove_folder(qtbot, tmp_path, collection, monkeypatch):
     qtbot.waitUntil(lambda: win.scan_task is None, timeout=5000)
     assert not win.progress.isVisible()
     # Rescan finishes the job (incrementally), then the folder is removed again.
-    backend._embedder.delay = 0.0
+    backend.embedder.delay = 0.0
     with qtbot.waitSignal(win.scan_finished, timeout=30000) as blocker:
         win.rescan_action.trigger()
     assert blocker.args[0].unchanged == report.added and not blocker.args[0].cancelled

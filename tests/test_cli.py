@@ -106,7 +106,7 @@ def test_curve_json_contract(scanned, ckpt, capsys, transform, n, first, last):
 
 
 def test_match_json_contract(scanned, ckpt, capsys):
-    pytest.importorskip("engine.match")
+    pytest.importorskip("engine.model.match")
     _, music = scanned
     rc, out, err = run(capsys, "match", music / "a.wav", music / "b.flac", "--checkpoint", ckpt,
                        "--json")

@@ -43,10 +43,9 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.config import PITCH_RANGE, TEMPO_RANGE, check_semitones, check_tempo
 from engine.errors import AudioDeviceError
 
-PITCH_RANGE = (-12.0, 12.0)
-TEMPO_RANGE = (0.5, 2.0)
 DEFAULT_SR = 44100
 STOPPED, PLAYING, PAUSED = "stopped", "playing", "paused"
 _FADE_SECONDS = 0.005  # fade after a seek or a reset: a jump in the source must not click
@@ -327,18 +326,8 @@ def render(
     return np.pad(out, (0, n_out - out.size))
 
 
-def _check_pitch(semitones: float) -> float:
-    s = float(semitones)
-    if not (PITCH_RANGE[0] <= s <= PITCH_RANGE[1]):
-        raise ValueError(f"pitch must be within {PITCH_RANGE} semitones, got {semitones}")
-    return s
-
-
-def _check_tempo(tempo: float) -> float:
-    t = float(tempo)
-    if not (TEMPO_RANGE[0] <= t <= TEMPO_RANGE[1]):
-        raise ValueError(f"tempo must be within {TEMPO_RANGE}, got {tempo}")
-    return t
+_check_pitch = check_semitones
+_check_tempo = check_tempo
 
 
 # ----------------------------------------------------------------------------- sinks

@@ -12,20 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import SAMPLE_RATE
+from engine.audio.decode import load_middle
+from engine.config import PITCH_RANGE, SAMPLE_RATE, TEMPO_RANGE
 
-PITCH_VALUES = tuple(float(s) for s in range(-12, 13))  # semitones
-TEMPO_VALUES = tuple(float(r) for r in np.round(np.geomspace(0.5, 2.0, 13), 4))  # rates
+PITCH_VALUES = tuple(float(s) for s in range(int(PITCH_RANGE[0]), int(PITCH_RANGE[1]) + 1))
+TEMPO_VALUES = tuple(float(r) for r in np.round(np.geomspace(*TEMPO_RANGE, 13), 4))  # rates
 # Seconds of the track (its middle) that the curve looks at: bounded cost for long files.
 EXCERPT_SECONDS = 12.0
-
-
-def _excerpt(path: str | os.PathLike[str], seconds: float) -> np.ndarray:
-    from engine.audio.decode import audio_info, load_audio
-
-    info = audio_info(path)
-    offset = max(0.0, (info.duration - seconds) / 2)
-    return load_audio(path, offset=offset, duration=min(seconds, info.duration))
 
 
 def invariance_curve(path_or_y: str | os.PathLike[str] | np.ndarray, transform: str,
@@ -61,7 +54,7 @@ def invariance_curve(path_or_y: str | os.PathLike[str] | np.ndarray, transform: 
         y = np.asarray(path_or_y, dtype=np.float32)
         y = y[: int(span * SAMPLE_RATE)]
     else:
-        y = _excerpt(path_or_y, span)
+        y = load_middle(path_or_y, span)
     clean, transformed = _transformed(y, transform, vals)
     embs = embedder.embed_audio_batch([clean] + list(transformed))
     ref, rest = embs[0], embs[1:]
