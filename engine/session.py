@@ -27,6 +27,8 @@ from engine.library import vectors
 from engine.library.catalogue import Library, default_library_dir
 from engine.library.query import BY_SUBSPACE, Searcher
 from engine.library.scan import scan as scan_folders
+from engine.model.checkpoint import read_checkpoint_info
+from engine.resources import default_checkpoint
 
 FOLDERS_FILE = "folders.json"
 CATALOGUE_FILE = "catalogue.sqlite"
@@ -384,9 +386,6 @@ def blend_weights(weights: dict[str, float]) -> dict[str, float]:
 def _local_embedder(checkpoint: Path | None) -> Any:
     """An in-process ``engine.model.embed.Embedder``; the header is read first, so that a
     bad checkpoint is one clear CheckpointError before the network package loads."""
-    from engine.model.checkpoint import read_checkpoint_info
-    from engine.resources import default_checkpoint
-
     read_checkpoint_info(checkpoint if checkpoint is not None else default_checkpoint())
     from engine.model.embed import Embedder
 

@@ -1,4 +1,4 @@
-"""engine.audio.audition: the streaming vocoder agrees with engine.audio.transforms; the player reacts
+"""engine.audio.audition: the streaming vocoder agrees with engine.model.transforms; the player reacts
 within 50 ms without clicks, and its controls behave, against a simulated sound card."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import soundfile as sf
 
 from engine.audio.audition import AuditionPlayer, SimulatedSink, SoundDeviceSink, render
 from engine.errors import AudioDeviceError, DecodeError
-from engine.audio.transforms import pitch_shift_np, time_stretch_np
+from engine.model.transforms import pitch_shift_np, time_stretch_np
 from tests.signals import cents, click_track, harmonic_tone, peak_frequency, tempo_bpm, tone
 
 SR = 44100

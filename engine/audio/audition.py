@@ -2,7 +2,7 @@
 
 Three layers:
 
-* :class:`StreamingVocoder` - the phase vocoder of :mod:`engine.audio.transforms` (same
+* :class:`StreamingVocoder` - the phase vocoder of :mod:`engine.model.transforms` (same
   instantaneous frequency, same frequency scaling for pitch, same identity phase locking),
   run one output frame at a time in numpy, with pitch and tempo free to change between
   frames. The overlap-add of its frames cross-fades every change over one window
@@ -76,7 +76,7 @@ class StreamingVocoder:
     sr : int
     n_fft, hop_length : int, optional
         Default :func:`audition_n_fft` and ``n_fft // 4`` (the same overlap as
-        :mod:`engine.audio.transforms`).
+        :mod:`engine.model.transforms`).
     loop : bool
         Read the source circularly.
     """
@@ -245,7 +245,7 @@ class StreamingVocoder:
         return out
 
     def _scale_frequency(self, mag, omega, c_in):
-        """As ``engine.audio.transforms._scale_frequency``, for one frame."""
+        """As ``engine.model.transforms._scale_frequency``, for one frame."""
         n_bins = mag.shape[-1]
         src = self._bins / self.pitch
         valid = src <= n_bins - 1

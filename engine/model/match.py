@@ -2,7 +2,7 @@
 
 ``loev match QUERY RESULT`` and the app's "match to query" (both through
 ``engine.session.Session.match``, on the excerpts of :func:`read_pair`). The result audio is
-transformed with :mod:`engine.audio.transforms` (the model's own augmentations) for every
+transformed with :mod:`engine.model.transforms` (the model's own augmentations) for every
 candidate of a grid (-6..+6 semitones; stretch ratios log-spaced over 0.5..2.0), all
 candidates are embedded in one batch, and the one closest to the query wins: by cosine
 distance in the key ("pitch") subspace for the shift, in the "tempo" subspace for the
@@ -25,7 +25,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.audio.transforms import source_samples_needed
+from engine.audio.decode import load_middle
 from engine.config import SAMPLE_RATE, TEMPO_RANGE
+from engine.model.transforms import pitch_shift_versions_np, time_stretch_versions_np
 
 # Six semitones either way reach every key; the stretch grid spans the whole tempo range.
 SHIFTS = tuple(float(s) for s in range(-6, 7))
@@ -139,15 +141,11 @@ def _excerpt(y: np.ndarray, n: int, centre: int | None = None) -> np.ndarray:
 
 
 def _shifted(y: np.ndarray, shifts: Sequence[float], sr: int) -> list[np.ndarray]:
-    from engine.audio.transforms import pitch_shift_versions_np
-
     return pitch_shift_versions_np(y, list(shifts), sr=sr, group=_GROUP)
 
 
 def _stretched(y: np.ndarray, rates: Sequence[float], sr: int, out_samples: int
                ) -> list[np.ndarray]:
-    from engine.audio.transforms import time_stretch_versions_np
-
     return time_stretch_versions_np(y, list(rates), sr=sr, out_samples=out_samples,
                                     group=_GROUP)
 
@@ -252,8 +250,6 @@ def read_pair(query_path: str | os.PathLike[str], result_path: str | os.PathLike
     -------
     query_y, result_y : np.ndarray [T], 16 kHz mono
     """
-    from engine.audio.decode import load_middle
-
     return (load_middle(query_path, seconds),
             load_middle(result_path, seconds * max(STRETCHES)))
 
