@@ -556,7 +556,8 @@ def stretched_training_chunks(embedder: Any, signals: Sequence[np.ndarray], trai
     import torch
 
     from engine.model.embed import chunk_starts
-    from engine.audio.transforms import source_samples_needed, time_stretch
+    from engine.audio.transforms import source_samples_needed
+    from engine.model.transforms import time_stretch
 
     rng = np.random.default_rng(seed)
     need = source_samples_needed(CHUNK_SAMPLES, high)

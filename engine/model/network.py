@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig, ProfileConfig
-from engine.model.branches import combine_shares
+from engine.model.branches import PitchBranch, TempoBranch, TimbreDescriptor, combine_shares
 from engine.model.frontend import build_frontend
 
 GELU_GAMMA = 1.7015043497085571  # timm's _nonlin_gamma["gelu"]: keeps unit variance
@@ -266,8 +266,6 @@ class LoevNet(nn.Module):
         self.tails = nn.ModuleDict({name: self.trunk.make_tail() for name in learned}) if cfg.branched else None
         self.structured = nn.ModuleDict()
         if cfg.branches == "structured":
-            from engine.model.branches import PitchBranch, TempoBranch
-
             fe = cfg.frontend
             if "pitch" in cfg.subspaces:
                 self.structured["pitch"] = PitchBranch(sr=fe.sample_rate, hop_length=fe.hop_length)
@@ -276,8 +274,6 @@ class LoevNet(nn.Module):
                                                        plain_share=cfg.tempo_plain_share)
         self.timbre = None
         if cfg.timbre_share:
-            from engine.model.branches import TimbreDescriptor
-
             self.timbre = TimbreDescriptor(cfg.frontend.n_mels)
         dims = self.embedding_dims
         self.heads = nn.ModuleDict({h: ProjectionHead(dims[h] if h in dims else dims["all"], prof.proj_hidden,
