@@ -92,7 +92,7 @@ def test_bench_split_renders_no_procedural_sound() -> None:
 
 def test_loop_is_whole_bars_at_its_tempo() -> None:
     for seed in range(20):
-        plan = sounds.plan_sound("drum_loop" if seed % 2 else "music_loop", seed, pad_to=3.0)
+        plan = corpus.plan_sound("drum_loop" if seed % 2 else "music_loop", seed, pad_to=3.0)
         bar = 4 * 60.0 / float(plan.tempo)
         bars = plan.duration / bar
         assert abs(bars - round(bars)) < 1e-6 and round(bars) in (1, 2, 4, 8)
@@ -122,7 +122,7 @@ def test_drum_hit_classes_are_heard(tmp_path: Path) -> None:
     cents: dict[str, list[float]] = {"kick": [], "hihat": []}
     seed = 0
     while min(len(v) for v in cents.values()) < 2:
-        plan = sounds.plan_sound("drum_hit", seed, pad_to=1.0)
+        plan = corpus.plan_sound("drum_hit", seed, pad_to=1.0)
         seed += 1
         if plan.type in cents:
             arr = corpus.Arrangement(plan.notes, dict(plan.programs), plan.key, 0.0, "", 9, plan.drum_kit)

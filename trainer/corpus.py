@@ -51,6 +51,7 @@ import numpy as np
 
 from engine.config import SAMPLE_RATE
 from engine.errors import LoevError
+from trainer import sounds
 
 log = logging.getLogger(__name__)
 
@@ -298,8 +299,6 @@ def plan_corpus(minutes: float, *, seed: int = 0, split: str = "train", kind: st
 
 def _plan_sounds(minutes: float, *, seed: int, split: str, group: str) -> list[ItemSpec]:
     """One-shot or loop items (``group``) filling ``minutes``; seeds split as songs' are."""
-    from trainer.sounds import plan_sound
-
     weights = SOUND_WEIGHTS[(group, split)]
     kinds = list(weights)
     p = np.array([weights[k] for k in kinds])
@@ -787,10 +786,85 @@ def _normalise(y: np.ndarray, *, rms_db: float = -20.0, fade: float = 0.05) -> n
     return y
 
 
+# ------------------------------------------------------- one-shots and loops
+
+
+def plan_sound(kind: str, seed: int, *, pad_to: float, attempt: int = 0) -> sounds.SoundPlan:
+    """The notes and labels of a soundfont sound item (``synth_hit`` is rendered apart).
+
+    ``attempt`` > 0 draws another sound from the same seed (a soundfont may have no sample
+    for a drawn note).
+    """
+    rng = np.random.default_rng([seed, 11] + ([attempt] if attempt else []))
+    if kind == "drum_hit":
+        names = list(sounds.DRUM_CLASSES)
+        w = np.array([sounds.DRUM_CLASS_WEIGHTS[k] for k in names])
+        cls = str(rng.choice(names, p=w / w.sum()))
+        key = int(rng.choice(sounds.DRUM_CLASSES[cls]))
+        vel = int(rng.integers(50, 128))
+        return sounds.SoundPlan([(0.01, 0.2, DRUM_CHANNEL, key, vel)], {DRUM_CHANNEL: DRUM_PROGRAM}, cls,
+                         sounds.NO_KEY_LABEL, sounds.NO_TEMPO_LABEL, "", pad_to, int(rng.choice(DRUM_KITS)),
+                         f"oneshot:drum:{key}")
+    if kind == "melodic_hit":
+        program = int(rng.integers(128))
+        typ = sounds.program_type(program)
+        lo, hi = (28, 55) if typ == "bass" else (36, 84)
+        pitch = int(rng.integers(lo, hi + 1))
+        length = float(rng.uniform(0.15, 2.0))
+        vel = int(rng.integers(50, 128))
+        pc = PITCH_NAMES[pitch % 12] if sounds.pitched_program(program) else ""
+        return sounds.SoundPlan([(0.01, length, 0, pitch, vel)], {0: program}, typ, "", sounds.NO_TEMPO_LABEL, pc,
+                         pad_to, 0, f"oneshot:program:{program}", {"midi": pitch})
+    if kind in sounds.LOOP_KINDS:
+        return _plan_loop(kind, rng)
+    raise ValueError(f"unknown sound kind {kind!r}; expected one of {sounds.SOUND_KINDS}")
+
+
+def _plan_loop(kind: str, rng: np.random.Generator) -> sounds.SoundPlan:
+    tempo = round(float(rng.uniform(*sounds.LOOP_TEMPO_RANGE)), 1)
+    beat = 60.0 / tempo
+    bar = 4 * beat
+    n_bars = int(rng.choice([1, 2, 4]))
+    while n_bars * bar < 3.05:  # a training file holds at least one 3 s chunk
+        n_bars *= 2
+    notes: list[tuple[float, float, int, int, int]] = []
+    programs: dict[int, int] = {}
+    kit = int(rng.choice(DRUM_KITS))
+    if kind == "drum_loop":
+        notes += _drum_part(rng, beat=beat, beats_per_bar=4, n_bars=n_bars)
+        programs[DRUM_CHANNEL] = DRUM_PROGRAM
+        return sounds.SoundPlan(notes, programs, "drum_loop", sounds.NO_KEY_LABEL, f"{tempo}", "", n_bars * bar, kit,
+                         "loop:drums", {"bars": n_bars})
+    mode = str(rng.choice(["major", "minor"]))
+    tonic = int(rng.integers(12))
+    prog_set = MAJOR_PROGRESSIONS if mode == "major" else MINOR_PROGRESSIONS
+    degrees = prog_set[int(rng.integers(len(prog_set)))]
+    chords = [_triad(d, tonic, mode) for d in degrees]
+    scale_pcs = sorted({(tonic + s) % 12 for s in (MAJOR_SCALE if mode == "major" else MINOR_SCALE)})
+    # One chord per bar; a one-bar loop states the tonic chord only.
+    grid = dict(beat=beat, beats_per_chord=4, n_chords=n_bars)
+    part = str(rng.choice(["bass", "chords", "melody"]))
+    if part == "bass":
+        program = 32 + int(rng.integers(8))
+        notes += _bass_part(rng, chords, scale_pcs=scale_pcs, channel=0, center=40, **grid)
+    else:
+        family = str(rng.choice(["piano", "organ", "guitar", "strings", "synth lead", "synth pad", "brass", "reed"]))
+        program = 8 * GM_FAMILIES.index(family) + int(rng.integers(8))
+        if part == "chords":
+            notes += _chord_part(rng, chords, channel=0, center=60, **grid)
+        else:
+            notes += _melody_part(rng, chords, scale_pcs=scale_pcs, channel=0, center=72, **grid)
+    programs[0] = program
+    if rng.random() < 0.4:
+        notes += _drum_part(rng, beat=beat, beats_per_bar=4, n_bars=n_bars)
+        programs[DRUM_CHANNEL] = DRUM_PROGRAM
+    return sounds.SoundPlan(notes, programs, "music_loop", key_name(tonic, mode), f"{tempo}", "", n_bars * bar, kit,
+                     f"loop:{part}", {"bars": n_bars, "program": program})
+
+
+
 def render_sound(spec: ItemSpec, renderer: Renderer) -> tuple[np.ndarray, dict[str, Any]]:
     """Render a one-shot or loop item (``trainer.sounds``), processed, with its label row."""
-    from trainer import sounds
-
     rng = np.random.default_rng([spec.seed, 12])
     if spec.kind == "synth_hit":
         y, typ, pc = sounds.synth_sound(rng)
@@ -801,7 +875,7 @@ def render_sound(spec: ItemSpec, renderer: Renderer) -> tuple[np.ndarray, dict[s
         program, programs, family, soundfont = -1, "", "synth", "procedural"
     else:
         for attempt in range(8):  # a preset may have no sample at the drawn note: draw again
-            plan = sounds.plan_sound(spec.kind, spec.seed, pad_to=ONESHOT_SECONDS, attempt=attempt)
+            plan = plan_sound(spec.kind, spec.seed, pad_to=ONESHOT_SECONDS, attempt=attempt)
             arrangement = Arrangement(plan.notes, dict(plan.programs), plan.key, 0.0, plan.source,
                                       top_channel=min(plan.programs), drum_kit=plan.drum_kit)
             y = renderer.render(arrangement, duration=plan.duration, warn_silent=False)
@@ -825,9 +899,7 @@ def render_sound(spec: ItemSpec, renderer: Renderer) -> tuple[np.ndarray, dict[s
 
 def render_item(spec: ItemSpec, renderer: Renderer) -> tuple[np.ndarray, dict[str, Any]]:
     """Render one item: its audio (float32, shape (n,), 16 kHz) and its label row (no ``file``)."""
-    from trainer.sounds import SOUND_KINDS
-
-    if spec.kind in SOUND_KINDS:
+    if spec.kind in sounds.SOUND_KINDS:
         return render_sound(spec, renderer)
     arrangement = arrange(spec)
     y = renderer.render(arrangement, duration=spec.duration)
