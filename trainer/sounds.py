@@ -1,8 +1,9 @@
 """One-shots, loops and procedurally synthesised sounds for the corpus (beside the songs).
 
 A real sample folder is mostly one-shots (a kick, a snare, a bass note) and short loops,
-which a model trained on rendered songs alone has never heard. This module draws and
-renders such items; :mod:`trainer.corpus` writes them with the songs' ``labels.csv``
+which a model trained on rendered songs alone has never heard. This module holds their
+vocabulary, the procedural synthesis and the processing; :mod:`trainer.corpus` plans
+(``plan_sound``) and renders such items and writes them with the songs' ``labels.csv``
 columns plus ``type`` (DESIGN.md section 8's vocabulary) and ``pitch`` (the pitch class of
 a pitched one-shot).
 
