@@ -218,3 +218,26 @@ def test_sound_labels_type_pitch_and_no_tempo(corpus):
     assert lab.key.tolist() == [-1, 24 + 6, 0]
     assert lab.no_tempo.tolist() == [True, True, False] and lab.tempo.tolist() == [0.0, 0.0, 100.0]
     assert lab.no_key.tolist() == [True, False, False]
+
+
+def test_group_weights_give_each_group_its_share(corpus):
+    from trainer.data import group_weights, parse_mix, track_groups
+
+    tracks = build_index(corpus)
+    (corpus / "labels.csv").write_text(
+        "file,key,tempo,type\n"
+        "a.wav,no key,no tempo,kick\n"
+        "sub/b.wav,C major,120,music_loop\n"
+        "sub/c.flac,C major,100,\n")
+    groups = track_groups(corpus / "labels.csv", tracks)
+    assert groups.tolist() == ["oneshots", "loops", "songs"]
+    w = group_weights(groups, parse_mix("songs=0.5,oneshots=0.25,loops=0.25"))
+    assert np.allclose(w, [0.25, 0.25, 0.5])
+    counts = np.zeros(3)
+    cfg = ViewConfig(anchors=1)
+    for step in range(400):
+        plan = plan_batch(tracks, cfg, seed=0, step=step, weights=w)
+        np.add.at(counts, plan.track[:: cfg.views], 1)
+    assert counts[2] > counts[0] * 1.5 and counts[2] > counts[1] * 1.5
+    with pytest.raises(ValueError, match="unknown group"):
+        parse_mix("drums=1")

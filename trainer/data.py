@@ -206,8 +206,12 @@ def _draw_variants(rng: np.random.Generator, n: int, cfg: ViewConfig) -> tuple[n
 
 
 def plan_batch(tracks: Sequence[Track], cfg: ViewConfig, *, seed: int, step: int,
-               rank: int = 0) -> BatchPlan:
-    """Draw step ``step``'s batch for process ``rank`` (deterministic in its arguments)."""
+               rank: int = 0, weights: np.ndarray | None = None) -> BatchPlan:
+    """Draw step ``step``'s batch for process ``rank`` (deterministic in its arguments).
+
+    ``weights`` (one per track, summing to 1) makes some tracks likelier anchors, e.g. so
+    that a few songs are not drowned by thousands of one-shots (:func:`group_weights`).
+    """
     from engine.audio.transforms import source_samples_needed
 
     if not tracks:
@@ -215,7 +219,11 @@ def plan_batch(tracks: Sequence[Track], cfg: ViewConfig, *, seed: int, step: int
     rng = np.random.default_rng(derive_seed(seed, step, rank))
     a, m, sr, chunk = cfg.anchors, cfg.views, cfg.sr, cfg.chunk_samples
     n = a * m
-    chosen = rng.choice(len(tracks), size=a, replace=len(tracks) < a)
+    if weights is None:
+        chosen = rng.choice(len(tracks), size=a, replace=len(tracks) < a)
+    else:
+        replace = int((np.asarray(weights) > 0).sum()) < a
+        chosen = rng.choice(len(tracks), size=a, replace=replace, p=weights)
     probs = np.asarray(cfg.strategy_probs, dtype=float)
     strategy = rng.choice(3, size=a, p=probs / probs.sum())
     semis, pitch_on, rate, stretch_on = _draw_variants(rng, n, cfg)
@@ -272,9 +280,9 @@ def _fill(y: np.ndarray, width: int) -> np.ndarray:
 
 
 def batch_arrays(tracks: Sequence[Track], cfg: ViewConfig, *, seed: int, step: int,
-                 rank: int = 0) -> dict[str, np.ndarray]:
+                 rank: int = 0, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """One step's batch: the plan and the source audio, as numpy arrays."""
-    plan = plan_batch(tracks, cfg, seed=seed, step=step, rank=rank)
+    plan = plan_batch(tracks, cfg, seed=seed, step=step, rank=rank, weights=weights)
     return {
         "step": np.int64(step),
         "source": read_batch(tracks, plan, cfg),
@@ -302,8 +310,9 @@ class ViewStream(IterableDataset):
     """
 
     def __init__(self, tracks: Sequence[Track], cfg: ViewConfig, *, seed: int, rank: int = 0,
-                 start_step: int = 0, stop_step: int) -> None:
+                 start_step: int = 0, stop_step: int, weights: np.ndarray | None = None) -> None:
         self.tracks, self.cfg, self.seed, self.rank = list(tracks), cfg, seed, rank
+        self.weights = weights
         self.start_step, self.stop_step = start_step, stop_step
 
     def __len__(self) -> int:
@@ -317,7 +326,8 @@ class ViewStream(IterableDataset):
         if info is not None:
             torch.set_num_threads(1)  # decoding is single-threaded; leave cores to the model
         for step in range(self.start_step + wid, self.stop_step, nw):
-            arrays = batch_arrays(self.tracks, self.cfg, seed=self.seed, step=step, rank=self.rank)
+            arrays = batch_arrays(self.tracks, self.cfg, seed=self.seed, step=step, rank=self.rank,
+                                  weights=self.weights)
             yield {k: torch.as_tensor(v) for k, v in arrays.items()}
 
 
@@ -428,3 +438,59 @@ def load_labels(csv_path: str | os.PathLike[str], tracks: Sequence[Track], *,
             tempo[i] = 0.0
         programs[i] = parse_programs(row.get("programs") or "")
     return TrackLabels(family, key, tempo, tuple(names), programs, no_tempo, no_key)
+
+
+ONESHOT_TYPES = frozenset({"kick", "snare", "clap", "rim", "hihat", "cymbal", "tom", "percussion", "bass", "keys",
+                           "guitar", "strings", "brass_wind", "pad", "lead", "vocal", "fx"})
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``"songs=0.4,oneshots=0.4,loops=0.2"`` -> shares of the anchors by group."""
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in ("songs", "oneshots", "loops"):
+            raise ValueError(f"--mix: unknown group {name!r}; expected songs, oneshots, loops")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--mix: {part!r} is not GROUP=SHARE") from None
+        if out[name] < 0:
+            raise ValueError(f"--mix: share of {name} must be >= 0")
+    if not sum(out.values()) > 0:
+        raise ValueError("--mix: the shares add up to 0")
+    return out
+
+
+def track_groups(csv_path: str | os.PathLike[str], tracks: Sequence[Track]) -> np.ndarray:
+    """Each track's group from its labels' ``type``: ``songs`` (no type, or ``song``),
+    ``loops`` (drum_loop, music_loop) or ``oneshots``; unlabelled tracks count as songs."""
+    csv_path = Path(csv_path)
+    files = sorted(csv_path.rglob("labels.csv")) if csv_path.is_dir() else [csv_path]
+    kinds: dict[str, str] = {}
+    for path in files:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("file"):
+                    kinds[str((path.parent / row["file"]).resolve())] = (row.get("type") or "").strip()
+    out = []
+    for tr in tracks:
+        kind = kinds.get(str(Path(tr.path).resolve()), "")
+        out.append("loops" if kind in ("drum_loop", "music_loop") else
+                   "oneshots" if kind in ONESHOT_TYPES else "songs")
+    return np.array(out)
+
+
+def group_weights(groups: np.ndarray, mix: dict[str, float]) -> np.ndarray:
+    """Per-track anchor probabilities giving each group its share (split evenly inside it);
+    a group with no track gives its share to the others."""
+    present = {g: s for g, s in mix.items() if (groups == g).any()}
+    total = sum(present.values())
+    if not total > 0:
+        raise ValueError(f"--mix: none of {sorted(mix)} is in the training data")
+    w = np.zeros(len(groups))
+    for g, share in present.items():
+        members = groups == g
+        w[members] = share / total / members.sum()
+    return w / w.sum()
