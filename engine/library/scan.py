@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.audio.decode import audio_info, is_audio_path
-from engine.errors import DecodeError, LibraryError, LoevError
+from engine.errors import DecodeError, EmbedderError, LibraryError, LoevError
 from engine.library import vectors
 from engine.library.catalogue import Library
 from engine.model.checkpoint import read_checkpoint_info
@@ -299,20 +299,26 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
     if todo and embedder is None:
         embedder = _make_embedder(ident["checkpoint"])
     rows = _embedded_in_order(embedder, todo, walk.files, cancel, workers)
-    for done, (path, row) in enumerate(rows, 1):
-        if row["status"] == "ok":
-            report.audio_seconds += row["duration"] or 0.0
-        else:
-            report.failed.append((path, row["error"]))
-        if path in known:
-            report.updated += 1
-        else:
-            report.added += 1
-        pending.append((path, row))
-        if len(pending) >= batch_size or time.monotonic() - last_commit >= commit_seconds:
-            commit()
-        if progress is not None:
-            progress(done, len(todo), path)
+    try:
+        for done, (path, row) in enumerate(rows, 1):
+            if row["status"] == "ok":
+                report.audio_seconds += row["duration"] or 0.0
+            else:
+                report.failed.append((path, row["error"]))
+            if path in known:
+                report.updated += 1
+            else:
+                report.added += 1
+            pending.append((path, row))
+            if len(pending) >= batch_size or time.monotonic() - last_commit >= commit_seconds:
+                commit()
+            if progress is not None:
+                progress(done, len(todo), path)
+    except EmbedderError:
+        # Keep what was embedded before the embedder failed; the next scan resumes after it.
+        commit()
+        vectors.export(lib, full=report.reembedded)
+        raise
     report.cancelled = report.added + report.updated < len(todo)
     if pending:
         commit()
@@ -368,6 +374,8 @@ def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int) -> d
             raise DecodeError(path, f"embedding is not finite in {', '.join(bad)}")
     except DecodeError as e:
         return {**row, "status": "error", "error": e.reason}
+    except EmbedderError:
+        raise  # not this file's fault: the scan stops, the file stays to be embedded
     except (LoevError, OSError, ValueError, RuntimeError, MemoryError) as e:
         # Never stop a scan on one file: record why and go on (beets' habit).
         return {**row, "status": "error", "error": f"{type(e).__name__}: {e}"}
