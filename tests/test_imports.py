@@ -15,8 +15,8 @@ PACKAGES = ("app", "engine", "trainer", "resources", "scripts", "benchmarks", "t
 # Where torch may be imported: the engine's model package, the trainer, tests, benchmarks.
 TORCH_ROOMS = ("engine/model/", "trainer/", "tests/", "benchmarks/")
 FORBIDDEN = {
-    "engine": {"app", "trainer", "PySide6", "pyqtgraph", "superqt", "shiboken6"},
-    "trainer": {"app", "PySide6", "pyqtgraph", "superqt"},
+    "engine": {"app", "trainer", "PySide6", "pyqtgraph", "shiboken6"},
+    "trainer": {"app", "PySide6", "pyqtgraph"},
     "app": {"trainer", "torch", "torchaudio"},
 }
 
