@@ -1,4 +1,4 @@
-"""The ``loev`` command line (DESIGN.md section 6, a contract: tests and benchmarks use it).
+"""The ``loev`` command line (docs/DESIGN.md section 6, a contract: tests and benchmarks use it).
 
 ``app.main`` opens the desktop app when ``loev`` has no arguments and otherwise calls
 :func:`main`. A user's mistake (missing file, bad folder, unreadable checkpoint, empty

@@ -1,8 +1,8 @@
 """Frozen configuration dataclasses: the single description of a frontend and a network.
 
 A checkpoint stores ``ModelConfig.to_dict()`` as JSON in its safetensors metadata, and
-``ModelConfig.from_dict`` rebuilds it (DESIGN.md section 4). Profiles are data: a table of
-``ProfileConfig`` values, not code paths (STYLE.md habit 2).
+``ModelConfig.from_dict`` rebuilds it (docs/DESIGN.md section 4). Profiles are data: a table of
+``ProfileConfig`` values, not code paths.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ PROFILES: dict[str, ProfileConfig] = {
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a network and its frontend (DESIGN.md section 2)."""
+    """Everything needed to rebuild a network and its frontend (docs/DESIGN.md section 2)."""
 
     method: str = "loev++"
     variants: tuple[str, ...] = VARIANTS

@@ -1,4 +1,4 @@
-"""Imports go one way: app -> engine <- trainer (docs/DESIGN.md section 1, STYLE.md habit 1);
+"""Imports go one way: app -> engine <- trainer (docs/DESIGN.md section 1);
 torch lives in one room (engine/model); no two project modules import each other, even
 through a function-local import."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Live audition: play a track while its pitch and tempo follow sliders (issue 7).
+"""Live audition: play a track while its pitch and tempo follow sliders.
 
 Three layers:
 

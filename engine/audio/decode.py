@@ -2,7 +2,7 @@
 
 Everything goes through soundfile (libsndfile: wav, flac, ogg vorbis/opus, mp3, aiff) with
 seeks, a downmix to mono and soxr resampling. Long files are read in blocks
-(:func:`iter_blocks`) so a one-hour file never sits whole in memory (issue 4, item 1).
+(:func:`iter_blocks`) so a one-hour file never sits whole in memory.
 
 A truncated file is an error, never silence: libsndfile quietly clamps a WAV/AIFF whose
 header claims more data than the file holds, and returns short reads for MP3, so both the

@@ -1,6 +1,6 @@
 """The library's catalogue: one SQLite file that is the single source of truth.
 
-Layout of a library directory (DESIGN.md section 5)::
+Layout of a library directory (docs/DESIGN.md section 5)::
 
     DIR/catalogue.sqlite     tracks, their vectors (blobs), problems, meta
     DIR/write.lock           fcntl lock held by the one process writing the library

@@ -1,7 +1,7 @@
 """Queries: nearest tracks by key, tempo or vibe, and blends of the three.
 
 ``--by key`` searches the pitch-variant subspace, ``--by tempo`` the tempo-variant one,
-``--by vibe`` the all-invariant one (DESIGN.md section 6); a single-space checkpoint
+``--by vibe`` the all-invariant one (docs/DESIGN.md section 6); a single-space checkpoint
 answers all three from its only space.
 
 A file already in the library (unchanged since its scan) is looked up in the vector

@@ -1,4 +1,4 @@
-"""Incremental, resumable scanning of folders into a library (DESIGN.md section 5).
+"""Incremental, resumable scanning of folders into a library (docs/DESIGN.md section 5).
 
 A scan
 

@@ -1,1 +1,1 @@
-"""The network and everything that runs it: frontend, SF-NFNet, branches, checkpoints, embedding. The only engine room that imports torch."""
+"""The network and everything that runs it: frontend, SF-NFNet, branches, checkpoints, embedding, the torch vocoders, invariance curves and the match. The only engine room that imports torch."""

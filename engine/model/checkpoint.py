@@ -1,4 +1,4 @@
-"""Self-describing ``.safetensors`` checkpoints (DESIGN.md section 4).
+"""Self-describing ``.safetensors`` checkpoints (docs/DESIGN.md section 4).
 
 The safetensors metadata holds the JSON ``ModelConfig`` under ``loev_config`` and the
 subspace dimensions under ``loev_dims``, so the engine rebuilds the network without the
