@@ -35,7 +35,7 @@ STRETCHES = tuple(float(r) for r in np.geomspace(*TEMPO_RANGE, 25))  # 2 ** (1/1
 _GROUP = 4  # candidates per transform call: bounds the vocoder's memory on long excerpts
 MIN_SECONDS = 1.0  # the slowest stretch candidate still needs half of it
 # The middle of each track that a match looks at: bounded cost and memory for long files.
-MATCH_SECONDS = 30.0
+MATCH_SECONDS = 20.0
 
 
 class EmbedderLike(Protocol):
