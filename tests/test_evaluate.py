@@ -27,6 +27,17 @@ def _tracks(keys, tempi, families):
 # ------------------------------------------------------------------ labels and metrics
 
 
+def test_load_tracks_reads_every_key_spelling_as_mir_evals(tmp_path):
+    rows = ["file,key,tempo,program,family,seed", "a.wav,D#:min,120,0,piano,0", "b.wav,Bb maj,0,0,,1",
+            "c.wav,C dorian,90,0,bass,2", "d.wav,,100,0,bass,3"]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    tracks = bm.load_tracks(tmp_path)
+    assert [t.key for t in tracks] == ["Eb minor", "Bb major", None, None]
+    assert [t.tempo for t in tracks] == [120.0, None, 90.0, 100.0]
+    # the keys are scored by mir_eval, which accepts only its own spelling
+    assert mx.key_score(tracks[0].key, "Eb minor") == 1.0
+
+
 def test_tempo_hits():
     assert mx.tempo_hits(120.0, 124.0) == (True, True)  # 3.3 %
     assert mx.tempo_hits(120.0, 126.0) == (False, False)  # 5 %
