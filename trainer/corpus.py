@@ -1,6 +1,6 @@
 """Render a labelled training corpus offline through a General MIDI soundfont.
 
-Issue 3 item 6 (the pretraining corpus) and issue 5 item 3 (a held-out benchmark): every
+The pretraining corpus, and the held-out benchmark (``--split bench``): every
 file is 16 kHz mono FLAC of 20-40 s, and ``labels.csv`` says its key (mir_eval style,
 ``"X"`` for drum-only files), tempo (quarter notes per minute), General MIDI program and
 family, where the notes came from, and the seed that rebuilds it.
