@@ -8,12 +8,12 @@ traceback. Nothing here imports torch unless audio has to be embedded.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 from engine.errors import LoevError
+from engine.text import json_text, safe_text
 
 PROG = "loev"
 
@@ -104,7 +104,8 @@ def _library_dir(arg: Path | None) -> Path:
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    # Strict JSON: a NaN is refused (ValueError, one line), never printed as bare NaN.
+    sys.stdout.write(json_text(obj) + "\n")
 
 
 def _embedder(checkpoint: Path | None) -> Any:
@@ -133,7 +134,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                        dynamic_ncols=True, desc="scan")
         if path is not None:
             bar.update(done - bar.n)
-            bar.set_postfix_str(Path(path).name[-40:], refresh=False)
+            bar.set_postfix_str(safe_text(Path(path).name)[-40:], refresh=False)
 
     try:
         report = scan(args.folders, library=_library_dir(args.library),
@@ -145,14 +146,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
         return 0
     speed = report.audio_seconds / report.seconds if report.seconds else 0.0
-    print(f"{report.library}: {report.found} audio files, {report.added} added, "
+    print(f"{safe_text(report.library)}: {report.found} audio files, {report.added} added, "
           f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged"
           f"{' (re-embedded for a new model)' if report.reembedded else ''}; "
           f"{report.audio_seconds:.0f} s of audio in {report.seconds:.1f} s ({speed:.0f}x)")
     for path, reason in report.failed:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {safe_text(path)}: {safe_text(reason)}")
     for path, reason in report.problems:
-        print(f"  problem {path}: {reason}")
+        print(f"  problem {safe_text(path)}: {safe_text(reason)}")
+    for what in report.repaired:
+        print(f"  repaired {safe_text(what)}")
     return 0
 
 
@@ -165,9 +168,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         _print_json({"results": [r.to_dict() for r in results]})
         return 0
     for r in results:
-        print(r.query)
+        print(safe_text(r.query))
         for i, n in enumerate(r.neighbours, 1):
-            print(f"  {i:3d}. {n.distance:.4f}  {n.path}")
+            print(f"  {i:3d}. {n.distance:.4f}  {safe_text(n.path)}")
     return 0
 
 
@@ -194,7 +197,7 @@ def library_info(library_dir: Path) -> dict[str, Any]:
     from engine.library.catalogue import Library
     from engine.library.vectors import read_manifest
 
-    with Library(library_dir) as lib:
+    with Library(library_dir, readonly=True) as lib:
         counts = lib.counts()
         manifest = read_manifest(lib.root) or {}
         config = lib.get_meta("model_config") or {}
@@ -222,30 +225,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(info)
         return 0
-    model = info["model"]
-    print(f"library   {info['library']}")
+    model = {k: safe_text(v) for k, v in info["model"].items()}  # metadata is untrusted
+    print(f"library   {safe_text(info['library'])}")
     print(f"tracks    {info['tracks']} ({info['errors']} problem files, {info['pending']} pending)")
-    print(f"model     {model['method']} {model['profile']} id {str(model['id'])[:12]} "
+    print(f"model     {model['method']} {model['profile']} id {model['id'][:12]} "
           f"({model['checkpoint']})")
-    print("subspaces " + ", ".join(f"{k} ({v}-d)" for k, v in info["subspaces"].items()))
+    print("subspaces " + ", ".join(f"{safe_text(k)} ({v}-d)" for k, v in info["subspaces"].items()))
     if not info["index"]["up_to_date"]:
         print("index     out of date: run `loev scan` to finish")
     for p in info["problems"]:
-        print(f"  problem {p['path']}: {p['reason']}")
+        print(f"  problem {safe_text(p['path'])}: {safe_text(p['reason'])}")
     return 0
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    from engine.audio.decode import load_audio
-    from engine.match import match_tracks
+    from engine.match import match_files
 
-    query_y, result_y = load_audio(args.query), load_audio(args.result)
-    result = match_tracks(query_y, result_y, _embedder(args.checkpoint)).to_dict()
+    # match_files reads a bounded excerpt of each file, never a whole file.
+    result = match_files(args.query, args.result, _embedder(args.checkpoint)).to_dict()
     if args.json:
         _print_json(result)
         return 0
-    print(f"shift {args.result} by {result['shift']:+g} semitones and stretch it by "
-          f"{result['stretch']:.3g} to align it with {args.query}")
+    print(f"shift {safe_text(args.result)} by {result['shift']:+g} semitones and stretch it "
+          f"by {result['stretch']:.3g} to align it with {safe_text(args.query)}")
     for key in ("key_distance", "tempo_distance"):
         if f"{key}_before" in result:
             print(f"  {key.replace('_', ' ')}: {result[f'{key}_before']:.4f} -> "
@@ -267,10 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except LoevError as e:
-        sys.stderr.write(f"{PROG}: error: {e}\n")
+        sys.stderr.write(f"{PROG}: error: {safe_text(e)}\n")
         return 1
     except ValueError as e:  # bad values that argparse could not check (e.g. aspect weights)
-        sys.stderr.write(f"{PROG}: error: {e}\n")
+        sys.stderr.write(f"{PROG}: error: {safe_text(e)}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")

@@ -27,6 +27,7 @@ from engine.config import SAMPLE_RATE
 SHIFTS = tuple(float(s) for s in range(-6, 7))
 STRETCHES = tuple(float(r) for r in np.geomspace(0.5, 2.0, 25))  # 2 ** (1/12) apart
 _GROUP = 4
+TIE_TOLERANCE = 1e-6  # cosine distances this close are the same answer
 MIN_SECONDS = 1.0  # the slowest stretch candidate still needs half of it  # candidates per transform call: bounds the vocoder's memory on long excerpts
 
 
@@ -118,8 +119,14 @@ def best_alignment(
     distances : np.ndarray [len(grid)]
     """
     distances = np.array([cosine_distance(query_vec, v) for v in candidate_vecs])
-    best = float(grid[int(np.argmin(distances))])
     axis = np.log2(grid) if log_scale else np.asarray(grid, dtype=np.float64)
+    # Ties (silence against silence: every candidate is the same) go to the identity,
+    # not to the grid's first value: no evidence means no change.
+    tied = np.flatnonzero(distances <= distances.min() + TIE_TOLERANCE)
+    i = int(tied[np.argmin(np.abs(axis[tied]))])
+    best = float(grid[i])
+    if len(tied) > 1:
+        return best, best, distances
     refined = parabolic_minimum(axis, distances)
     return best, float(2.0 ** refined if log_scale else refined), distances
 
@@ -244,9 +251,21 @@ def source_samples_for(out_samples: int, rate: float) -> int:
 def match_files(query_path: str, result_path: str, embedder: EmbedderLike, **kwargs: Any
                 ) -> MatchResult:
     """:func:`match_tracks` on two files (decoded to 16 kHz mono; DecodeError if not)."""
-    from engine.audio.decode import load_audio
+    # Only the middle excerpt match_tracks can use is decoded: the slowest stretch needs
+    # max(stretches) x max_seconds of source; memory is bounded whatever the file's length.
+    seconds = float(kwargs.get("max_seconds", 30.0)) * max(max(kwargs.get("stretches", STRETCHES)),
+                                                            1.0) + 1.0
+    return match_tracks(_middle(query_path, seconds), _middle(result_path, seconds), embedder,
+                        **kwargs)
 
-    return match_tracks(load_audio(query_path), load_audio(result_path), embedder, **kwargs)
+
+def _middle(path: str, seconds: float) -> np.ndarray:
+    """The middle ``seconds`` of a file at 16 kHz mono, reading only those frames."""
+    from engine.audio.decode import audio_info, load_audio
+
+    info = audio_info(path)
+    offset = max(0.0, (info.duration - seconds) / 2)
+    return load_audio(path, offset=offset, duration=min(seconds, info.duration))
 
 
 __all__ = ["MatchResult", "best_alignment", "match_tracks", "match_files", "parabolic_minimum",

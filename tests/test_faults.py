@@ -171,7 +171,8 @@ def test_control_characters_in_names_and_metadata_are_escaped(tmp_path, capsys):
     assert len(problem) == 1 and problem[0].startswith("  problem ")  # not forged as a line
     assert "\\x1b[2K\\rskipped everything\\n.wav" in problem[0]
     # an error message naming the file is escaped as well
-    rc, out, err = _cli(["query", evil, "--by", "key", "--library", lib], capsys)
+    rc, out, err = _cli(["query", music / "gone\x1b[2K\n.wav", "--by", "key", "--library", lib],
+                        capsys)
     line = _one_line_error(rc, err)
     assert "\x1b" not in line and "\\x1b[2K" in line
 
@@ -525,24 +526,23 @@ def test_corrupt_catalogue_is_a_clear_line_and_is_moved_aside_by_the_next_scan(
 # -- 10. read-only library -------------------------------------------------------------
 
 
-def test_read_only_library_can_be_queried(lib_dir, tmp_path):
+def test_read_only_library_can_be_queried(tmp_path):
     # Root ignores permissions: query as an unprivileged user when running as root.
     import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="loev-ro-"))
     try:
+        _music(base / "music")
         lib = base / "lib"
-        shutil.copytree(lib_dir, lib)
-        query_file = base / "a4.wav"
-        shutil.copy(tmp_path / "music" / "a4.wav", query_file)
+        scan([base / "music"], library=lib, embedder=FakeEmbedder())
         for p in [base, *base.rglob("*")]:
             p.chmod(0o555 if p.is_dir() else 0o444)
         code = f"""
-            import os
+            import mmap, os  # imported first: the unprivileged user may not read lib-dynload
             from engine.library.query import query
             if os.geteuid() == 0:
                 os.setgid(65534); os.setuid(65534)
-            r = query([{str(query_file)!r}], by="key", k=2, library={str(lib)!r})
+            r = query([{str(base / "music" / "a4.wav")!r}], by="key", k=2, library={str(lib)!r})
             print("N", len(r[0].neighbours))
         """
         before = sorted(p.name for p in lib.iterdir())
@@ -621,7 +621,7 @@ def test_fit_skips_a_truncated_flac_and_lists_it_in_the_run_log(tmp_path):
     from trainer.cli import main
 
     out = tmp_path / "run"
-    rc = main(["fit", "--data", str(data), "--out", str(out), "--steps", "6",
+    rc = main(["fit", "--data", str(data), "--out", str(out), "--steps", "1",
                "--profile", "tiny", "--batch-anchors", "4", "--views", "2", "--workers", "0",
                "--no-progress", "--device", "cpu", "--seed", "3"])
     assert rc == 0
@@ -679,7 +679,7 @@ def test_match_of_silence_against_silence_is_identity():
             v = np.ones(4, dtype=np.float32) / 2
             return [{s: v for s in self.subspaces} for _ in ys]
 
-    silence = np.zeros(16000 * 4, dtype=np.float32)
+    silence = np.zeros(int(16000 * 1.5), dtype=np.float32)
     r = match_tracks(silence, silence, Constant())
     assert r.shift == 0.0 and r.stretch == 1.0
 

@@ -42,7 +42,7 @@ import torch
 
 from engine.config import METHODS, PROFILES, make_config
 from trainer.augment import BaseChain, apply_variants
-from trainer.data import (TrackLabels, ViewConfig, ViewStream, build_index, derive_seed,
+from trainer.data import (TrackLabels, ViewConfig, ViewStream, build_index, derive_seed, log_skipped,
                           load_labels)
 from trainer.describe import parse_variants
 from trainer.objective import (combine_positives, contrastive_loss, head_masks, mixup,
@@ -53,6 +53,7 @@ LABEL_WEIGHTINGS = ("binary", "weighted")
 STATE_JSON = "train_state.json"
 MODEL_FILE = "model.safetensors"
 LOG_FILE = "log.csv"
+SKIPPED_FILE = "skipped.csv"  # files left out of the run (unreadable), with the reason
 
 log = logging.getLogger(__name__)
 
@@ -395,8 +396,11 @@ def fit(opts: FitOptions) -> dict[str, Any]:
     vcfg = _view_config(opts, cfg.variants)
     run_dir = Path(opts.out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    unreadable: list[tuple[str, str]] = []
     if d.master:
-        tracks = build_index(opts.data, cache_path=run_dir / "data_index.json")
+        tracks = build_index(opts.data, cache_path=run_dir / "data_index.json",
+                             skipped=unreadable)
+        log_skipped(run_dir / SKIPPED_FILE, unreadable)
     _barrier(d)
     if not d.master:
         tracks = build_index(opts.data, cache_path=run_dir / "data_index.json")
@@ -435,7 +439,7 @@ def fit(opts: FitOptions) -> dict[str, Any]:
         net = DDP(trainee, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
     stream = ViewStream(tracks, vcfg, seed=opts.seed, rank=d.rank, start_step=start,
-                        stop_step=opts.steps)
+                        stop_step=opts.steps, skip_log=run_dir / SKIPPED_FILE)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=opts.workers,
                                          pin_memory=d.device.type == "cuda",
                                          persistent_workers=False)
