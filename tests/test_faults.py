@@ -466,17 +466,15 @@ def test_full_disk_while_writing_the_store_is_one_clear_line(lib_dir, tmp_path, 
 
 
 def test_full_catalogue_disk_is_one_clear_line(lib_dir, tmp_path, monkeypatch):
-    import engine.library.catalogue as catalogue
+    real = sqlite3.connect
 
-    real = catalogue.Library._connect
-
-    def small(self, *a, **k):  # SQLite's own "database or disk is full"
-        con = real(self, *a, **k)
+    def small(*a, **k):  # SQLite's own "database or disk is full", at the current size
+        con = real(*a, **k)
         pages = con.execute("PRAGMA page_count").fetchone()[0]
         con.execute(f"PRAGMA max_page_count = {pages}")
         return con
 
-    monkeypatch.setattr(catalogue.Library, "_connect", small)
+    monkeypatch.setattr(sqlite3, "connect", small)
     for i in range(30):
         write(tmp_path / "music" / f"more{i:02d}.wav", tone(200.0 + 10 * i, 0.5))
     with pytest.raises(LibraryError) as info:
