@@ -652,23 +652,17 @@ def test_view_stream_skips_an_unreadable_track_and_keeps_going(tmp_path):
 # -- 9, 14. match ------------------------------------------------------------------------
 
 
-def test_match_reads_a_bounded_excerpt_of_long_files(tmp_path, monkeypatch):
-    import engine.match as match
+def test_match_reads_a_bounded_excerpt_of_long_files(tmp_path):
+    from engine.model.match import MATCH_SECONDS, STRETCHES, read_pair
 
     long = write(tmp_path / "long.wav", tone(440.0, 200.0))
-    seen = []
-
-    def spy(q, r, embedder, **kw):
-        seen.extend([len(q), len(r)])
-
-    monkeypatch.setattr(match, "match_tracks", spy)
-    match.match_files(str(long), str(long), embedder=None)
-    limit = (2 * 30.0 + 2) * 16000  # the longest excerpt match_tracks can use
-    assert seen and max(seen) <= limit
+    query_y, result_y = read_pair(str(long), str(long))
+    assert len(query_y) <= MATCH_SECONDS * 16000 + 1
+    assert len(result_y) <= MATCH_SECONDS * max(STRETCHES) * 16000 + 1  # never the whole file
 
 
 def test_match_of_silence_against_silence_is_identity():
-    from engine.match import match_tracks
+    from engine.model.match import match_tracks
 
     class Constant:
         subspaces = ("invariant", "pitch", "tempo")

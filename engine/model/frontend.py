@@ -7,6 +7,7 @@ window 400, hop 160, 96 HTK mel bands over 0-8 kHz, power compressed as
 from __future__ import annotations
 
 import torch
+import torchaudio.functional as AF
 from torch import nn
 
 from engine.config import FrontendConfig
@@ -23,8 +24,6 @@ class LogMel(nn.Module):
 
     def __init__(self, cfg: FrontendConfig) -> None:
         super().__init__()
-        import torchaudio.functional as AF
-
         self.cfg = cfg
         # On the CPU even inside a meta-device build (a checkpoint's shapes are checked on
         # a meta network before any weight is allocated): the filterbank reads values.
