@@ -258,7 +258,7 @@ def scan(
         lib.acquire_write_lock(timeout=lock_timeout)
         try:
             report = _scan_locked(folders, lib, embedder, ident, progress, cancel,
-                                  batch_size, commit_seconds, workers, checkpoint)
+                                  batch_size, commit_seconds, workers)
         finally:
             lib.release_write_lock()
     finally:
@@ -270,8 +270,7 @@ def scan(
 
 def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None,
                  ident: dict[str, Any], progress: ProgressCallback | None, cancel: Any,
-                 batch_size: int, commit_seconds: float, workers: int,
-                 checkpoint: Any = None) -> ScanReport:
+                 batch_size: int, commit_seconds: float, workers: int) -> ScanReport:
     report = ScanReport(library=str(lib.root), repaired=list(lib.repaired))
     walk = walk_audio(folders)
     if embedder is None and lib.model_id != ident["model_id"]:
