@@ -92,7 +92,9 @@ def _open(path: str):
     sf = _soundfile()
     _check_file(path)
     try:
-        f = sf.SoundFile(path)
+        # The name's bytes: a str holding undecodable bytes (surrogate escapes) cannot be
+        # encoded by soundfile, but a Linux file name is bytes.
+        f = sf.SoundFile(os.fsencode(path) if os.name == "posix" else path)
     except Exception as exc:  # libsndfile raises several types for "not audio"
         raise DecodeError(path, f"not a readable audio file ({_one_line(exc)})") from exc
     return f
