@@ -370,6 +370,7 @@ def render(
     check_tempo(tempo)
     voc = StreamingVocoder(y, sr=sr)
     voc.pitch, voc.tempo = 2.0 ** (semitones / 12.0), tempo
+    voc.reset(0)  # the first frames at these settings too, as the player renders them
     n_out = int(round(voc.size / tempo))
     frames = -(-n_out // voc.hop_length)
     out = voc.process_many(frames)
