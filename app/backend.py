@@ -302,24 +302,16 @@ class Backend:
         key = (path, round(semitones, 2), round(tempo, 3))
         if out is None and key in self._renders and self._renders[key].exists():
             return self._renders[key]
-        import soundfile as sf
+        from engine.audio.render import render_file
 
-        from engine.audio.audition import render
-
-        from engine.audio.decode import audio_info
-
-        # Keep the file's own rate (within what a DAW takes): a producer drags the clip
-        # into a session, not into the model.
-        sr = int(min(max(audio_info(path).sample_rate, 22050), 96000))
-        y = render(path, semitones=semitones, tempo=tempo, sr=sr)
         temporary = out is None
         if out is None:
             stem = Path(path).stem
             tag = f"{semitones:+.1f}st" if abs(semitones) >= 1e-3 else ""
             tag += f"x{tempo:.2f}" if abs(tempo - 1) >= 1e-4 else ""
             out = self._tmp / f"{stem} {tag}.wav"
-        # Float WAV: a pitch shift can push peaks past full scale; 16-bit would clip them.
-        sf.write(str(out), np.asarray(y, dtype=np.float32), sr, subtype="FLOAT")
+        # The audition's own render: 24-bit WAV at the file's rate and channels.
+        render_file(path, shift=semitones, stretch=tempo, out=out)
         if temporary:
             self._renders[key] = Path(out)
         return Path(out)

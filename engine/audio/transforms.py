@@ -2,8 +2,9 @@
 
 These are the variant augmentations of the paper (Table IV: pitch shift -4..+4 semitones
 continuous, time stretch 0.7..1.3) used by the trainer on the training device, by the
-invariance curves and by ``loev match``. The audition player runs a streaming numpy
-version of the same vocoder (``engine.audio.audition.StreamingVocoder``), tested to agree.
+invariance curves and by ``loev match``. The audition player runs its own streaming numpy
+vocoder (``engine.audio.vocoder.StreamingVocoder``: a longer analysis window, onset
+handling, channels kept), tested to agree on pitch and tempo.
 
 One vocoder does both jobs. From the STFT ``X`` (Hann, ``hop_length`` H) it builds output
 frame j, synthesised every H samples, from the analysis position ``t_j`` (in frames):
