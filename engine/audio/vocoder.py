@@ -220,7 +220,7 @@ class StreamingVocoder:
         c = _CONTEXT * hop
         seg = self._read(starts - c, n + c + hop + 1)  # [k, C, L]
         mix = seg.sum(axis=1) if self.channels > 1 else seg[:, 0]
-        gate0, gate1, reset = self._gates(mix)
+        gate0, gate1, reset, onset_at = self._gates(mix)
         x0 = seg[:, :, c: c + n] * (self._window * gate0)[:, None]
         spec0 = np.fft.rfft(x0, axis=-1)  # [k, C, F], complex64
         ref1 = np.fft.rfft(mix[:, c + hop: c + hop + n] * (self._window * gate1), axis=-1)
@@ -230,8 +230,18 @@ class StreamingVocoder:
         omega = self._nominal + _wrap(np.angle(ref1) - a_ref - self._nominal * hop) / hop
         c_ref = a_ref + self._centre
         c_in = a_in + self._centre
+        # Phases are referred to the frame's centre, so moving bins scales every time
+        # offset from it by 1 / pitch, and a stretch keeps offsets that the output should
+        # scale by 1 / tempo: an attack would land at a different moment in each frame
+        # around it. In a frame holding an onset they are referred to the onset instead,
+        # which is put back 1 / tempo as far from the output frame's centre: every frame
+        # then places it at the same output sample.
+        to_onset = self._phase_ramp(onset_at)
+        c_ref, c_in = c_ref + to_onset, c_in + to_onset[:, None]
         if self.pitch != 1.0:
             mag, omega, c_ref, c_in = self._scale_frequency(mag, omega, c_ref, c_in)
+        from_onset = self._phase_ramp(np.rint(onset_at / self.tempo).astype(np.int64))
+        c_ref, c_in = c_ref - from_onset, c_in - from_onset[:, None]
         step = _wrap(omega * hop)
         running = self._propagate(c_ref, step, reset)
         locked = np.take_along_axis((running - c_ref)[:, None, :], self._peaks(mag), axis=2)
@@ -273,6 +283,8 @@ class StreamingVocoder:
             Multipliers of the analysis window for the frame and for the one a hop later
             (the same stretch of source: the gate moves with it).
         reset : np.ndarray [k], bool
+        onset_at : np.ndarray [k], int
+            Samples from the centre of a reset frame to its (first) onset; 0 elsewhere.
         """
         k, hop, nb = mix.shape[0], self.hop_length, self._blocks
         d = np.diff(mix, axis=1)[:, : (nb + _CONTEXT + 1) * hop]
@@ -295,7 +307,18 @@ class StreamingVocoder:
             g = np.clip((first_block[:, None] * hop - t) / self._ramp, 0.0, 1.0)
             return g * np.clip((t - last_block[:, None] * hop) / self._ramp, 0.0, 1.0)
 
-        return gate(first, last), gate(first - 1, last - 1), reset
+        # The onset's sample: the steepest step in its block.
+        block = s0 + np.argmax(onset[:, s0:s1], axis=1)
+        steps = np.abs(d.reshape(k, nb + _CONTEXT + 1, hop)[np.arange(k), block + _CONTEXT])
+        onset_at = block * hop + np.argmax(steps, axis=1) - self.n_fft // 2
+        return (gate(first, last), gate(first - 1, last - 1), reset,
+                np.where(reset, onset_at, 0))
+
+    def _phase_ramp(self, offset: np.ndarray) -> np.ndarray:
+        """[k, F] phase of each bin over ``offset`` [k] samples (exact, modulo 2 pi)."""
+        n = self.n_fft
+        turns = (offset[:, None].astype(np.int64) * self._bins_int) % n
+        return (turns * (2 * np.pi / n)).astype(np.float32)
 
     def _propagate(self, c_ref: np.ndarray, step: np.ndarray, reset: np.ndarray) -> np.ndarray:
         """Running phase [k, F] of each frame: the previous frame's plus its advance, or
