@@ -25,7 +25,9 @@ when the ``python-stretch`` package is. Neither is a dependency of the app.
 
 Signals: a band-limited sawtooth at C2 (65.41 Hz), a click loop (clicks and noise hits at
 120 BPM over a held bass), a stereo pad (a different chord voicing in each channel), and
-the audio files of any folder given (at most ``--max-files``, first ``--seconds`` each).
+the audio files of any folder given (at most ``--max-files``, first ``--seconds`` each;
+there ``gross`` counts renders whose median pitch error exceeds 50 cents and ``low_f0`` is
+``on_pitch`` over notes below 80 Hz).
 
     python benchmarks/shift_quality.py [FOLDER ...] [--max-files 20] [--seconds 8]
 
@@ -168,16 +170,19 @@ def f0_track(y: np.ndarray, sr: int) -> np.ndarray:
 
 
 def on_pitch(original: np.ndarray, result: np.ndarray, sr: int, semitones: float,
-             tempo: float) -> float:
+             tempo: float) -> tuple[float, float]:
+    """(Fraction of frames within 50 cents of the target, median error in cents)."""
     f_in = f0_track(original, sr)
     voiced_in = np.isfinite(f_in)
     if voiced_in.mean() < 0.5:
-        return np.nan  # not a pitched signal
+        return np.nan, np.nan  # not a pitched signal
     target = np.nanmedian(f_in) * 2 ** (semitones / 12)
     f_out = f0_track(result, sr)
-    good = np.isfinite(f_out) & (np.abs(1200 * np.log2(np.where(
-        np.isfinite(f_out), f_out, 1.0) / target)) <= 50)
-    return float(good.sum() / max(voiced_in.sum() / tempo, np.isfinite(f_out).sum(), 1))
+    voiced = np.isfinite(f_out)
+    error = np.abs(1200 * np.log2(np.where(voiced, f_out, 1.0) / target))
+    good = voiced & (error <= 50)
+    fraction = good.sum() / max(voiced_in.sum() / tempo, voiced.sum(), 1)
+    return float(fraction), float(np.median(error[voiced])) if voiced.any() else np.inf
 
 
 def harmonic_energy(y: np.ndarray, sr: int, f0s: list[float]) -> float:
@@ -266,7 +271,8 @@ def evaluate(name: str, y: np.ndarray, sr: int, method: Callable, *, f0s: list[f
         ratio = 2 ** (semitones / 12)
         row = {"rtf": cpu / (len(y) / sr)}
         if pitched:
-            row["on_pitch"] = on_pitch(y, out, sr, semitones, tempo)
+            row["on_pitch"], row["cents"] = on_pitch(y, out, sr, semitones, tempo)
+            row["gross"] = float(row["cents"] > 50)
         if f0s:
             row["harm"] = harmonic_energy(out, sr, [f * ratio for f in f0s])
         if onsets is not None and len(onsets):
@@ -276,19 +282,24 @@ def evaluate(name: str, y: np.ndarray, sr: int, method: Callable, *, f0s: list[f
         row["stereo"] = stereo_change(y, out)
         rows.append(row)
     keys = rows[0].keys()
-    return {k: float(np.nanmean([r[k] for r in rows])) if any(np.isfinite(r[k]) for r in rows)
-            else np.nan for k in keys}
+    summary = {k: float(np.nanmean([r[k] for r in rows])) if any(np.isfinite(r[k]) for r in rows)
+               else np.nan for k in keys}
+    if "gross" in summary:
+        summary["gross"] = float(sum(r["gross"] for r in rows))  # a count, not a mean
+    return summary
 
 
 COLUMNS = ["on_pitch", "harm", "onset_r", "attack", "stereo", "rtf"]
 
 
-def print_table(title: str, results: dict[str, dict[str, float]]) -> None:
+def print_table(title: str, results: dict[str, dict[str, float]],
+                columns: list[str] | None = None) -> None:
+    columns = columns or COLUMNS
     print(f"\n{title}")
-    print(f"  {'method':<16}" + "".join(f"{c:>10}" for c in COLUMNS))
+    print(f"  {'method':<16}" + "".join(f"{c:>10}" for c in columns))
     for name, r in results.items():
         cells = "".join(f"{r.get(c, np.nan):>10.3f}" if np.isfinite(r.get(c, np.nan))
-                        else f"{'-':>10}" for c in COLUMNS)
+                        else f"{'-':>10}" for c in columns)
         print(f"  {name:<16}{cells}")
 
 
@@ -309,12 +320,17 @@ def synthetic_suite(found: dict[str, Callable], seconds: float) -> None:
 
 def folder_suite(found: dict[str, Callable], folders: list[str], max_files: int,
                  seconds: float) -> None:
-    files = sorted(p for folder in folders for p in Path(folder).rglob("*")
+    """The measures on real files (folders or files); pitched ones (pyin voiced in at
+    least half the frames) also get on_pitch, the count of renders whose median error
+    exceeds 50 cents (``gross``) and on_pitch for notes below 80 Hz."""
+    files = sorted(p for folder in folders
+                   for p in ([Path(folder)] if Path(folder).is_file() else Path(folder).rglob("*"))
                    if p.suffix.lower() in AUDIO_EXTENSIONS)[:max_files]
     if not files:
         print(f"\nno audio files in {folders}")
         return
     results: dict[str, list[dict[str, float]]] = {name: [] for name in found}
+    low: list[bool] = []
     for path in files:
         try:
             y, sr = load_audio_channels(path)
@@ -328,6 +344,7 @@ def folder_suite(found: dict[str, Callable], folders: list[str], max_files: int,
             continue
         f_in = f0_track(y, sr)
         pitched = bool(np.isfinite(f_in).mean() >= 0.5)
+        low.append(pitched and float(np.nanmedian(f_in)) < 80.0)
         onsets = detect_onsets(y, sr)
         for name, m in found.items():
             results[name].append(evaluate(path.name, y, sr, m, f0s=None, onsets=onsets,
@@ -337,12 +354,18 @@ def folder_suite(found: dict[str, Callable], folders: list[str], max_files: int,
         summary[name] = {k: float(np.nanmean([r.get(k, np.nan) for r in rows]))
                          if any(np.isfinite(r.get(k, np.nan)) for r in rows) else np.nan
                          for k in COLUMNS}
-    print_table(f"folder: {len(results['loev'])} files from {', '.join(folders)}", summary)
+        summary[name]["gross"] = float(sum(r.get("gross", 0.0) for r in rows))
+        lows = [r["on_pitch"] for r, is_low in zip(rows, low) if is_low]
+        summary[name]["low_f0"] = float(np.mean(lows)) if lows else np.nan
+    n_pitched = sum(1 for r in results[next(iter(results))] if "on_pitch" in r)
+    print_table(f"folder: {len(low)} files ({n_pitched} pitched, {sum(low)} below 80 Hz; "
+                f"gross: renders off by > 50 cents of {n_pitched * len(TRANSFORMS)})", summary,
+                COLUMNS + ["low_f0", "gross"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="*", help="folders of audio files to measure too")
+    parser.add_argument("folders", nargs="*", help="folders or audio files to measure too")
     parser.add_argument("--max-files", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="seconds of each file (synthetic signals: 4)")
