@@ -248,9 +248,9 @@ class AuditionPlayer:
             if self._pending_seek is not None or self._version == self._rendered_version:
                 return
             self._rewind(voc)
-            # Six blocks (70 ms at 44.1 kHz, about 3 ms of work): a cushion for when
-            # the worker thread is not scheduled for a while after the cut.
-            target = max(self._read, self._skip_to) + 6 * self.sink.blocksize
+            # Four blocks (46 ms at 44.1 kHz, 8 frames, about 4 ms of work): a cushion
+            # for when the worker thread is not scheduled for a while after the cut.
+            target = max(self._read, self._skip_to) + 4 * self.sink.blocksize
             while self._written < target and not voc.ended:
                 self._render_frame(voc)
 

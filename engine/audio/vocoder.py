@@ -136,11 +136,9 @@ class StreamingVocoder:
         self._centre = (np.pi * (np.arange(n_bins) % 2)).astype(np.float32)
         self._bins = np.arange(n_bins, dtype=np.float64)
         self._bins_int = np.arange(n_bins)
-        # Onset blocks (hop samples each) over the analysis frame; the synthesis span is
-        # blocks [_span[0], _span[1]).
-        self._blocks = n // hop
-        self._span = (lo // hop, (lo + ns) // hop)
+        self._lo = lo  # the synthesis span is [lo, lo + n_synth) of the analysis frame
         self._ramp = max(1, hop // 4)
+        self._onsets, self._onset_blocks = self._find_onsets()
         self._fade = np.linspace(0, 1, max(1, int(_FADE_SECONDS * sr)), dtype=np.float32)
         self.reset(0)
 
@@ -215,15 +213,14 @@ class StreamingVocoder:
         starts = np.rint(positions).astype(np.int64) - n // 2
         if not self.loop:
             self._silent_frames += int(np.count_nonzero(starts + (n - ns) // 2 >= self.size))
-        # _CONTEXT blocks before the frame for the onset detector, one hop after it for
-        # the second frame of the instantaneous frequency.
-        c = _CONTEXT * hop
-        seg = self._read(starts - c, n + c + hop + 1)  # [k, C, L]
+        # One hop more for the second frame of the instantaneous frequency.
+        seg = self._read(starts, n + hop)  # [k, C, n + hop]
         mix = seg.sum(axis=1) if self.channels > 1 else seg[:, 0]
-        gate0, gate1, reset, onset_at = self._gates(mix)
-        x0 = seg[:, :, c: c + n] * (self._window * gate0)[:, None]
-        spec0 = np.fft.rfft(x0, axis=-1)  # [k, C, F], complex64
-        ref1 = np.fft.rfft(mix[:, c + hop: c + hop + n] * (self._window * gate1), axis=-1)
+        gate0, gate1, reset, onset_at = self._gates(starts)
+        window0 = self._window if gate0 is None else self._window * gate0[:, None]
+        window1 = self._window if gate1 is None else self._window * gate1
+        spec0 = np.fft.rfft(seg[..., :n] * window0, axis=-1)  # [k, C, F], complex64
+        ref1 = np.fft.rfft(mix[:, hop:] * window1, axis=-1)
         mag = np.abs(spec0)
         a_in = np.angle(spec0)
         a_ref = np.angle(spec0.sum(axis=1)) if self.channels > 1 else a_in[:, 0]
@@ -236,12 +233,14 @@ class StreamingVocoder:
         # around it. In a frame holding an onset they are referred to the onset instead,
         # which is put back 1 / tempo as far from the output frame's centre: every frame
         # then places it at the same output sample.
-        to_onset = self._phase_ramp(onset_at)
-        c_ref, c_in = c_ref + to_onset, c_in + to_onset[:, None]
+        if reset.any():
+            to_onset = self._phase_ramp(onset_at)
+            c_ref, c_in = c_ref + to_onset, c_in + to_onset[:, None]
         if self.pitch != 1.0:
             mag, omega, c_ref, c_in = self._scale_frequency(mag, omega, c_ref, c_in)
-        from_onset = self._phase_ramp(np.rint(onset_at / self.tempo).astype(np.int64))
-        c_ref, c_in = c_ref - from_onset, c_in - from_onset[:, None]
+        if reset.any():
+            from_onset = self._phase_ramp(np.rint(onset_at / self.tempo).astype(np.int64))
+            c_ref, c_in = c_ref - from_onset, c_in - from_onset[:, None]
         step = _wrap(omega * hop)
         running = self._propagate(c_ref, step, reset)
         locked = np.take_along_axis((running - c_ref)[:, None, :], self._peaks(mag), axis=2)
@@ -269,50 +268,73 @@ class StreamingVocoder:
         x = np.take(self.y, np.clip(idx, 0, self.size - 1), axis=1).transpose(1, 0, 2)
         return np.where(inside[:, None, :], x, np.float32(0))
 
-    def _gates(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Window gates around onsets and which frames hold one in their synthesis span.
+    def _find_onsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """Onsets of the whole source, once: (sample of each, start of its block).
+
+        The source is cut into ``hop``-sample blocks; a block whose high-passed (first
+        difference) energy exceeds ``_ONSET_RATIO`` times the loudest of the ``_CONTEXT``
+        blocks before it (longer than the period of a low note, whose waveform edges
+        would otherwise fall in every other block) holds an onset, at its steepest step.
+        """
+        hop = self.hop_length
+        mix = self.y.sum(axis=0, dtype=np.float64)
+        n_blocks = -(-self.size // hop)
+        d = np.zeros(n_blocks * hop)
+        d[1: self.size] = np.diff(mix)
+        d = d.reshape(n_blocks, hop)
+        energy = np.concatenate([np.zeros(_CONTEXT), (d * d).sum(axis=1)])
+        before = np.lib.stride_tricks.sliding_window_view(energy[:-1], _CONTEXT).max(axis=1)
+        blocks = np.flatnonzero(energy[_CONTEXT:] > _ONSET_RATIO * before + _ONSET_FLOOR * hop)
+        samples = blocks * hop + np.argmax(np.abs(d[blocks]), axis=1)
+        return samples.astype(np.int64), (blocks * hop).astype(np.int64)
+
+    def _gates(self, starts: np.ndarray
+               ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
+        """Window gates around onsets, and which frames hold one in their synthesis span.
 
         Parameters
         ----------
-        mix : np.ndarray [k, n_fft + (_CONTEXT + 1) * hop + 1]
-            The channel sum, from _CONTEXT blocks before the frame.
+        starts : np.ndarray [k], int
+            First source sample of each analysis frame.
 
         Returns
         -------
-        gate0, gate1 : np.ndarray [k, n_fft]
+        gate0, gate1 : np.ndarray [k, n_fft] or None
             Multipliers of the analysis window for the frame and for the one a hop later
-            (the same stretch of source: the gate moves with it).
+            (the same stretch of source: the gate moves with it); None: no gate at all.
         reset : np.ndarray [k], bool
         onset_at : np.ndarray [k], int
             Samples from the centre of a reset frame to its (first) onset; 0 elsewhere.
         """
-        k, hop, nb = mix.shape[0], self.hop_length, self._blocks
-        d = np.diff(mix, axis=1)[:, : (nb + _CONTEXT + 1) * hop]
-        energy = (d * d).reshape(k, nb + _CONTEXT + 1, hop).sum(axis=2)
-        # The loudest of the _CONTEXT blocks before: longer than the period of a low
-        # note, whose waveform edges would otherwise fall in every other block.
-        before = np.lib.stride_tricks.sliding_window_view(energy[:, :-1], _CONTEXT, axis=1)
-        onset = energy[:, _CONTEXT:] > _ONSET_RATIO * before.max(axis=2) + _ONSET_FLOOR * hop
-        s0, s1 = self._span
-        reset = onset[:, s0:s1].any(axis=1)
-        ahead = onset[:, s1:nb + 1]
-        first = np.where(ahead.any(axis=1), s1 + np.argmax(ahead, axis=1), nb + 8)
-        behind = onset[:, :s0]
-        last = np.where(behind.any(axis=1), s0 - 1 - np.argmax(behind[:, ::-1], axis=1), -8)
-        t = np.arange(self.n_fft, dtype=np.float32)
+        n, hop, lo = self.n_fft, self.hop_length, self._lo
+        onsets, blocks = self._onsets, self._onset_blocks
+        k = starts.shape[0]
+        if self.loop and onsets.size:  # frames near the seam read the other end
+            onsets = np.concatenate([onsets - self.size, onsets, onsets + self.size])
+            blocks = np.concatenate([blocks - self.size, blocks, blocks + self.size])
+        if onsets.size == 0:
+            return None, None, np.zeros(k, dtype=bool), np.zeros(k, dtype=np.int64)
+        last = onsets.size - 1
+        i_span = np.searchsorted(onsets, starts + lo)
+        in_span = onsets[np.minimum(i_span, last)]
+        reset = (i_span <= last) & (in_span < starts + lo + self.n_synth)
+        onset_at = np.where(reset, in_span - starts - n // 2, 0)
+        i_ahead = np.searchsorted(onsets, starts + lo + self.n_synth)
+        ahead = (i_ahead <= last) & (onsets[np.minimum(i_ahead, last)] < starts + n + hop)
+        behind = (i_span > 0) & (onsets[np.maximum(i_span - 1, 0)] >= starts)
+        if not (ahead.any() or behind.any()):
+            return None, None, reset, onset_at
+        # Zero from the onset's block ahead on (a short ramp before it) and before the
+        # onset's block behind (a short ramp after it), in frame coordinates.
+        first = np.where(ahead, blocks[np.minimum(i_ahead, last)] - starts, 4 * n)
+        since = np.where(behind, blocks[np.maximum(i_span - 1, 0)] - starts, -4 * n)
+        t = np.arange(n, dtype=np.float32)
 
-        def gate(first_block, last_block):
-            # Zero from the onset block ahead on (a short ramp before it) and before the
-            # onset block behind (a short ramp after it).
-            g = np.clip((first_block[:, None] * hop - t) / self._ramp, 0.0, 1.0)
-            return g * np.clip((t - last_block[:, None] * hop) / self._ramp, 0.0, 1.0)
+        def gate(edge_ahead, edge_behind):
+            g = np.clip((edge_ahead[:, None] - t) / self._ramp, 0.0, 1.0)
+            return g * np.clip((t - edge_behind[:, None]) / self._ramp, 0.0, 1.0)
 
-        # The onset's sample: the steepest step in its block.
-        block = s0 + np.argmax(onset[:, s0:s1], axis=1)
-        steps = np.abs(d.reshape(k, nb + _CONTEXT + 1, hop)[np.arange(k), block + _CONTEXT])
-        onset_at = block * hop + np.argmax(steps, axis=1) - self.n_fft // 2
-        return (gate(first, last), gate(first - 1, last - 1), reset,
-                np.where(reset, onset_at, 0))
+        return gate(first, since), gate(first - hop, since - hop), reset, onset_at
 
     def _phase_ramp(self, offset: np.ndarray) -> np.ndarray:
         """[k, F] phase of each bin over ``offset`` [k] samples (exact, modulo 2 pi)."""
