@@ -349,16 +349,19 @@ class StreamingVocoder:
         restart = reset.copy()
         if self._running is None:
             restart[0] = True
+        # In float64: batches of frames sum the advances in another order than frame by
+        # frame does, which must not show in float32 samples.
+        step = step.astype(np.float64)
         start = c_ref[0] if restart[0] else self._running + self._step
         # running[j] = base[r] + sum(step[r:j]) with r the last restart at or before j.
         before = np.zeros_like(step)
         np.cumsum(step[:-1], axis=0, out=before[1:])
-        base = c_ref.copy()
+        base = c_ref.astype(np.float64)
         base[0] = start
         r = np.maximum.accumulate(np.where(restart, np.arange(k), 0))
         running = base[r] + before - before[r]
         self._running, self._step = _wrap(running[-1]), step[-1]
-        return running
+        return _wrap(running).astype(np.float32)
 
     def _peaks(self, mag: np.ndarray) -> np.ndarray:
         """For every bin [k, C, F], the nearest spectral peak (identity phase locking: a
