@@ -36,7 +36,8 @@ from typing import Protocol
 import numpy as np
 
 from engine.audio.sinks import DEFAULT_SR, Sink, SoundDeviceSink
-from engine.audio.vocoder import StreamingVocoder, check_pitch, check_tempo, synthesis_size
+from engine.audio.vocoder import StreamingVocoder, synthesis_size
+from engine.config import check_semitones, check_tempo
 
 STOPPED, PLAYING, PAUSED = "stopped", "playing", "paused"
 
@@ -221,7 +222,7 @@ class AuditionPlayer:
 
     def set_pitch(self, semitones: float) -> None:
         """Pitch shift in semitones, -12..12, continuous; heard within about 50 ms."""
-        self._pitch = check_pitch(semitones)
+        self._pitch = check_semitones(semitones)
         self._changed()
 
     def set_tempo(self, ratio: float) -> None:

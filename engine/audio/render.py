@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.audio.decode import load_audio_channels
-from engine.audio.vocoder import check_pitch, check_tempo, render
+from engine.audio.vocoder import render
+from engine.config import check_semitones, check_tempo
 from engine.errors import LoevError
 
 _PEAK = 10 ** (-0.1 / 20)  # -0.1 dBFS
@@ -54,7 +55,7 @@ def render_file(path: str | os.PathLike[str], *, shift: float, stretch: float = 
     ValueError
         ``shift`` or ``stretch`` out of range.
     """
-    check_pitch(shift)
+    check_semitones(shift)
     check_tempo(stretch)
     out = Path(out)
     if not out.parent.is_dir():

@@ -33,8 +33,8 @@ import math
 
 import numpy as np
 
-PITCH_RANGE = (-12.0, 12.0)
-TEMPO_RANGE = (0.5, 2.0)
+from engine.config import check_semitones, check_tempo
+
 _FADE_SECONDS = 0.005  # fade after a seek or a reset: a jump in the source must not click
 _ONSET_RATIO = 4.0  # high-passed block energy rising 6 dB over the blocks before it
 _CONTEXT = 4  # blocks before a block that it is compared with (23 ms at 44.1 kHz)
@@ -52,22 +52,6 @@ def analysis_size(sr: int) -> int:
     """The long analysis window: about 93 ms (4096 at 44.1 kHz), enough to resolve the
     harmonics of a 40 Hz bass."""
     return int(2 ** round(math.log2(0.093 * sr)))
-
-
-def check_pitch(semitones: float) -> float:
-    """``semitones`` as a float, or ValueError outside :data:`PITCH_RANGE`."""
-    s = float(semitones)
-    if not (PITCH_RANGE[0] <= s <= PITCH_RANGE[1]):
-        raise ValueError(f"pitch must be within {PITCH_RANGE} semitones, got {semitones}")
-    return s
-
-
-def check_tempo(tempo: float) -> float:
-    """``tempo`` as a float, or ValueError outside :data:`TEMPO_RANGE`."""
-    t = float(tempo)
-    if not (TEMPO_RANGE[0] <= t <= TEMPO_RANGE[1]):
-        raise ValueError(f"tempo must be within {TEMPO_RANGE}, got {tempo}")
-    return t
 
 
 def _wrap(x: np.ndarray) -> np.ndarray:
@@ -414,7 +398,7 @@ def render(
     -------
     np.ndarray [round(T / tempo)] or [round(T / tempo), C], float32
     """
-    check_pitch(semitones)
+    check_semitones(semitones)
     check_tempo(tempo)
     voc = StreamingVocoder(y, sr=sr)
     voc.pitch, voc.tempo = 2.0 ** (semitones / 12.0), tempo
@@ -425,7 +409,4 @@ def render(
     return out[:n_out]
 
 
-__all__ = [
-    "PITCH_RANGE", "TEMPO_RANGE", "StreamingVocoder", "analysis_size", "check_pitch",
-    "check_tempo", "render", "synthesis_size",
-]
+__all__ = ["StreamingVocoder", "analysis_size", "render", "synthesis_size"]
