@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("result", metavar="RESULT")
     checkpoint_opt(p, "model checkpoint (default: the shipped model)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("render", help="FILE shifted and stretched, as a 24-bit WAV (the "
+                       "app's export)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--shift", metavar="SEMITONES", type=_semitones, required=True)
+    p.add_argument("--stretch", metavar="RATIO", type=_tempo, default=1.0,
+                   help="tempo ratio, 0.5..2 (> 1 faster; default 1)")
+    p.add_argument("--out", metavar="OUT.wav", type=Path, required=True)
     return parser
 
 
@@ -207,8 +215,14 @@ def cmd_match(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    out = Session().render(args.file, semitones=args.shift, tempo=args.stretch, out=args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 COMMANDS = {"scan": cmd_scan, "query": cmd_query, "curve": cmd_curve, "info": cmd_info,
-            "match": cmd_match}
+            "match": cmd_match, "render": cmd_render}
 
 
 def main(argv: list[str] | None = None) -> int:
