@@ -484,4 +484,4 @@ def test_smoke_test_opens_embeds_and_quits(tmp_path, tiny_checkpoint):
     out = subprocess.run([sys.executable, "-m", "app.main", "--smoke-test"], cwd=tmp_path,
                          capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    assert "embedding process ok (3 subspaces)" in out.stdout
+    assert "smoke test: embedded a file (invariant 1728, pitch 1728, tempo 1728)" in out.stdout

@@ -59,17 +59,24 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a blocked or half-imported package
+        return False
+
+
 def choose_backend(backend: str | None = None) -> str:
     """The backend an :class:`Embedder` runs on: ``backend``, else ``$LOEV_BACKEND``, else
     torch when it is importable and onnxruntime otherwise."""
     wanted = (backend or os.environ.get(BACKEND_ENV) or "auto").strip().lower()
     wanted = _ALIASES.get(wanted, wanted)
     if wanted == "auto":
-        return "torch" if importlib.util.find_spec("torch") is not None else "onnxruntime"
+        return "torch" if _importable("torch") else "onnxruntime"
     if wanted not in BACKENDS:
         raise ValueError(f"unknown backend {wanted!r} (from {'the argument' if backend else BACKEND_ENV}); "
                          f"expected auto or one of {tuple(BACKENDS)}")
-    if importlib.util.find_spec(BACKENDS[wanted][1]) is None:
+    if not _importable(BACKENDS[wanted][1]):
         raise CheckpointError(f"backend {wanted!r} asked for, but {BACKENDS[wanted][1]} is not installed")
     return wanted
 
