@@ -130,6 +130,8 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     run_dir = Path(run_dir)
     if run_dir.is_file() and run_dir.suffix == ".safetensors":
+        if out is not None:
+            raise ValueError(f"{run_dir}: --out is for a run folder; a checkpoint's .onnx goes beside it")
         export_onnx(run_dir)
         return run_dir
     doc = read_state(run_dir)
