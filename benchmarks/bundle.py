@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="reuse/keep the long file here")
     ap.add_argument("--skip", nargs="*", default=[], choices=["size", "launch", "memory", "speed"])
     args = ap.parse_args()
+    if args.bundle is not None:
+        args.bundle = args.bundle.resolve()
     cmds = commands(args.bundle)
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {args.repeats} alternating runs, medians")
 
