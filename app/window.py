@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (QApplication, QDial, QFileDialog, QGridLayout, QG
                                QToolBar, QToolButton, QVBoxLayout, QWidget)
 
 from app.audition import AuditionPanel
-from app.backend import Backend, QueryResult, TrackRow, warm_imports
+from app.backend import Backend, QueryResult, TrackRow
 from app.errors import ErrorHandler, setup_logging
 from app.models import LibraryFilterProxy, LibraryTableModel, ResultsModel
 from app.plots import SUBSPACE_COLOURS, InvariancePlot, WaveformView, envelope
@@ -83,7 +83,6 @@ class MainWindow(QMainWindow):
     def __init__(self, backend: Backend | None = None, *, settings: QSettings | None = None,
                  player_factory: Callable[[], tuple[Any, str | None]] | None = None) -> None:
         super().__init__()
-        warm_imports()
         self.settings = settings or app_settings()
         self.backend = backend or self._backend_from_settings()
         self.log_path = setup_logging()
