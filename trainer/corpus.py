@@ -1,6 +1,6 @@
 """Render a labelled training corpus offline through a General MIDI soundfont.
 
-Issue 3 item 6 (the pretraining corpus) and issue 5 item 3 (a held-out benchmark): every
+The pretraining corpus, and the held-out benchmark (``--split bench``): every
 file is 16 kHz mono FLAC of 20-40 s, and ``labels.csv`` says its key (mir_eval style,
 ``"X"`` for drum-only files), tempo (quarter notes per minute), General MIDI program and
 family, where the notes came from, and the seed that rebuilds it.
@@ -51,6 +51,7 @@ import numpy as np
 
 from engine.config import SAMPLE_RATE
 from engine.errors import LoevError
+from engine.keys import PITCH_CLASSES, key_name, make_key
 from trainer import sounds
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,6 @@ DEFAULT_SOUNDFONTS = (
     Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
     Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
 )
-
-PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 # General MIDI program families, eight programs each (GM 1 sound set).
 GM_FAMILIES = (
@@ -142,11 +141,6 @@ class CorpusError(LoevError):
 
 
 # --------------------------------------------------------------------------- labels
-
-
-def key_name(tonic: int, mode: str) -> str:
-    """mir_eval key string for a pitch class 0-11 and ``"major"``/``"minor"``."""
-    return f"{PITCH_NAMES[tonic % 12]} {mode}"
 
 
 def gm_family(program: int) -> str:
@@ -509,7 +503,7 @@ def _procedural(spec: ItemSpec) -> Arrangement:
         key = NO_KEY
         top = DRUM_CHANNEL
     else:
-        key = key_name(tonic, mode)
+        key = key_name(make_key(tonic, mode))
         family = "bass" if spec.kind == "bassline" else str(rng.choice(PITCHED_FAMILIES))
         parts = {"band": ("melody", "chords", "bass"), "progression": ("chords", "bass"),
                  "bassline": ("bass",)}[spec.kind]
@@ -666,7 +660,7 @@ def _music21(spec: ItemSpec) -> Arrangement | None:
             notes.append(((offset_ql + o) * beat, d * beat * 0.95, part, p, int(rng.integers(70, 96))))
         offset_ql += np.ceil(piece.length_ql)
     programs = {part: progs[part] for part in range(piece.n_parts)}
-    key = key_name(piece.tonic + transpose, piece.mode)
+    key = key_name(make_key(piece.tonic + transpose, piece.mode))
     return Arrangement(notes, programs, key, tempo, f"music21:{piece.name}", 0,
                        meta={"transpose": transpose})
 
@@ -812,7 +806,7 @@ def plan_sound(kind: str, seed: int, *, pad_to: float, attempt: int = 0) -> soun
         pitch = int(rng.integers(lo, hi + 1))
         length = float(rng.uniform(0.15, 2.0))
         vel = int(rng.integers(50, 128))
-        pc = PITCH_NAMES[pitch % 12] if sounds.pitched_program(program) else ""
+        pc = PITCH_CLASSES[pitch % 12] if sounds.pitched_program(program) else ""
         return sounds.SoundPlan([(0.01, length, 0, pitch, vel)], {0: program}, typ, "", sounds.NO_TEMPO_LABEL, pc,
                          pad_to, 0, f"oneshot:program:{program}", {"midi": pitch})
     if kind in sounds.LOOP_KINDS:
@@ -858,7 +852,7 @@ def _plan_loop(kind: str, rng: np.random.Generator) -> sounds.SoundPlan:
     if rng.random() < 0.4:
         notes += _drum_part(rng, beat=beat, beats_per_bar=4, n_bars=n_bars)
         programs[DRUM_CHANNEL] = DRUM_PROGRAM
-    return sounds.SoundPlan(notes, programs, "music_loop", key_name(tonic, mode), f"{tempo}", "", n_bars * bar, kit,
+    return sounds.SoundPlan(notes, programs, "music_loop", key_name(make_key(tonic, mode)), f"{tempo}", "", n_bars * bar, kit,
                      f"loop:{part}", {"bars": n_bars, "program": program})
 
 
@@ -870,7 +864,7 @@ def render_sound(spec: ItemSpec, renderer: Renderer) -> tuple[np.ndarray, dict[s
         y, typ, pc = sounds.synth_sound(rng)
         y = sounds.fit_length(y, ONESHOT_SECONDS)
         plan = sounds.SoundPlan([], {}, typ, "" if pc is not None else sounds.NO_KEY_LABEL,
-                                sounds.NO_TEMPO_LABEL, "" if pc is None else PITCH_NAMES[pc],
+                                sounds.NO_TEMPO_LABEL, "" if pc is None else PITCH_CLASSES[pc],
                                 ONESHOT_SECONDS, source=f"synth:{typ}")
         program, programs, family, soundfont = -1, "", "synth", "procedural"
     else:
