@@ -243,3 +243,19 @@ def test_fit_refuses_a_bad_option_before_touching_the_run_folder(folder, tmp_pat
     assert _fit(folder, out, 1, "--temperature", "0") == 2
     assert capsys.readouterr().err.strip() == "loev-train: error: --temperature must be > 0, got 0.0"
     assert not out.exists()
+
+
+def test_v2_fine_tune_from_an_older_config_calibrates_the_descriptor(folder, tmp_path):
+    """--init from a checkpoint without the timbre descriptor: learned tensors carry over,
+    the descriptor is calibrated on the training data, the shares are in the config."""
+    assert _fit(folder, tmp_path / "a", 1, "--branches", "structured", "--method", "loev++") == 0
+    src = tmp_path / "a" / "model.safetensors"
+    assert _fit(folder, tmp_path / "b", 1, "--branches", "structured", "--method", "loev++", "--init", str(src),
+                "--lr", "0", "--timbre-share", "0.5", "--tempo-plain-share", "0.5",
+                "--labels", str(folder / "labels.csv"), "--mix", "songs=1") == 0
+    m1, _ = load_checkpoint(src)
+    m2, cfg = load_checkpoint(tmp_path / "b" / "model.safetensors")
+    assert cfg.timbre_share == 0.5 and cfg.tempo_plain_share == 0.5
+    assert torch.equal(m1.state_dict()["trunk.slow_stem.0.weight"], m2.state_dict()["trunk.slow_stem.0.weight"])
+    assert not torch.equal(m2.timbre.scale, torch.ones_like(m2.timbre.scale))  # calibrated
+    assert _fit(folder, tmp_path / "c", 1, "--mix", "drums=1") == 2  # one clear line, no run

@@ -43,11 +43,12 @@ import torch
 
 from engine.config import METHODS, PROFILES, make_config
 from trainer.augment import BaseChain, apply_variants
-from trainer.data import (TrackLabels, ViewConfig, ViewStream, build_index, derive_seed, log_skipped,
-                          load_labels)
+from trainer.data import (TrackLabels, ViewConfig, ViewStream, build_index, derive_seed, group_weights,
+                          load_labels, log_skipped, parse_mix, track_groups)
 from trainer.describe import parse_variants
-from trainer.objective import (combine_positives, contrastive_loss, head_masks, mixup,
+from trainer.objective import (combine_positives, contrastive_loss, drop_rows, head_masks, mixup,
                                positive_masks, supervised_masks)
+from trainer.timbre import calibrate_timbre
 
 TRAIN_METHODS = METHODS + ("mule-mixup",)
 LABEL_WEIGHTINGS = ("binary", "weighted")
@@ -90,11 +91,15 @@ class FitOptions:
     recon_weight: float = 0.0
     init: str | None = None
     progress: bool = True
+    timbre_share: float = 0.0
+    tempo_plain_share: float = 0.0
+    mix: str | None = None
 
     # Options that change what step s computes: a resume must agree on them.
     RESUME_KEYS = ("profile", "method", "variants", "frontend", "branches", "batch_anchors", "views", "lr",
                    "schedule", "warmup", "temperature", "clip", "seed", "labels",
-                   "supervised_fraction", "label_weighting", "recon_weight", "init")
+                   "supervised_fraction", "label_weighting", "recon_weight", "init",
+                   "timbre_share", "tempo_plain_share", "mix")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -126,16 +131,21 @@ class FitOptions:
                   ("--ckpt-every", self.ckpt_every, self.ckpt_every >= 0),
                   ("--workers", self.workers, self.workers >= 0),
                   ("--supervised-fraction", self.supervised_fraction, 0.0 <= self.supervised_fraction <= 1.0),
-                  ("--recon-weight", self.recon_weight, self.recon_weight >= 0))
+                  ("--recon-weight", self.recon_weight, self.recon_weight >= 0),
+                  ("--timbre-share", self.timbre_share, 0.0 <= self.timbre_share < 1.0),
+                  ("--tempo-plain-share", self.tempo_plain_share, 0.0 <= self.tempo_plain_share < 1.0))
         for flag, value, holds in bounds:
             if not holds:  # also catches NaN, which fails every comparison
                 raise ValueError(f"{flag} must be {_BOUND_TEXT[flag]}, got {value}")
+        if self.mix is not None:
+            parse_mix(self.mix)
 
 
 _BOUND_TEXT = {"--steps": ">= 0", "--batch-anchors": ">= 1", "--views": ">= 2 (views are contrasted in pairs)",
                "--lr": ">= 0", "--warmup": ">= 0", "--temperature": "> 0", "--clip": ">= 0 (0: off)",
                "--ckpt-every": ">= 0 (0: at the end)", "--workers": ">= 0",
-               "--supervised-fraction": "within [0, 1]", "--recon-weight": ">= 0"}
+               "--supervised-fraction": "within [0, 1]", "--recon-weight": ">= 0",
+               "--timbre-share": "within [0, 1)", "--tempo-plain-share": "within [0, 1)"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -169,7 +179,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recon-weight", type=float, default=0.0,
                    help="weight of the spectrogram reconstruction loss from V^++ (0: off)")
     p.add_argument("--init", default=None,
-                   help="start from this checkpoint's weights (same model config): fine-tuning")
+                   help="start from this checkpoint's weights (same model config, or one that differs only "
+                        "in the shares below: the tensors of matching shape are loaded): fine-tuning")
+    p.add_argument("--timbre-share", type=float, default=0.0,
+                   help="share of the vibe (invariant) space given to a parameter-free timbre descriptor "
+                        "(calibrated on the training data before the first step; 0: none)")
+    p.add_argument("--tempo-plain-share", type=float, default=0.0,
+                   help="share of the structured tempo space kept by its parameter-free autocorrelation")
+    p.add_argument("--mix", default=None,
+                   help="anchor shares by labelled group, e.g. songs=0.4,oneshots=0.4,loops=0.2 "
+                        "(needs --labels; default: every file alike)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -328,7 +347,9 @@ def step_masks(method: str, heads: tuple[str, ...], variants: tuple[str, ...],
     With ``weighting="weighted"`` the invariant head's label positives are the program-set
     weights (:func:`trainer.objective.weighted_label_positives`), merged with the
     self-supervised mask by elementwise max (a float mask); the other heads' labels are
-    single-valued, where weighted and binary agree.
+    single-valued, where weighted and binary agree. Tracks labelled "no tempo" are tempo
+    positives of one another; tracks labelled "no key" (drums) have no pitch-head positive,
+    so the pitch space is not asked to tell one drum from another.
     """
     anchor = batch["anchor"].to(device)
     masks = head_masks(method, heads, variants, positive_masks(anchor, applied))
@@ -340,8 +361,11 @@ def step_masks(method: str, heads: tuple[str, ...], variants: tuple[str, ...],
             tempo=torch.as_tensor(labels.tempo[track], device=device),
             semitones=batch["semitones"].to(device), rate=batch["rate"].to(device),
             programs=torch.as_tensor(labels.programs[track], device=device)
-            if weighting == "weighted" else None)
+            if weighting == "weighted" else None,
+            no_tempo=torch.as_tensor(labels.no_tempo[track], device=device))
         masks = {h: combine_positives(m, sup[h]) if h in sup else m for h, m in masks.items()}
+        if "pitch" in masks and method.startswith("loev"):
+            masks["pitch"] = drop_rows(masks["pitch"], torch.as_tensor(labels.no_key[track], device=device))
     return masks
 
 
@@ -350,7 +374,8 @@ def step_masks(method: str, heads: tuple[str, ...], variants: tuple[str, ...],
 def _config(opts: FitOptions):
     variants = "b" if opts.method == "mule-mixup" else parse_variants(opts.variants)
     method = "mule" if opts.method == "mule-mixup" else opts.method
-    return make_config(opts.profile, method, variants, opts.frontend, opts.branches)
+    return make_config(opts.profile, method, variants, opts.frontend, opts.branches,
+                       timbre_share=opts.timbre_share, tempo_plain_share=opts.tempo_plain_share)
 
 
 def _view_config(opts: FitOptions, variants: tuple[str, ...]) -> ViewConfig:
@@ -414,18 +439,32 @@ def _init_steps(path: str) -> int | None:
     return None if steps is None else int(steps) + int(prov.get("init_steps") or 0)
 
 
-def init_weights(model: torch.nn.Module, path: str, cfg) -> None:
-    """Load an app checkpoint's weights into a fresh run's model; the configs must agree."""
+# Config fields a fine-tune may change from its --init checkpoint: they add parameter-free
+# parts, so every learned tensor of matching shape carries over.
+INIT_MAY_DIFFER = ("timbre_share", "tempo_plain_share")
+
+
+def init_weights(model: torch.nn.Module, path: str, cfg) -> list[str]:
+    """Load an app checkpoint's weights into a fresh run's model; the configs must agree
+    except in ``INIT_MAY_DIFFER``. Returns the names of the tensors left as initialised
+    (those the checkpoint lacks or holds in another shape)."""
     from engine.model.checkpoint import load_checkpoint
 
     source, scfg = load_checkpoint(path)
     mine, theirs = cfg.to_dict(), scfg.to_dict()
-    mine.pop("provenance", None)
-    theirs.pop("provenance", None)
+    for d in (mine, theirs):
+        for k in ("provenance",) + INIT_MAY_DIFFER:
+            d.pop(k, None)
     if mine != theirs:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise ValueError(f"--init {path}: its model differs from this run's in {diff}")
-    model.load_state_dict(source.state_dict())
+    own = model.state_dict()
+    state = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(state, strict=False)
+    fresh = sorted(set(own) - set(state))
+    if fresh:
+        log.info("--init %s: %d tensors left as initialised: %s", path, len(fresh), ", ".join(fresh))
+    return fresh
 
 
 def fit(opts: FitOptions) -> dict[str, Any]:
@@ -438,7 +477,7 @@ def fit(opts: FitOptions) -> dict[str, Any]:
     tracks, labels = _load_data(opts, run_dir, d)
     trainee = _build(opts, cfg, d)
     doc = read_state(run_dir)
-    start = _restore(run_dir, doc, opts, cfg, trainee)
+    start = _restore(run_dir, doc, opts, cfg, trainee, tracks)
     net = _distribute(trainee.module, d)
     meta = {"options": asdict(opts), "config": cfg.to_dict(), "world": d.world, "tracks": len(tracks)}
     save = functools.partial(_checkpoint, run_dir, trainee, meta=meta, opts=opts, n_tracks=len(tracks), d=d)
@@ -513,13 +552,16 @@ def _build(opts: FitOptions, cfg, d: Dist) -> Trainee:
     return Trainee(model, decoder, module, torch.optim.Adam(module.parameters(), lr=opts.lr))
 
 
-def _restore(run_dir: Path, doc: dict[str, Any] | None, opts: FitOptions, cfg, trainee: Trainee) -> int:
+def _restore(run_dir: Path, doc: dict[str, Any] | None, opts: FitOptions, cfg, trainee: Trainee,
+             tracks: list[Any]) -> int:
     """Resume from the run's state (same settings only), or start from ``--init``; returns the first step."""
     if doc is not None:
         _check_resume(doc, opts)
         return load_state(run_dir, trainee.model, trainee.optimizer, trainee.decoder)
-    if opts.init:
-        init_weights(trainee.model, opts.init, cfg)
+    fresh = init_weights(trainee.model, opts.init, cfg) if opts.init else ["timbre.loc"]
+    # The descriptor's statistics come from the training data, unless --init brought some.
+    if "timbre.loc" in fresh and calibrate_timbre(trainee.model, tracks, seed=opts.seed):
+        log.info("timbre descriptor calibrated on training chunks")
     return 0
 
 
@@ -535,8 +577,13 @@ def _distribute(module: torch.nn.Module, d: Dist) -> torch.nn.Module:
 def _loader(tracks: list[Any], vcfg: ViewConfig, opts: FitOptions, d: Dist,
             start: int) -> torch.utils.data.DataLoader:
     """Batches of steps ``start`` .. ``opts.steps - 1`` of this rank (each batch knows its step)."""
+    weights = None
+    if opts.mix:
+        if not opts.labels:
+            raise ValueError("--mix needs --labels (the groups are read from its type column)")
+        weights = group_weights(track_groups(opts.labels, tracks), parse_mix(opts.mix))
     stream = ViewStream(tracks, vcfg, seed=opts.seed, rank=d.rank, start_step=start, stop_step=opts.steps,
-                        skip_log=Path(opts.out) / SKIPPED_FILE)
+                        skip_log=Path(opts.out) / SKIPPED_FILE, weights=weights)
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=opts.workers,
                                        pin_memory=d.device.type == "cuda", persistent_workers=False)
 
