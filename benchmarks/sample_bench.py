@@ -159,6 +159,7 @@ def model_spaces(checkpoint: Path, signals: list[np.ndarray]) -> tuple[dict[str,
 
     from engine.model.branches import tempo_salience
     from engine.model.embed import Embedder, frame_chunks
+    from engine.model.frontend import build_frontend
 
     emb = Embedder(checkpoint, max_chunks=16, batch_size=32)
     vectors: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -166,11 +167,12 @@ def model_spaces(checkpoint: Path, signals: list[np.ndarray]) -> tuple[dict[str,
         for e in emb.embed_audio_batch(signals[i : i + 16]):
             for s, v in e.items():
                 vectors[s].append(v)
+    frontend = build_frontend(emb.config.frontend)
     with torch.inference_mode():
         first = np.stack([frame_chunks(y, max_chunks=1)[0] for y in signals])
         sal = []
         for i in range(0, len(first), 64):
-            spec = emb.model.frontend(torch.from_numpy(first[i : i + 64]))
+            spec = frontend(torch.from_numpy(first[i : i + 64]))
             sal.append(tempo_salience(spec).numpy())
     return {s: np.stack(v) for s, v in vectors.items()}, np.concatenate(sal)
 
@@ -200,30 +202,31 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             counts[r["type"] if label == "sounds" else r["family"]] += 1
         print(f"\n== {label}: {len(rows)} files from {folder} ({dict(sorted(counts.items()))})")
-        candidates: dict[str, dict[str, np.ndarray]] = {}
-        saliences: dict[str, np.ndarray] = {}
-        if not args.no_baselines:
-            candidates["baseline"] = {
-                "vibe": mfcc_matrix(signals),
-                "key": np.stack([folded_chroma_24(y) for y in signals]),
-                "tempo": np.stack([loglag_autocorrelation(y) for y in signals]),
-            }
-        for ck in args.checkpoint:
-            spaces, sal = model_spaces(ck, signals)
-            candidates[str(ck)] = {"vibe": spaces["invariant"], "key": spaces["pitch"], "tempo": spaces["tempo"]}
-            saliences[str(ck)] = sal
-        for name, spaces in candidates.items():
+        names = ([] if args.no_baselines else ["baseline"]) + [str(ck) for ck in args.checkpoint]
+        for name in names:
+            sal = None
+            if name == "baseline":
+                spaces = {
+                    "vibe": mfcc_matrix(signals),
+                    "key": np.stack([folded_chroma_24(y) for y in signals]),
+                    "tempo": np.stack([loglag_autocorrelation(y) for y in signals]),
+                }
+            else:
+                model, sal = model_spaces(Path(name), signals)
+                spaces = {"vibe": model["invariant"], "key": model["pitch"], "tempo": model["tempo"]}
             figs = sound_figures(rows, spaces) if label == "sounds" else song_figures(rows, spaces)
             print(f"-- {name}")
             for k, v in figs.items():
                 print(f"   {k}: {fmt(v) if isinstance(v, dict) else f'{v:.3f}'}")
-            if label == "sounds" and name in saliences:
+            if label == "sounds" and sal is not None:
                 oneshot = np.array([r["tempo"] == 0 for r in rows])
-                sal = saliences[name]
                 figs["salience"] = {"oneshots": float(sal[oneshot].mean()), "loops": float(sal[~oneshot].mean()),
                                     "auc": auc(sal[~oneshot], sal[oneshot])}
                 print(f"   tempo salience: {fmt(figs['salience'])}")
             results.setdefault(label, {})[name] = figs
+            sys.stdout.flush()
+            if args.json:  # after every candidate: a long run keeps what it measured
+                args.json.write_text(json.dumps(results, indent=1))
         print(f"   ({time.perf_counter() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
