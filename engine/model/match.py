@@ -36,6 +36,7 @@ _GROUP = 4  # candidates per transform call: bounds the vocoder's memory on long
 MIN_SECONDS = 1.0  # the slowest stretch candidate still needs half of it
 # The middle of each track that a match looks at: bounded cost and memory for long files.
 MATCH_SECONDS = 20.0
+TIE_TOLERANCE = 1e-6  # cosine distances this close are the same answer
 
 
 class EmbedderLike(Protocol):
@@ -126,8 +127,14 @@ def best_alignment(
     distances : np.ndarray [len(grid)]
     """
     distances = np.array([cosine_distance(query_vec, v) for v in candidate_vecs])
-    best = float(grid[int(np.argmin(distances))])
     axis = np.log2(grid) if log_scale else np.asarray(grid, dtype=np.float64)
+    # Ties (silence against silence: every candidate is the same) go to the identity,
+    # not to the grid's first value: no evidence means no change.
+    tied = np.flatnonzero(distances <= distances.min() + TIE_TOLERANCE)
+    i = int(tied[np.argmin(np.abs(axis[tied]))])
+    best = float(grid[i])
+    if len(tied) > 1:
+        return best, best, distances
     refined = parabolic_minimum(axis, distances)
     return best, float(2.0 ** refined if log_scale else refined), distances
 
