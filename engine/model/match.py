@@ -250,8 +250,8 @@ def match_tracks(
 def read_pair(query_path: str | os.PathLike[str], result_path: str | os.PathLike[str], *,
               seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The audio a match looks at: the middle ``seconds`` (default MATCH_SECONDS) of the
-    query and, for the
-    result, as much of its middle as the fastest stretch candidate needs to fill that.
+    query and, for the result, as much of its middle as the fastest stretch candidate
+    needs to fill that.
 
     A long track is never decoded whole. Raises DecodeError for a bad file.
 
