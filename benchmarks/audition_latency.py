@@ -13,7 +13,7 @@ slider every 100 ms (a random walk over their ranges), and prints:
 * the worker's real-time factor (vocoder time / audio time rendered, re-renders included);
 * underruns (callback found fewer samples than a block) and late sink blocks.
 
-Targets (issue 7): p99 latency <= 50 ms, 0 underruns with 512-frame blocks.
+Targets: p99 latency <= 50 ms, 0 underruns with 512-frame blocks.
 
     python benchmarks/audition_latency.py [--seconds 60] [--blocksize 512]
 """

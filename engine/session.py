@@ -202,14 +202,14 @@ class Session:
         """``(path, duration, status, reason)`` of every known file and problem path."""
         if not (self.library_dir / CATALOGUE_FILE).exists():
             return []
-        with Library(self.library_dir) as lib:
+        with Library(self.library_dir, readonly=True) as lib:
             rows = [(t.path, t.duration, t.status, t.error) for t in lib.tracks()]
             rows += [(p, None, "error", f"{kind}: {reason}") for p, kind, reason in lib.problems()]
         return rows
 
     def info(self) -> dict[str, Any]:
         """Tracks, subspaces, model, index state and problem files (``loev info --json``)."""
-        with Library(self.library_dir) as lib:
+        with Library(self.library_dir, readonly=True) as lib:  # reading never writes
             counts = lib.counts()
             manifest = vectors.read_manifest(lib.root) or {}
             config = lib.get_meta("model_config") or {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QContextMenuEvent
 from PySide6.QtWidgets import QApplication
 
@@ -449,16 +449,19 @@ def test_settings_switch_library(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: window.library_stack.currentIndex() == 0, timeout=5000)
 
 
-def test_smoke_test_opens_embeds_and_quits(tmp_path, tiny_checkpoint):
-    """`loev --smoke-test` (what the bundle is checked with): window, one embedding
-    through the spawn child, clean exit."""
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_smoke_test_opens_embeds_and_quits(tmp_path, tiny_checkpoint, backend):
+    """`loev --smoke-test` (what the bundle is checked with): window, one file embedded
+    through the spawn child, clean exit; with onnxruntime, as the bundle runs it, on the
+    shipped model and its ONNX export."""
     cfg = tmp_path / "config" / "loev-explorer"
     cfg.mkdir(parents=True)
-    (cfg / "LOEV Explorer.conf").write_text(
-        f"[General]\ncheckpoint={tiny_checkpoint}\nlibrary={tmp_path / 'lib'}\n")
+    ckpt = f"checkpoint={tiny_checkpoint}\n" if backend == "torch" else ""
+    (cfg / "LOEV Explorer.conf").write_text(f"[General]\n{ckpt}library={tmp_path / 'lib'}\n")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LOEV_LOG_DIR=str(tmp_path / "logs"),
-               XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONPATH=str(ROOT))
+               XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONPATH=str(ROOT), LOEV_BACKEND=backend)
     out = subprocess.run([sys.executable, "-m", "app.main", "--smoke-test"], cwd=tmp_path,
                          capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    assert "embedding process ok (3 subspaces)" in out.stdout
+    dims = "invariant 144, pitch 144, tempo 144" if backend == "torch" else "invariant 144, pitch 216, tempo 567"
+    assert f"smoke test: embedded a file ({dims})" in out.stdout

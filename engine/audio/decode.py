@@ -2,7 +2,7 @@
 
 Everything goes through soundfile (libsndfile: wav, flac, ogg vorbis/opus, mp3, aiff) with
 seeks, a downmix to mono and soxr resampling. Long files are read in blocks
-(:func:`iter_blocks`) so a one-hour file never sits whole in memory (issue 4, item 1).
+(:func:`iter_blocks`) so a one-hour file never sits whole in memory.
 
 A truncated file is an error, never silence: libsndfile quietly clamps a WAV/AIFF whose
 header claims more data than the file holds, and returns short reads for MP3, so both the
@@ -92,7 +92,9 @@ def _open(path: str):
     sf = _soundfile()
     _check_file(path)
     try:
-        f = sf.SoundFile(path)
+        # The name's bytes: a str holding undecodable bytes (surrogate escapes) cannot be
+        # encoded by soundfile, but a Linux file name is bytes.
+        f = sf.SoundFile(os.fsencode(path) if os.name == "posix" else path)
     except Exception as exc:  # libsndfile raises several types for "not audio"
         raise DecodeError(path, f"not a readable audio file ({_one_line(exc)})") from exc
     return f
