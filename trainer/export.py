@@ -21,6 +21,7 @@ import os
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
@@ -57,9 +58,9 @@ class SpectralGraph(nn.Module):
             # gets its spectrum in the waveform's place, and starts from it.
             self.net.structured["pitch"] = _FromSpectrum(self.pitch)
 
-    def spectra(self) -> dict[str, object]:
+    def spectra(self) -> dict[str, nn.Module]:
         """Input name -> the module whose ``stft_spec`` and ``spectrum`` produce it."""
-        out: dict[str, object] = {"power": self.net.frontend}
+        out: dict[str, nn.Module] = {"power": self.net.frontend}
         if self.pitch is not None:
             out["pitch_spectrum"] = self.pitch
         return out
@@ -82,8 +83,6 @@ class _FromSpectrum(nn.Module):
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write the ONNX graph of ``checkpoint`` (default: next to it as ``NAME.onnx``)."""
-    import onnx
-
     checkpoint = Path(checkpoint)
     info = read_checkpoint_info(checkpoint)
     net, cfg = load_checkpoint(checkpoint)
