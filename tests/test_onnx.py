@@ -120,11 +120,15 @@ def test_backends_find_the_same_neighbours(tmp_path):
         emb = Embedder(backend=backend)
         lib = tmp_path / f"lib-{backend}"
         scan([music], library=lib, embedder=emb)
-        found[backend] = {by: [[Path(n.path).name for n in r.neighbours]
-                               for r in query([outside, music / "0.wav"], by=by, k=4, library=lib, embedder=emb)]
-                          for by in ("key", "tempo", "vibe")}
-    assert found["torch"]["key"][0]  # the query found something
-    assert found["torch"] == found["onnxruntime"]
+        found[backend] = {(by, i): [(Path(n.path).name, n.distance) for n in r.neighbours]
+                          for by in ("key", "tempo", "vibe")
+                          for i, r in enumerate(query([outside, music / "0.wav"], by=by, k=4,
+                                                      library=lib, embedder=emb))}
+    assert len(found["torch"]) == 6 and all(len(v) == 4 for v in found["torch"].values())
+    for q, ref in found["torch"].items():
+        got = found["onnxruntime"][q]
+        assert [name for name, _ in got] == [name for name, _ in ref], q
+        assert np.allclose([d for _, d in got], [d for _, d in ref], atol=1e-3), q
 
 
 def test_export_records_the_checkpoint_and_the_spectra(tiny_export):
