@@ -1,6 +1,6 @@
 """The audition panel: transport, live pitch/tempo sliders, "match to query".
 
-It drives an engine player (engine.audio.audition.AuditionPlayer) through a small set of calls:
+It drives an engine player (engine.audio.player.AuditionPlayer) through a small set of calls:
 ``open(y_or_path)``, ``play()``, ``pause()``, ``stop()``, ``seek(seconds)``,
 ``loop`` (property), ``set_pitch(semitones)``, ``set_tempo(ratio)``, ``position``,
 ``duration``, ``state``, ``sr``, ``on_error``. Slider moves reach the player through a pyqtgraph SignalProxy (at most 60
@@ -170,7 +170,7 @@ class AuditionPanel(QWidget):
         return int(getattr(self.player, "sr", 44100))
 
     def load(self, path: str, y: Any, sr: int, *, autoplay: bool = True) -> None:
-        """Open the decoded track ``y [T]`` (mono, ``sr`` Hz) of ``path``; maybe play it."""
+        """Open the decoded track ``y`` ([T] or [T, C], ``sr`` Hz) of ``path``; maybe play it."""
         self.path = path
         from pathlib import Path
 

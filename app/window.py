@@ -42,7 +42,8 @@ def icon_path(name: str) -> Path:
 def default_player() -> tuple[Any, str | None]:
     """An audition player on the sound card, or on a silent simulated sink (with the
     reason) when there is no device. Runs in a worker: opening a device can block."""
-    from engine.audio.audition import AuditionPlayer, SimulatedSink, SoundDeviceSink
+    from engine.audio.player import AuditionPlayer
+    from engine.audio.sinks import SimulatedSink, SoundDeviceSink
     from engine.errors import AudioDeviceError
 
     try:
@@ -52,11 +53,12 @@ def default_player() -> tuple[Any, str | None]:
 
 
 def load_for_audition(path: str, sr: int) -> tuple[str, Any, int, Any]:
-    """Decode ``path`` (mono at the player's rate ``sr``) and its envelope, in a worker."""
-    from engine.audio.decode import load_audio
+    """Decode ``path`` ([T, C] at the player's rate ``sr``, channels kept) and its
+    envelope, in a worker."""
+    from engine.audio.decode import load_audio_channels
 
-    y = load_audio(path, sr=sr)
-    return path, y, sr, envelope(y)
+    y, _ = load_audio_channels(path, sr=sr)
+    return path, y, sr, envelope(y.mean(axis=1))
 
 
 class MainWindow(QMainWindow):

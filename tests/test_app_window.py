@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QContextMenuEvent
 from PySide6.QtWidgets import QApplication
 
@@ -313,7 +313,8 @@ def test_window_process_never_imports_torch(tmp_path, tiny_checkpoint):
 
 def test_real_player_on_a_simulated_sink_follows_the_sliders(qtbot, tmp_path, collection,
                                                               monkeypatch):
-    from engine.audio.audition import AuditionPlayer, SimulatedSink
+    from engine.audio.player import AuditionPlayer
+    from engine.audio.sinks import SimulatedSink
 
     monkeypatch.setenv("LOEV_LOG_DIR", str(tmp_path / "logs"))
     backend = Backend(tmp_path / "lib", embedder=BatchFakeEmbedder())
@@ -342,7 +343,9 @@ def test_render_writes_the_transformed_clip(tmp_path, collection):
     assert backend.render(str(collection["a4"])) == Path(collection["a4"])  # no transform
     out = backend.render(str(collection["click120"]), semitones=2.0, tempo=2.0)
     y, sr = sf.read(str(out))
-    assert sr == 22050 and len(y) == pytest.approx(2.0 * sr, abs=2)  # 4 s at 2x, at >= 22.05 kHz
+    info = sf.info(str(out))
+    assert (sr, info.subtype) == (sf.info(str(collection["click120"])).samplerate, "PCM_24")
+    assert len(y) == pytest.approx(2.0 * sr, abs=2)  # 4 s at 2x, at the file's rate
     assert backend.render(str(collection["click120"]), semitones=2.0, tempo=2.0) == out  # cached
 
 

@@ -1,7 +1,7 @@
 """Musically structured pitch and tempo branches for a CPU-scale LOEV++.
 
 At the scale this project trains on a CPU, a learned stage-4 copy per subspace does not
-learn key or tempo (issue 5's experiments: pitch space 0.20 key@5, tempo space 0.38 acc1@5),
+learn key or tempo (measured: pitch space 0.20 key@5, tempo space 0.38 acc1@5),
 while simple structure does. These branches keep LOEV++'s contract (one pitch-variant and
 one tempo-variant subspace beside the learned invariant one) and build the variance in:
 

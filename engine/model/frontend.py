@@ -26,12 +26,16 @@ class LogMel(nn.Module):
     def __init__(self, cfg: FrontendConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        fb = AF.melscale_fbanks(
-            n_freqs=cfg.n_fft // 2 + 1, f_min=cfg.f_min, f_max=cfg.f_max,
-            n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm=None, mel_scale="htk",
-        )
+        # On the CPU even inside a meta-device build (a checkpoint's shapes are checked on
+        # a meta network before any weight is allocated): the filterbank reads values.
+        with torch.device("cpu"):
+            fb = AF.melscale_fbanks(
+                n_freqs=cfg.n_fft // 2 + 1, f_min=cfg.f_min, f_max=cfg.f_max,
+                n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm=None, mel_scale="htk",
+            )
+            window = torch.hann_window(cfg.win_length)
         self.register_buffer("mel_fb", fb, persistent=False)  # [n_freqs, n_mels]
-        self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
+        self.register_buffer("window", window, persistent=False)
 
     @property
     def stft_spec(self) -> StftSpec:
