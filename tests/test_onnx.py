@@ -120,11 +120,15 @@ def test_backends_find_the_same_neighbours(tmp_path):
         emb = Embedder(backend=backend)
         lib = tmp_path / f"lib-{backend}"
         scan([music], library=lib, embedder=emb)
-        found[backend] = {by: [[Path(n.path).name for n in r.neighbours]
-                               for r in query([outside, music / "0.wav"], by=by, k=4, library=lib, embedder=emb)]
-                          for by in ("key", "tempo", "vibe")}
-    assert found["torch"]["key"][0]  # the query found something
-    assert found["torch"] == found["onnxruntime"]
+        found[backend] = {(by, i): [(Path(n.path).name, n.distance) for n in r.neighbours]
+                          for by in ("key", "tempo", "vibe")
+                          for i, r in enumerate(query([outside, music / "0.wav"], by=by, k=4,
+                                                      library=lib, embedder=emb))}
+    assert len(found["torch"]) == 6 and all(len(v) == 4 for v in found["torch"].values())
+    for q, ref in found["torch"].items():
+        got = found["onnxruntime"][q]
+        assert [name for name, _ in got] == [name for name, _ in ref], q
+        assert np.allclose([d for _, d in got], [d for _, d in ref], atol=1e-3), q
 
 
 def test_export_records_the_checkpoint_and_the_spectra(tiny_export):
@@ -179,7 +183,8 @@ import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in ('torch', 'torchaudio') or name == 'safetensors.torch':
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked: the bundle has no torch)")
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: the bundle has no torch)",
+                                      name=name)
 sys.meta_path.insert(0, Block())
 """
 
@@ -207,3 +212,21 @@ print('torch imported:', 'torch' in sys.modules)
     assert "torch imported: False" in out.stdout
     results = json.loads(out.stdout[out.stdout.index('{"results"'):].splitlines()[0])["results"]
     assert {Path(n["path"]).name for n in results[0]["neighbours"]} == {"1.flac", "2.flac"}
+
+
+def test_without_torch_a_command_that_needs_it_says_so_in_one_line(tmp_path):
+    """Curves (and match, shifted queries) still need torch's vocoder: in the bundle they
+    fail with one clear line, not a traceback."""
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tone(440.0, 4.0), SR)
+    code = BLOCK_TORCH + f"""
+from engine.cli import main
+sys.exit(main(['curve', {str(clip)!r}, '--transform', 'pitch']))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
+                         timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "loev: error: `curve` needs torch (pitch shift and time stretch run on it), "
+        "which this installation does not include"]
