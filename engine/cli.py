@@ -240,14 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # bad values that argparse could not check (e.g. aspect weights)
         sys.stderr.write(f"{PROG}: error: {safe_text(e)}\n")
         return 1
-    except ModuleNotFoundError as e:
-        # The bundled app embeds through onnxruntime and has no torch; the pitch shift and
-        # time stretch (curves, match, shifted queries) still run on torch.
-        if e.name not in ("torch", "torchaudio"):
-            raise
-        sys.stderr.write(f"{PROG}: error: `{args.command}` needs torch (pitch shift and time "
-                         "stretch run on it), which this installation does not include\n")
-        return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
