@@ -350,7 +350,8 @@ def match_of(query_path: str, result_path: str, embedder: Any) -> dict[str, floa
             "key_distance_before": float(m.key_distance_before),
             "key_distance_after": float(m.key_distance_after),
             "tempo_distance_before": float(m.tempo_distance_before),
-            "tempo_distance_after": float(m.tempo_distance_after)}
+            "tempo_distance_after": float(m.tempo_distance_after),
+            "mode": str(m.mode), "pitched": bool(m.pitched)}
 
 
 def _middle(path: str, seconds: float = 30.0) -> np.ndarray:
