@@ -181,7 +181,34 @@ def _handlers() -> dict[str, Callable[..., Any]]:
         "embed_audio_batch": lambda e, ys: e.embed_audio_batch(ys),
         "curve": lambda e, path, transform: curve_of(path, transform, e),
         "match": lambda e, query, result: match_of(query, result, e),
+        "transformed": lambda e, path, shift, stretch: _transformed(e, path, shift, stretch),
     }
+
+
+def _transformed(embedder: Any, path: str, shift: float, stretch: float) -> dict[str, Any]:
+    """Vectors of ``path`` pitch-shifted / stretched, as ``loev query --shift/--stretch``."""
+    from engine.library.query import _transformed_chunks
+
+    if hasattr(embedder, "embed_chunks"):
+        found = _transformed_chunks(str(path), shift=float(shift), stretch=float(stretch),
+                                    max_chunks=int(getattr(embedder, "max_chunks", 16)))
+        if found is not None:
+            emb = embedder.embed_chunks(found)
+            out = {}
+            for s, v in emb.items():
+                m = v.mean(axis=0)
+                out[s] = (m / max(float(np.linalg.norm(m)), 1e-12)).astype(np.float32)
+            return out
+    # A short one-shot: the whole signal.
+    from engine.audio.decode import load_audio
+    from engine.audio.transforms import pitch_shift_np, time_stretch_np
+
+    y = load_audio(str(path))
+    if shift:
+        y = pitch_shift_np(y, float(shift))
+    if stretch != 1.0:
+        y = time_stretch_np(y, float(stretch))
+    return embedder.embed_audio(y)
 
 
 def serve(conn: Any, checkpoint: str, threads: int) -> None:
