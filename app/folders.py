@@ -64,13 +64,18 @@ class FolderWatcher(QObject):
         self._timer.timeout.connect(self._fire)
         self.delay_ms = delay_ms
 
-    def watch(self, folders: Iterable[str]) -> None:
+    def watch(self, folders: Iterable[str], *, exclude: str | None = None) -> None:
         """Watch exactly ``folders`` and the directories under them (called again after
-        every scan, so new subfolders are watched too)."""
+        every scan, so new subfolders are watched too), except ``exclude`` (the library's
+        own directory: a scan writing there must not trigger the next scan)."""
         self._roots = [os.path.realpath(f) for f in folders if os.path.isdir(f)]
+        skip = os.path.realpath(exclude) if exclude else None
         dirs: list[str] = []
         for root in self._roots:
             for d, subdirs, _files in os.walk(root, followlinks=True):
+                if skip and _inside(os.path.realpath(d), skip):
+                    subdirs[:] = []
+                    continue
                 subdirs[:] = [s for s in subdirs if not s.startswith(".")]
                 dirs.append(d)
                 if len(dirs) > 4000:  # inotify watches are a limited resource

@@ -110,6 +110,12 @@ class MainWindow(QMainWindow):
         self._pending_summary: str | None = None
         self._player_factory = player_factory
         self.watch_delay_ms = 1000
+        self._curve_follow = QTimer(self)
+        self._curve_follow.setSingleShot(True)
+        self._curve_follow.setInterval(400)
+        self._curve_follow.timeout.connect(
+            lambda: self.audition.path and self.audition.path != self._curve_path
+            and self.show_curves_for(self.audition.path))
         self.setWindowTitle(APP_TITLE)
         self.setAcceptDrops(True)
         if icon_path("loev-256.png").exists():
@@ -488,13 +494,13 @@ class MainWindow(QMainWindow):
         self.audition.volume = int(self.settings.value("audio/volume", 100)) / 100
         self.audition.set_output_available(not warning, warning or "")
         if warning:
-            self.sound_label.setText("🔇 no audio output")
+            self.sound_label.setText("no audio output")
             self.sound_label.setToolTip(f"{warning}. Everything else works; choose an "
                                         "output in Settings")
             self.errors.once("audio", f"No sound: {warning}. Everything else works")
         else:
             name = name or getattr(player, "device_name", None) or "audio output"
-            self.sound_label.setText(f"🔊 {name}")
+            self.sound_label.setText(f"sound: {name}")
             self.sound_label.setToolTip(f"Sound goes to {name} (Settings to change it)")
         self.player_ready.emit()
 
@@ -505,15 +511,16 @@ class MainWindow(QMainWindow):
         self.folder_list.clear()
         self.folder_list.addItems(folders)
         self.watcher.delay_ms = self.watch_delay_ms
-        self.watcher.watch(folders)
+        self.watcher.watch(folders, exclude=str(self.backend.library_dir))
 
     def _adopt_scanned_folders(self, rows: list[TrackRow]) -> None:
         """A library filled by `loev scan` has tracks but no folder list: list the folders
         the tracks came from, so they can be rescanned and removed here."""
-        if self.scan_task is not None:
+        # Only when the list is empty: a folder added here may hold symlinks to files
+        # elsewhere, whose real paths are not a folder the user meant to add.
+        if self.scan_task is not None or self.backend.folders():
             return
-        known = self.backend.folders()
-        found = folders_of((r.path for r in rows if r.status != "deleted"), known)
+        found = folders_of(r.path for r in rows if r.status != "deleted")
         added = False
         for folder in found:
             if os.path.isdir(folder):
@@ -821,7 +828,9 @@ class MainWindow(QMainWindow):
         self.waveform.set_envelope(path, env, len(y) / sr)
         self.audition.load(path, y, sr, autoplay=autoplay, as_is=as_is)
         if self.curves_panel.isVisible() and path != self._curve_path:
-            self.show_curves_for(path)  # the curves follow the track that plays
+            # The curves follow the track that plays, once the user stops on one: arrowing
+            # through a folder must not queue two dozen embeddings per track.
+            self._curve_follow.start()
         self.audition_loaded.emit(path)
 
     def _waveform_clicked(self, event: Any) -> None:

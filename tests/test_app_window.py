@@ -108,7 +108,7 @@ def row_of(win, name):
 
 def test_empty_state_then_scan_fills_the_table(qtbot, window, collection):
     assert window.library_stack.currentIndex() == 0  # "Add a folder..." page
-    assert window.sound_label.text() == "🔊 audio output"
+    assert window.sound_label.text() == "sound: audio output"
     add_and_scan(qtbot, window, collection["a4"].parents[1])
     assert window.library_stack.currentIndex() == 1
     names = {r.name: r for r in window.library_model.rows()}
