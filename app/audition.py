@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QSlider, QToolB
                                QVBoxLayout, QWidget)
 
 from app.models import format_duration
+from engine.config import PITCH_RANGE, TEMPO_RANGE
 
 PITCH_STEPS = 10  # slider ticks per semitone
 TEMPO_STEPS = 100  # slider ticks per 1.0 of ratio
@@ -76,12 +77,15 @@ class AuditionPanel(QWidget):
         self.position_label = QLabel("0:00.0 / 0:00.0")
         self.position_label.setMinimumWidth(110)
 
-        self.pitch_slider = ResetSlider(-12 * PITCH_STEPS, 12 * PITCH_STEPS, 0)
-        self.pitch_slider.setToolTip("Pitch shift, -12..+12 semitones (double-click resets)")
+        lo, hi = PITCH_RANGE
+        self.pitch_slider = ResetSlider(round(lo * PITCH_STEPS), round(hi * PITCH_STEPS), 0)
+        self.pitch_slider.setToolTip(f"Pitch shift, {lo:+g}..{hi:+g} semitones "
+                                     "(double-click resets)")
         self.pitch_label = QLabel()
-        self.tempo_slider = ResetSlider(int(0.5 * TEMPO_STEPS), int(2.0 * TEMPO_STEPS),
+        lo, hi = TEMPO_RANGE
+        self.tempo_slider = ResetSlider(round(lo * TEMPO_STEPS), round(hi * TEMPO_STEPS),
                                         TEMPO_STEPS)
-        self.tempo_slider.setToolTip("Tempo ratio, 0.5x..2.0x (double-click resets)")
+        self.tempo_slider.setToolTip(f"Tempo ratio, {lo:.1f}x..{hi:.1f}x (double-click resets)")
         self.tempo_label = QLabel()
         for label in (self.pitch_label, self.tempo_label):
             label.setMinimumWidth(64)
@@ -133,9 +137,9 @@ class AuditionPanel(QWidget):
 
     def set_transform(self, *, semitones: float | None = None, tempo: float | None = None) -> None:
         if semitones is not None:
-            self.pitch_slider.setValue(round(max(-12.0, min(12.0, semitones)) * PITCH_STEPS))
+            self.pitch_slider.setValue(round(min(max(semitones, PITCH_RANGE[0]), PITCH_RANGE[1]) * PITCH_STEPS))
         if tempo is not None:
-            self.tempo_slider.setValue(round(max(0.5, min(2.0, tempo)) * TEMPO_STEPS))
+            self.tempo_slider.setValue(round(min(max(tempo, TEMPO_RANGE[0]), TEMPO_RANGE[1]) * TEMPO_STEPS))
 
     def reset_transform(self) -> None:
         self.set_transform(semitones=0.0, tempo=1.0)

@@ -13,8 +13,11 @@ scan.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.spawn
 import os
 import queue
 import threading
@@ -25,6 +28,14 @@ from typing import Any, Callable
 import numpy as np
 
 from engine.errors import LoevError
+from engine.model.checkpoint import read_checkpoint_info
+from engine.resources import default_checkpoint
+from engine.session import Session
+
+if os.name == "posix":
+    # Loaded with this module (on the GUI thread at start-up), not by the worker thread
+    # that first starts the child: importing holds the GIL and would stall the window.
+    import multiprocessing.popen_spawn_posix  # noqa: F401
 
 
 class EmbedServiceError(LoevError):
@@ -145,9 +156,6 @@ class RemoteEmbedder:
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None,
                  service: EmbedService | None = None) -> None:
-        from engine.model.checkpoint import read_checkpoint_info
-        from engine.resources import default_checkpoint
-
         self.checkpoint_path = Path(checkpoint) if checkpoint else default_checkpoint()
         info = read_checkpoint_info(self.checkpoint_path)
         self.model_id: str = info.model_id
@@ -165,6 +173,11 @@ class RemoteEmbedder:
     def embed_audio(self, y: np.ndarray) -> dict[str, np.ndarray]:
         return self.embed_audio_batch([y])[0]
 
+    def session_call(self, op: str, *args: Any) -> Any:
+        """Run ``engine.session.Session``'s ``op`` ("curve" or "match") in the child, where
+        the network is, and return its plain-data result."""
+        return self.service.call(op, *args)
+
     def close(self) -> None:
         self.service.close()
 
@@ -172,25 +185,25 @@ class RemoteEmbedder:
 # -- the child ---------------------------------------------------------------------------
 
 
-def _handlers() -> dict[str, Callable[..., Any]]:
-    from app.backend import curve_of, match_of
-
-    return {
-        "ping": lambda e: e.model_id,
-        "embed_file": lambda e, path: e.embed_file(path),
-        "embed_audio_batch": lambda e, ys: e.embed_audio_batch(ys),
-        "curve": lambda e, path, transform: curve_of(path, transform, e),
-        "match": lambda e, query, result: match_of(query, result, e),
-        "transformed": lambda e, path, shift, stretch: _transformed(e, path, shift, stretch),
-    }
+# Each handler takes a Session holding the child's Embedder: a curve or a match asked by
+# the window is computed by the same engine code as ``loev curve`` and ``loev match``.
+HANDLERS: dict[str, Callable[..., Any]] = {
+    "ping": lambda s: s.embedder.model_id,
+    "embed_file": lambda s, path: s.embedder.embed_file(path),
+    "embed_audio_batch": lambda s, ys: s.embedder.embed_audio_batch(ys),
+    "curve": lambda s, path, transform: s.curve(path, transform),
+    "match": lambda s, query, result: s.match(query, result),
+    "transformed": lambda s, path, shift, stretch: _transformed(s.embedder, path, shift,
+                                                                 stretch),
+}
 
 
 def _transformed(embedder: Any, path: str, shift: float, stretch: float) -> dict[str, Any]:
     """Vectors of ``path`` pitch-shifted / stretched, as ``loev query --shift/--stretch``."""
-    from engine.library.query import _transformed_chunks
+    from engine.model.transforms import pitch_shift_np, time_stretch_np, transformed_chunks
 
     if hasattr(embedder, "embed_chunks"):
-        found = _transformed_chunks(str(path), shift=float(shift), stretch=float(stretch),
+        found = transformed_chunks(str(path), shift=float(shift), stretch=float(stretch),
                                     max_chunks=int(getattr(embedder, "max_chunks", 16)))
         if found is not None:
             emb = embedder.embed_chunks(found)
@@ -201,7 +214,6 @@ def _transformed(embedder: Any, path: str, shift: float, stretch: float) -> dict
             return out
     # A short one-shot: the whole signal.
     from engine.audio.decode import load_audio
-    from engine.audio.transforms import pitch_shift_np, time_stretch_np
 
     y = load_audio(str(path))
     if shift:
@@ -217,11 +229,8 @@ def serve(conn: Any, checkpoint: str, threads: int) -> None:
     # these; one core stays with the window.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    from engine.model.embed import Embedder
-
-    handlers = _handlers()
     send_lock, model_lock = threading.Lock(), threading.Lock()
-    state: dict[str, Any] = {"embedder": None}
+    session = Session(checkpoint=checkpoint)  # an in-process Embedder, made on first use
 
     def send(kind: str, call_id: int, value: Any) -> None:
         with send_lock:
@@ -233,9 +242,7 @@ def serve(conn: Any, checkpoint: str, threads: int) -> None:
     def run(call_id: int, method: str, args: tuple, kwargs: dict) -> None:
         try:
             with model_lock:
-                if state["embedder"] is None:
-                    state["embedder"] = Embedder(checkpoint)
-                result = handlers[method](state["embedder"], *args, **kwargs)
+                result = HANDLERS[method](session, *args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - every error goes back to the caller
             send("error", call_id, _pack(e))
         else:
@@ -261,8 +268,6 @@ def _pack(e: BaseException) -> dict[str, Any]:
 def _rebuild(packed: dict[str, Any]) -> BaseException:
     """The child's exception as the same class where it is a known one (so that a scan
     records a DecodeError's reason), else a RuntimeError with its message."""
-    import importlib
-
     try:
         cls = getattr(importlib.import_module(packed["module"]), packed["name"])
         if not (isinstance(cls, type) and issubclass(cls, Exception)):

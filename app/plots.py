@@ -7,6 +7,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from engine.config import PITCH_RANGE, TEMPO_RANGE
+
 # One colour per subspace, the same in every view (and the aspect dials).
 SUBSPACE_COLOURS = {"invariant": "#6fcf97", "pitch": "#56ccf2", "tempo": "#f2994a"}
 SUBSPACE_LABELS = {"invariant": "vibe (invariant)", "pitch": "key (pitch)",
@@ -41,9 +43,9 @@ class InvariancePlot(QWidget):
         plain_axes(self.plot)
         if transform == "tempo":
             self.plot.setLogMode(x=True, y=False)
-            self.plot.setXRange(np.log10(0.5), np.log10(2.0), padding=0.03)
+            self.plot.setXRange(*np.log10(TEMPO_RANGE), padding=0.03)
         else:
-            self.plot.setXRange(-12, 12, padding=0.03)
+            self.plot.setXRange(*PITCH_RANGE, padding=0.03)
         self.plot.setYRange(0, 1, padding=0.02)
         self.marker = pg.InfiniteLine(pos=self._x(0.0 if transform == "pitch" else 1.0),
                                       angle=90, pen=pg.mkPen("#e0e0e0", width=1,

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (QApplication, QDial, QDoubleSpinBox, QFileDialog,
                                QWidget)
 
 from app.audition import AuditionPanel
-from app.backend import Backend, QueryResult, TrackRow, warm_imports
+from app.backend import Backend, QueryResult, TrackRow
 from app.errors import ErrorHandler, setup_logging
 from app.folders import FolderWatcher, folders_of
 from app.models import PATH_ROLE, LibraryFilterProxy, LibraryTableModel, ResultsModel
@@ -97,7 +97,6 @@ class MainWindow(QMainWindow):
     def __init__(self, backend: Backend | None = None, *, settings: QSettings | None = None,
                  player_factory: Callable[[], tuple[Any, str | None]] | None = None) -> None:
         super().__init__()
-        warm_imports()
         self.settings = settings or app_settings()
         self.backend = backend or self._backend_from_settings()
         self.log_path = setup_logging()
@@ -998,13 +997,15 @@ def transposed_query(backend: Backend, path: str, *, by: str, k: int, shift: flo
     embedded where the network lives: the embedding process when there is one."""
     from app.backend import Neighbour
 
-    service = getattr(backend.embedder, "service", None)
-    if service is not None:
-        vecs = service.call("transformed", path, shift, stretch)
+    session = backend.session
+    remote = getattr(backend.embedder, "session_call", None)
+    if remote is None:
+        found = session.query(path, by=by, k=k + 1, shift=shift, stretch=stretch)
     else:
-        vecs = backend.searcher().vectors_of(path, shift=shift, stretch=stretch)[2]
-    with backend._searcher_lock:
-        found = backend.searcher().query_blend(vecs, {by: 1.0}, k=k + 1)
+        # The transform needs the model's vocoders (torch): they run in the child.
+        vecs = remote("transformed", path, shift, stretch)
+        with session._searcher_lock:
+            found = session.searcher().query_blend(vecs, {by: 1.0}, k=k + 1)
     resolved = os.path.realpath(path)
     neighbours = [Neighbour(n.path, Path(n.path).name, float(n.distance))
                   for n in found.neighbours if os.path.realpath(n.path) != resolved][:k]

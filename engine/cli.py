@@ -3,7 +3,8 @@
 ``app.main`` opens the desktop app when ``loev`` has no arguments and otherwise calls
 :func:`main`. A user's mistake (missing file, bad folder, unreadable checkpoint, empty
 library) prints one ``loev: error: ...`` line on stderr and exits non-zero, without a
-traceback. Nothing here imports torch unless audio has to be embedded.
+traceback. Every subcommand is a call on one :class:`engine.session.Session`, the door
+the app uses too; nothing here imports torch unless audio has to be embedded.
 """
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from tqdm import tqdm
+
+from engine.config import check_semitones, check_tempo
 from engine.errors import LoevError
+from engine.session import Session
 
 PROG = "loev"
 
@@ -33,18 +38,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.25 <= value <= 4.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0.25, 4], got {value}")
-    return value
+def _tempo(text: str) -> float:
+    try:
+        return check_tempo(float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _semitones(text: str) -> float:
-    value = float(text)
-    if not -12.0 <= value <= 12.0:
-        raise argparse.ArgumentTypeError(f"must lie in [-12, 12], got {value}")
-    return value
+    try:
+        return check_semitones(float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=_positive_int, default=10, help="neighbours per query (10)")
     p.add_argument("--shift", type=_semitones, default=0.0, metavar="SEMITONES",
                    help="pitch-shift the query audio first")
-    p.add_argument("--stretch", type=_rate, default=1.0, metavar="RATIO",
+    p.add_argument("--stretch", type=_tempo, default=1.0, metavar="RATIO",
                    help="time-stretch the query audio first (> 1 is faster)")
     library_opt(p)
     checkpoint_opt(p, "checkpoint for files that need embedding (default: the library's)")
@@ -97,33 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _library_dir(arg: Path | None) -> Path:
-    from engine.library.catalogue import default_library_dir
-
-    return arg if arg is not None else default_library_dir()
-
-
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-
-
-def _embedder(checkpoint: Path | None) -> Any:
-    from engine.model.checkpoint import read_checkpoint_info
-    from engine.model.embed import Embedder
-
-    if checkpoint is not None:
-        read_checkpoint_info(checkpoint)  # a clear CheckpointError before importing torch
-    return Embedder(checkpoint)
 
 
 # -- subcommands ---------------------------------------------------------------------
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from engine.library.scan import scan
-
     bar: Any = None
 
     def progress(done: int, total: int, path: str | None) -> None:
@@ -136,8 +122,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             bar.set_postfix_str(Path(path).name[-40:], refresh=False)
 
     try:
-        report = scan(args.folders, library=_library_dir(args.library),
-                      checkpoint=args.checkpoint, progress=progress, lock_timeout=args.wait)
+        report = Session(args.library, args.checkpoint).scan(
+            args.folders, progress=progress, lock_timeout=args.wait)
     finally:
         if bar is not None:
             bar.close()
@@ -157,10 +143,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from engine.library.query import query
-
-    results = query(args.files, by=args.by, k=args.k, shift=args.shift, stretch=args.stretch,
-                    library=_library_dir(args.library), checkpoint=args.checkpoint)
+    session = Session(args.library, args.checkpoint)
+    try:
+        results = [session.query(f, by=args.by, k=args.k, shift=args.shift,
+                                 stretch=args.stretch) for f in args.files]
+    finally:
+        session.close()
     if args.json:
         _print_json({"results": [r.to_dict() for r in results]})
         return 0
@@ -172,12 +160,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_curve(args: argparse.Namespace) -> int:
-    from engine.model.curves import invariance_curve
-    from engine.errors import DecodeError
-
-    if not Path(args.file).is_file():
-        raise DecodeError(args.file, "no such file")
-    curve = invariance_curve(args.file, args.transform, _embedder(args.checkpoint))
+    curve = Session(checkpoint=args.checkpoint).curve(args.file, args.transform)
     if args.json:
         _print_json(curve)
         return 0
@@ -189,36 +172,8 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
-def library_info(library_dir: Path) -> dict[str, Any]:
-    """What ``loev info --json`` prints."""
-    from engine.library.catalogue import Library
-    from engine.library.vectors import read_manifest
-
-    with Library(library_dir) as lib:
-        counts = lib.counts()
-        manifest = read_manifest(lib.root) or {}
-        config = lib.get_meta("model_config") or {}
-        seq = int(lib.get_meta("vec_seq", 0))
-        problems = [{"path": p, "reason": r} for p, r in lib.errors()]
-        problems += [{"path": p, "reason": r} for p, _kind, r in lib.problems()]
-        return {
-            "library": str(lib.root),
-            "tracks": counts["ok"],
-            "errors": counts["error"],
-            "pending": counts["pending"],
-            "model": {"id": lib.model_id, "checkpoint": lib.get_meta("checkpoint"),
-                      "method": config.get("method"),
-                      "profile": (config.get("profile") or {}).get("name")},
-            "subspaces": lib.dims,
-            "index": {"generation": manifest.get("generation"),
-                      "up_to_date": bool(manifest) and manifest.get("vec_seq") == seq
-                      and manifest.get("model_id") == lib.model_id},
-            "problems": problems,
-        }
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    info = library_info(_library_dir(args.library))
+    info = Session(args.library).info()
     if args.json:
         _print_json(info)
         return 0
@@ -236,11 +191,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    from engine.audio.decode import load_audio
-    from engine.match import match_tracks
-
-    query_y, result_y = load_audio(args.query), load_audio(args.result)
-    result = match_tracks(query_y, result_y, _embedder(args.checkpoint)).to_dict()
+    result = Session(checkpoint=args.checkpoint).match(args.query, args.result)
     if args.json:
         _print_json(result)
         return 0

@@ -20,6 +20,29 @@ METHODS = ("mule", "mule++", "loev", "loev++")
 VARIANTS = ("pitch", "tempo")
 VARIANT_SETS = {"b": (), "ps": ("pitch",), "ts": ("tempo",), "psts": ("pitch", "tempo")}
 
+# What a user may ask of a transform (audition, render, curves, match, query, CLI): a
+# pitch shift in semitones and a tempo ratio (> 1 faster). One definition for all of them.
+PITCH_RANGE = (-12.0, 12.0)
+TEMPO_RANGE = (0.5, 2.0)
+
+
+def check_semitones(semitones: float) -> float:
+    """``semitones`` as a float, or ValueError naming the value and PITCH_RANGE."""
+    s = float(semitones)
+    if not PITCH_RANGE[0] <= s <= PITCH_RANGE[1]:
+        raise ValueError(f"pitch shift must lie in [{PITCH_RANGE[0]:g}, {PITCH_RANGE[1]:g}] "
+                         f"semitones, got {semitones}")
+    return s
+
+
+def check_tempo(tempo: float) -> float:
+    """``tempo`` as a float, or ValueError naming the value and TEMPO_RANGE."""
+    t = float(tempo)
+    if not TEMPO_RANGE[0] <= t <= TEMPO_RANGE[1]:
+        raise ValueError(f"tempo ratio must lie in [{TEMPO_RANGE[0]:g}, {TEMPO_RANGE[1]:g}], "
+                         f"got {tempo}")
+    return t
+
 
 @dataclass(frozen=True)
 class FrontendConfig:

@@ -80,21 +80,6 @@ def make_demo_folder(root: Path) -> Path:
     return root
 
 
-def tiny_checkpoint(folder: Path) -> Path:
-    """A randomly initialised tiny checkpoint, when no trained default is shipped."""
-    import torch
-
-    from engine.model.checkpoint import save_checkpoint
-    from engine.config import make_config
-    from engine.model.network import build_model
-
-    torch.manual_seed(0)
-    path = folder / "random-tiny.safetensors"
-    save_checkpoint(path, build_model(make_config("tiny", "loev++", "psts")),
-                    provenance={"trained": False})
-    return path
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="model (default: the shipped one)")
@@ -115,9 +100,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="loev-screenshot-"))
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     if not checkpoint.exists():
-        print(f"screenshot: no checkpoint at {checkpoint}; using a random tiny one",
-              file=sys.stderr)
-        checkpoint = tiny_checkpoint(work)
+        print(f"screenshot: no checkpoint at {checkpoint}", file=sys.stderr)
+        return 1
     music = make_demo_folder(work / "Music")
 
     app = QApplication([sys.argv[0]])

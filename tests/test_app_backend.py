@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.backend import Backend, _blend_weights
+from app.backend import Backend
+from engine.session import blend_weights
 from app.embed_service import _pack, _rebuild
 from engine.errors import CheckpointError, DecodeError, LibraryError
 
@@ -36,9 +37,9 @@ def test_missing_checkpoint_is_one_clear_error(tmp_path):
 
 
 def test_aspect_dials_become_normalised_weights():
-    assert _blend_weights({"key": 50, "tempo": 0, "vibe": 150}) == {"key": 0.25, "vibe": 0.75}
+    assert blend_weights({"key": 50, "tempo": 0, "vibe": 150}) == {"key": 0.25, "vibe": 0.75}
     with pytest.raises(ValueError, match="dial"):
-        _blend_weights({"key": 0, "tempo": 0, "vibe": 0})
+        blend_weights({"key": 0, "tempo": 0, "vibe": 0})
 
 
 def test_errors_cross_the_pipe_as_their_own_class():

@@ -9,7 +9,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -121,33 +120,6 @@ def test_empty_state_then_scan_fills_the_table(qtbot, window, collection):
     window.filter_edit.setText("click")
     assert window.library_proxy.rowCount() == 3
     window.filter_edit.setText("")
-
-
-def test_event_loop_never_stalls_during_a_scan(qtbot, window, collection):
-    gaps: list[float] = []
-    last = [time.perf_counter()]
-
-    def tick():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(tick)
-    # Measured from the click to the scan's end (the worker's whole life); the table's
-    # first paint afterwards is not part of the scan.
-    window.scan_finished.connect(lambda _report: timer.stop())
-    qtbot.wait(200)  # let the window settle (first paint) before measuring
-    t0 = time.perf_counter()
-    last[0] = t0
-    timer.start()
-    add_and_scan(qtbot, window, collection["a4"].parents[1])
-    scan_seconds = time.perf_counter() - t0
-    # the scan did take a while: 13 files x 20 ms, two files in flight at once
-    assert scan_seconds > 0.12
-    assert len(gaps) > 10
-    assert max(gaps) < 0.100, f"event loop stalled {max(gaps) * 1000:.0f} ms"
 
 
 def test_context_menu_find_same_key_shows_results(qtbot, window, collection):
@@ -451,16 +423,18 @@ def test_cancel_and_remove_folder(qtbot, tmp_path, collection, monkeypatch):
     qtbot.waitUntil(lambda: win.scan_task is None, timeout=5000)
     assert not win.progress.isVisible()
     # Rescan finishes the job (incrementally), then the folder is removed again.
-    backend._embedder.delay = 0.0
+    backend.embedder.delay = 0.0
     with qtbot.waitSignal(win.scan_finished, timeout=30000) as blocker:
         win.rescan_action.trigger()
     assert blocker.args[0].unchanged == report.added and not blocker.args[0].cancelled
-    qtbot.waitUntil(lambda: win.scan_task is None, timeout=5000)
+    qtbot.waitUntil(lambda: win.scan_task is None and win.library_model.rowCount() == 13,
+                    timeout=10000)  # 9 tracks and 4 problem files
     win.folder_list.setCurrentRow(0)
     with qtbot.waitSignal(win.tracks_loaded, timeout=10000):
         win.remove_folder_action.trigger()
         qtbot.waitUntil(lambda: win.folder_list.count() == 0, timeout=10000)
-    qtbot.waitUntil(lambda: all(r.status != "ok" for r in win.library_model.rows()), timeout=5000)
+    qtbot.waitUntil(lambda: win.library_model.rowCount() == 0, timeout=5000)
+    assert backend.tracks() == [] and backend.folders() == []
     win.close()
 
 

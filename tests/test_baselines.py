@@ -2,12 +2,15 @@
 tracks at a known tempo."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tests.signals import click_track, harmonic_tone
 from trainer import baselines as bl
-from trainer import evaluate as ev
+from trainer import benchmark as bm
+from trainer import metrics as mx
 
 SR = 16000
 
@@ -41,11 +44,11 @@ def test_folded_chroma24_peaks_and_is_mean_removed():
 def test_chroma_retrieves_same_key_progressions():
     # two voicings in each of C major and F# major: the nearest neighbour shares the key
     ys = [progression(60), progression(48), progression(66), progression(54)]
-    tracks = [ev.Track(ev.Path(f"{i}.wav"), key=k) for i, k in enumerate(["C major", "C major", "F# major", "F# major"])]
-    pairs = ev.PairTable(tracks)
+    tracks = [bm.Track(Path(f"{i}.wav"), key=k) for i, k in enumerate(["C major", "C major", "F# major", "F# major"])]
+    pairs = mx.PairTable(tracks)
     for name in ("chroma12", "folded_chroma24"):
         x = bl.descriptor_matrix(ys, name)
-        assert ev.retrieval_scores(ev.cosine_similarity(x, x), pairs, ks=(1,))["key"]["1"] == 1.0, name
+        assert mx.retrieval_scores(mx.cosine_similarity(x, x), pairs, ks=(1,))["key"]["1"] == 1.0, name
 
 
 @pytest.mark.parametrize("bpm", [75.0, 100.0, 128.0, 150.0])
@@ -72,11 +75,11 @@ def test_loglag_stretch_is_a_shift():
 def test_tempo_descriptors_retrieve_same_tempo_tracks():
     ys = [click_track(90.0, 8.0, seed=0), click_track(90.0, 8.0, seed=1, first=0.4),
           click_track(140.0, 8.0, seed=2), click_track(140.0, 8.0, seed=3, first=0.1)]
-    tracks = [ev.Track(ev.Path(f"{i}.wav"), tempo=t) for i, t in enumerate([90.0, 90.0, 140.0, 140.0])]
-    pairs = ev.PairTable(tracks)
+    tracks = [bm.Track(Path(f"{i}.wav"), tempo=t) for i, t in enumerate([90.0, 90.0, 140.0, 140.0])]
+    pairs = mx.PairTable(tracks)
     for name in ("tempogram", "loglag_autocorr"):
         x = bl.descriptor_matrix(ys, name)
-        assert ev.retrieval_scores(ev.cosine_similarity(x, x), pairs, ks=(1,))["tempo_acc1"]["1"] == 1.0, name
+        assert mx.retrieval_scores(mx.cosine_similarity(x, x), pairs, ks=(1,))["tempo_acc1"]["1"] == 1.0, name
 
 
 def test_short_and_silent_signals_give_finite_vectors():

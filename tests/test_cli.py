@@ -67,8 +67,32 @@ def test_scan_info_query_json_contracts(scanned, ckpt, capsys):
             assert list(n) == ["path", "distance"] and isinstance(n["distance"], float)
             assert n["path"] != r["query"]
 
-    rc, out, _ = run(capsys, "query", music / "b.flac", "--by", "key", "--library", lib)
-    assert rc == 0 and out.splitlines()[0].endswith("b.flac") and "a.wav" in out
+
+
+def test_query_returns_the_nearest_tracks_in_the_asked_subspace(scanned, ckpt, capsys):
+    """Distances and order agree with the model's own vectors, computed here directly."""
+    from engine.model.embed import Embedder
+
+    root, music = scanned
+    lib = root / "lib"
+    if not (lib / "catalogue.sqlite").exists():
+        assert main(["scan", str(music), "--library", str(lib), "--checkpoint", str(ckpt)]) == 0
+        capsys.readouterr()
+    emb = Embedder(ckpt)
+    vecs = {os.path.realpath(music / n): emb.embed_file(music / n)
+            for n in ("a.wav", "b.flac", "c.wav")}
+    query = os.path.realpath(music / "b.flac")
+    for by, space in (("key", "pitch"), ("tempo", "tempo"), ("vibe", "invariant")):
+        want = sorted((1.0 - float(vecs[query][space] @ v[space]), p)
+                      for p, v in vecs.items() if p != query)
+        rc, out, err = run(capsys, "query", query, "--by", by, "-k", "1", "--library", lib,
+                           "--json")
+        assert rc == 0, err
+        (r,) = json.loads(out)["results"]
+        assert [n["path"] for n in r["neighbours"]] == [want[0][1]], by
+        assert r["neighbours"][0]["distance"] == pytest.approx(want[0][0], abs=1e-4)
+        rc, out, _ = run(capsys, "query", query, "--by", by, "-k", "1", "--library", lib)
+        assert rc == 0 and out.splitlines() == [query, f"    1. {want[0][0]:.4f}  {want[0][1]}"]
 
 
 def test_query_of_outside_file_with_shift_and_stretch(scanned, ckpt, capsys, tmp_path):
@@ -80,11 +104,17 @@ def test_query_of_outside_file_with_shift_and_stretch(scanned, ckpt, capsys, tmp
     short = write(tmp_path / "short.wav", tone(220.0, 2.0))  # transformed whole
     long = write(tmp_path / "long.wav", tone(220.0, 8.0) + clicks(100, 8.0))  # by chunks
     for outside in (short, long):
-        rc, out, err = run(capsys, "query", outside, "--by", "key", "--shift", "2", "--stretch",
-                           "1.1", "-k", "2", "--library", lib, "--json")
-        assert rc == 0, err
-        (r,) = json.loads(out)["results"]
-        assert len(r["neighbours"]) == 2 and r["query"] == os.path.realpath(outside)
+        found = {}
+        for shift, stretch in (("0", "1"), ("2", "1.1")):
+            rc, out, err = run(capsys, "query", outside, "--by", "key", "--shift", shift,
+                               "--stretch", stretch, "-k", "3", "--library", lib, "--json")
+            assert rc == 0, err
+            (r,) = json.loads(out)["results"]
+            assert r["query"] == os.path.realpath(outside)
+            found[shift] = {n["path"]: n["distance"] for n in r["neighbours"]}
+        # the transform reached the query vector: every distance moved
+        assert set(found["0"]) == set(found["2"])
+        assert all(abs(found["0"][p] - found["2"][p]) > 1e-6 for p in found["0"])
 
 
 @pytest.mark.parametrize("transform, n, first, last", [("pitch", 25, -12.0, 12.0),
@@ -106,7 +136,7 @@ def test_curve_json_contract(scanned, ckpt, capsys, transform, n, first, last):
 
 
 def test_match_json_contract(scanned, ckpt, capsys):
-    pytest.importorskip("engine.match")
+    pytest.importorskip("engine.model.match")
     _, music = scanned
     rc, out, err = run(capsys, "match", music / "a.wav", music / "b.flac", "--checkpoint", ckpt,
                        "--json")

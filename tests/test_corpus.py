@@ -13,6 +13,7 @@ pytest.importorskip("music21")
 mir_key = pytest.importorskip("mir_eval.key")
 sf = pytest.importorskip("soundfile")
 
+from engine.keys import key_name, make_key, parse_key, transpose  # noqa: E402
 from trainer import corpus  # noqa: E402
 
 TIMGM = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
@@ -64,8 +65,8 @@ def _key_ranking(y: np.ndarray) -> list[str]:
     chroma = _chroma(y)
     scores = {}
     for tonic in range(12):
-        scores[corpus.key_name(tonic, "major")] = np.corrcoef(chroma, np.roll(MAJOR_PROFILE, tonic))[0, 1]
-        scores[corpus.key_name(tonic, "minor")] = np.corrcoef(chroma, np.roll(MINOR_PROFILE, tonic))[0, 1]
+        scores[key_name(make_key(tonic, "major"))] = np.corrcoef(chroma, np.roll(MAJOR_PROFILE, tonic))[0, 1]
+        scores[key_name(make_key(tonic, "minor"))] = np.corrcoef(chroma, np.roll(MINOR_PROFILE, tonic))[0, 1]
     return sorted(scores, key=scores.get, reverse=True)
 
 
@@ -74,8 +75,7 @@ def _estimate_key(y: np.ndarray) -> str:
 
 
 def _moved(key: str, semitones: int) -> str:
-    tonic, mode = key.split()
-    return corpus.key_name(corpus.PITCH_NAMES.index(tonic) + semitones, mode)
+    return key_name(transpose(parse_key(key), semitones))
 
 
 def _onset_autocorrelation(y: np.ndarray, *, sr: int = 16_000, hop_length: int = 80) -> np.ndarray:

@@ -108,9 +108,21 @@ def test_strategies_and_probabilities(corpus):
     counts = np.bincount(np.concatenate([plan_batch(tracks, ViewConfig(anchors=3), seed=0, step=s).strategy
                                          for s in range(100)]), minlength=3)
     assert counts.min() > 70, dict(zip(STRATEGIES, counts))  # uniform by default (300 draws)
+    # Grid mode: a shifted view moves by a whole, non-zero number of semitones (so that its
+    # key label can follow it exactly), every step of the grid is used, and an unshifted
+    # view stays at 0; the default mode draws continuous amounts.
     grid = ViewConfig(anchors=3, semitone_grid=True)
-    semis = np.concatenate([plan_batch(tracks, grid, seed=0, step=s).semitones for s in range(10)])
-    assert set(np.unique(semis).tolist()) <= {-4, -3, -2, -1, 0, 1, 2, 3, 4}
+    plans = [plan_batch(tracks, grid, seed=0, step=s) for s in range(20)]
+    semis = np.concatenate([p.semitones for p in plans])
+    applied = np.concatenate([p.pitch_applied for p in plans])
+    assert applied.any() and (~applied).any()
+    assert np.all(semis[~applied] == 0)
+    shifted = semis[applied]
+    assert np.array_equal(shifted, np.round(shifted)) and np.all(shifted != 0)
+    assert set(shifted.tolist()) == {-4, -3, -2, -1, 1, 2, 3, 4}
+    continuous = np.concatenate([plan_batch(tracks, ViewConfig(anchors=3), seed=0, step=s)
+                                 .semitones for s in range(20)])
+    assert not np.array_equal(continuous, np.round(continuous))
 
 
 def test_read_batch_reads_the_planned_frames(corpus, monkeypatch):

@@ -69,13 +69,6 @@ def test_giantsteps_key_both_layouts(tmp_path, ann_dir):
     assert {i.split for i in ds.mtg_giantsteps_key(tmp_path)} == {"train"}
 
 
-def test_parse_key_spellings():
-    assert ds.parse_key("D#:minor") == "Eb minor"
-    assert ds.parse_key("Bb maj") == "Bb major"
-    assert ds.parse_key("a minor") == "A minor"
-    assert ds.parse_key("-") is None and ds.parse_key("H major") is None
-
-
 def test_nsynth_pitch_and_family(tmp_path):
     for folder, names in (("nsynth-train", ["guitar_acoustic_001-060-100"]),
                           ("nsynth-valid", ["keyboard_electronic_002-069-075"]),

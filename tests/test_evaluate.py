@@ -11,41 +11,47 @@ import pytest
 import soundfile as sf
 
 from tests.signals import click_track, tone
+from trainer import benchmark as bm
 from trainer import evaluate as ev
+from trainer import metrics as mx
+from trainer import probes as pr
 
 SR = 16000
 
 
 def _tracks(keys, tempi, families):
-    return [ev.Track(Path(f"t{i}.wav"), key=k, tempo=t, family=f)
+    return [bm.Track(Path(f"t{i}.wav"), key=k, tempo=t, family=f)
             for i, (k, t, f) in enumerate(zip(keys, tempi, families))]
 
 
 # ------------------------------------------------------------------ labels and metrics
 
 
-def test_key_index_round_trip_and_rejects():
-    assert ev.key_index("C major") == 0
-    assert ev.key_index("Eb minor") == ev.key_index("D# minor") == 15
-    assert ev.key_index("bb minor") == 22
-    assert all(ev.key_index(ev.key_from_index(i)) == i for i in range(24))
-    assert ev.key_index("") is None and ev.key_index("H major") is None and ev.key_index("C dorian") is None
+def test_load_tracks_reads_every_key_spelling_as_mir_evals(tmp_path):
+    rows = ["file,key,tempo,program,family,seed", "a.wav,D#:min,120,0,piano,0", "b.wav,Bb maj,0,0,,1",
+            "c.wav,C dorian,90,0,bass,2", "d.wav,,100,0,bass,3"]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    tracks = bm.load_tracks(tmp_path)
+    assert [t.key for t in tracks] == ["Eb minor", "Bb major", None, None]
+    assert [t.tempo for t in tracks] == [120.0, None, 90.0, 100.0]
+    # the keys are scored by mir_eval, which accepts only its own spelling
+    assert mx.key_score(tracks[0].key, "Eb minor") == 1.0
 
 
 def test_tempo_hits():
-    assert ev.tempo_hits(120.0, 124.0) == (True, True)  # 3.3 %
-    assert ev.tempo_hits(120.0, 126.0) == (False, False)  # 5 %
-    assert ev.tempo_hits(120.0, 240.0) == (False, True)
-    assert ev.tempo_hits(120.0, 40.5) == (False, True)
-    assert ev.tempo_hits(120.0, 180.0) == (False, False)  # 3:2 is not an acc2 relation
+    assert mx.tempo_hits(120.0, 124.0) == (True, True)  # 3.3 %
+    assert mx.tempo_hits(120.0, 126.0) == (False, False)  # 5 %
+    assert mx.tempo_hits(120.0, 240.0) == (False, True)
+    assert mx.tempo_hits(120.0, 40.5) == (False, True)
+    assert mx.tempo_hits(120.0, 180.0) == (False, False)  # 3:2 is not an acc2 relation
 
 
 def test_perfect_embedding_scores_one_and_k3_averages_all_others():
     # 4 tracks, 2 keys a tritone apart (weighted score 0 between them), tempo and family follow the key
     tracks = _tracks(["C major", "C major", "F# major", "F# major"], [100, 100, 150, 150], ["a", "a", "b", "b"])
     emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=float)
-    pairs = ev.PairTable(tracks)
-    r = ev.retrieval_scores(ev.cosine_similarity(emb, emb), pairs, ks=(1, 3))
+    pairs = mx.PairTable(tracks)
+    r = mx.retrieval_scores(mx.cosine_similarity(emb, emb), pairs, ks=(1, 3))
     for m in ("key", "tempo_acc1", "tempo_acc2", "family"):
         assert r[m]["1"] == 1.0
         # k = 3 takes every other track: 1 of 3 neighbours shares the label
@@ -57,7 +63,7 @@ def test_weighted_key_partial_credit_and_acc2():
     # C major found for G major is a fourth above (0); C major for A minor is relative (0.3)
     tracks = _tracks(["C major", "G major", "A minor"], [100, 200, 300], [None, None, None])
     sim = np.array([[0, 1, 0], [1, 0, 0], [1, 0, 0]], dtype=float)
-    r = ev.retrieval_scores(sim, ev.PairTable(tracks), ks=(1,))
+    r = mx.retrieval_scores(sim, mx.PairTable(tracks), ks=(1,))
     assert r["key"]["1"] == pytest.approx((0.5 + 0.0 + 0.3) / 3)
     assert r["tempo_acc1"]["1"] == 0.0
     # 100 -> 200 (x2), 200 -> 100 (x1/2), 300 -> 100 (x1/3): all acc2 hits
@@ -68,40 +74,40 @@ def test_weighted_key_partial_credit_and_acc2():
 def test_unlabelled_tracks_take_no_part():
     tracks = _tracks(["C major", None, "C major"], [100, 100, 100], ["a", "a", "a"])
     sim = np.array([[0, 1, 0.5], [1, 0, 0], [0.5, 0, 0]], dtype=float)
-    r = ev.retrieval_scores(sim, ev.PairTable(tracks), ks=(1,))
+    r = mx.retrieval_scores(sim, mx.PairTable(tracks), ks=(1,))
     assert r["key"]["1"] == 1.0  # the unlabelled middle track is never a key neighbour
 
 
 def test_query_is_never_its_own_neighbour():
     sim = np.eye(3) + 0.1 * np.arange(9).reshape(3, 3)
-    nn = ev.nearest(sim, 2)
+    nn = mx.nearest(sim, 2)
     assert all(i not in row for i, row in enumerate(nn))
 
 
 def test_oracle_is_the_best_any_ranking_can_do():
     tracks = _tracks(["C major", "C major", "F# major", "F# major"], [100, 100, 150, 150], ["a"] * 4)
-    o = ev.oracle_scores(ev.PairTable(tracks), ks=(1, 3))
+    o = mx.oracle_scores(mx.PairTable(tracks), ks=(1, 3))
     assert o["key"] == {"1": 1.0, "3": pytest.approx(1 / 3)} and o["family"]["3"] == 1.0
 
 
 def test_chance_is_mean_over_pairs():
     tracks = _tracks(["C major"] * 2 + ["F# major"] * 2, [100] * 4, ["a"] * 4)
-    ch = ev.chance_scores(ev.PairTable(tracks))
+    ch = mx.chance_scores(mx.PairTable(tracks))
     assert ch["key"] == pytest.approx(1 / 3) and ch["tempo_acc1"] == 1.0
 
 
 def test_label_similarity_retrieves_same_estimates():
     tracks = _tracks(["C major", "C major", "F# major", "F# major"], [90, 91, 140, 141], [None] * 4)
-    pairs = ev.PairTable(tracks)
-    keys = ev.label_similarity(["C major", "C major", "F# major", "F# major"], "key")
-    tempi = ev.label_similarity([90.0, 91.0, 140.0, 141.0], "tempo")
-    assert ev.retrieval_scores(keys, pairs, ks=(1,))["key"]["1"] == 1.0
-    assert ev.retrieval_scores(tempi, pairs, ks=(1,))["tempo_acc1"]["1"] == 1.0
+    pairs = mx.PairTable(tracks)
+    keys = mx.label_similarity(["C major", "C major", "F# major", "F# major"], "key")
+    tempi = mx.label_similarity([90.0, 91.0, 140.0, 141.0], "tempo")
+    assert mx.retrieval_scores(keys, pairs, ks=(1,))["key"]["1"] == 1.0
+    assert mx.retrieval_scores(tempi, pairs, ks=(1,))["tempo_acc1"]["1"] == 1.0
 
 
 def test_concat_subspaces_is_unit_norm_and_weighs_each_equally():
     emb = {"pitch": np.array([[3.0, 4.0]]), "tempo": np.array([[10.0, 0.0, 0.0]])}
-    v = ev.concat_subspaces(emb)
+    v = bm.concat_subspaces(emb)
     assert v.shape == (1, 5) and np.linalg.norm(v) == pytest.approx(1.0)
     assert np.linalg.norm(v[0, :2]) == pytest.approx(np.linalg.norm(v[0, 2:]))
 
@@ -111,22 +117,22 @@ def test_concat_subspaces_is_unit_norm_and_weighs_each_equally():
 
 def test_degradations_measure_what_they_claim():
     y = tone(440.0, 2.0) + tone(6000.0, 2.0)
-    noisy = ev.degrade(y, "noise_10db", seed=1)
+    noisy = bm.degrade(y, "noise_10db", seed=1)
     snr = 10 * np.log10(np.mean(y ** 2) / np.mean((noisy - y) ** 2))
     assert snr == pytest.approx(10.0, abs=0.3)
-    spec = np.abs(np.fft.rfft(ev.degrade(y, "lowpass_4k")))
+    spec = np.abs(np.fft.rfft(bm.degrade(y, "lowpass_4k")))
     freqs = np.fft.rfftfreq(len(y), 1 / SR)
     at = lambda f: spec[np.argmin(np.abs(freqs - f))]  # noqa: E731
     assert at(6000) < 0.01 * at(440)
     with pytest.raises(ValueError, match="unknown degradation"):
-        ev.degrade(y, "vinyl")
+        bm.degrade(y, "vinyl")
 
 
 def test_split_is_deterministic_and_never_empty():
     names = [f"track_{i:03d}.wav" for i in range(20)]
-    a, b = ev.split_tracks(names), ev.split_tracks(list(names))
+    a, b = pr.split_tracks(names), pr.split_tracks(list(names))
     assert (a == b).all() and a.sum() == 6
-    assert ev.split_tracks(["x.wav", "y.wav"]).sum() == 1
+    assert pr.split_tracks(["x.wav", "y.wav"]).sum() == 1
 
 
 # ------------------------------------------------------------------------------ probe
@@ -139,16 +145,16 @@ def test_probe_on_separable_toy_set():
     key_of = rng.integers(0, 4, n_tracks)
     tempo_of = rng.choice([80.0, 120.0, 160.0], n_tracks)
     fam_of = rng.integers(0, 2, n_tracks)
-    tracks = [ev.Track(Path(f"toy{i}.wav"), key=keys[key_of[i]], tempo=float(tempo_of[i]),
+    tracks = [bm.Track(Path(f"toy{i}.wav"), key=keys[key_of[i]], tempo=float(tempo_of[i]),
                        family=["strings", "piano"][fam_of[i]]) for i in range(n_tracks)]
     owner = np.repeat(np.arange(n_tracks), per)
     centres = rng.standard_normal((4, 8)) * 3
     x = np.concatenate([centres[key_of[owner]], np.repeat(np.log2(tempo_of[owner])[:, None] * 4, 4, axis=1),
                         np.repeat((fam_of[owner] * 4.0)[:, None], 4, axis=1)], axis=1)
     x += 0.3 * rng.standard_normal(x.shape)
-    test = ev.split_tracks([t.name for t in tracks])
-    r = ev.probe_subspace(x.astype(np.float32), owner, tracks, test,
-                          options=ev.ProbeOptions(steps=300, hidden=64))
+    test = pr.split_tracks([t.name for t in tracks])
+    r = pr.probe_subspace(x.astype(np.float32), owner, tracks, test,
+                          options=pr.ProbeOptions(steps=300, hidden=64))
     assert r["key"] > 0.95
     assert r["family_acc"] > 0.95 and r["family_roc_auc"] > 0.95 and r["family_map"] > 0.95
     assert r["tempo_acc1"] > 0.8
@@ -259,14 +265,14 @@ def test_probe_uses_dataset_split_and_scores_tags_and_pitch():
     pitch_of = rng.choice([48, 60, 72], n)
     tag_sets = [("rock", "guitar"), ("jazz",), ("rock",)]
     tag_of = rng.integers(0, 3, n)
-    tracks = [ev.Track(Path(f"n{i}.wav"), pitch=int(pitch_of[i]), tags=tag_sets[tag_of[i]],
+    tracks = [bm.Track(Path(f"n{i}.wav"), pitch=int(pitch_of[i]), tags=tag_sets[tag_of[i]],
                        split="test" if i % 4 == 0 else "train") for i in range(n)]
-    test = ev.probe_split(tracks)
+    test = pr.probe_split(tracks)
     assert test.sum() == 12 and all(test[i] == (i % 4 == 0) for i in range(n))
     owner = np.repeat(np.arange(n), per)
     x = np.concatenate([np.eye(3)[np.searchsorted([48, 60, 72], pitch_of[owner])] * 3,
                         np.eye(3)[tag_of[owner]] * 3], axis=1) + 0.2 * rng.standard_normal((n * per, 6))
-    r = ev.probe_subspace(x.astype(np.float32), owner, tracks, test, options=ev.ProbeOptions(steps=300, hidden=32))
+    r = pr.probe_subspace(x.astype(np.float32), owner, tracks, test, options=pr.ProbeOptions(steps=300, hidden=32))
     assert r["pitch_acc"] == 1.0
     assert r["tags_roc_auc"] > 0.95 and r["tags_map"] > 0.9
     assert "key" not in r and "tempo_acc1" not in r  # no labels, no figure
@@ -284,11 +290,11 @@ def test_eval_reads_a_dataset_layout(tmp_path, monkeypatch):
         (root / "annotations" / "tempo" / f"{i}.LOFI.bpm").write_text(str(bpm))
         (root / "audio").mkdir(exist_ok=True)
         sf.write(root / "audio" / f"{i}.LOFI.wav", click_track(bpm, 4.0, seed=i), SR)
-    tracks = ev.tracks_from_dataset("giantsteps_tempo", root)
+    tracks = bm.tracks_from_dataset("giantsteps_tempo", root)
     assert sorted(t.tempo for t in tracks) == [90.0, 90.0, 140.0]
     m = ev.run_eval([], root, tmp_path / "out", ev.EvalOptions(baselines=True), log=lambda _m: None,
                     dataset="giantsteps_tempo")
     assert m["dataset"] == "giantsteps_tempo" and m["labelled"]["tempo_acc1"] == 3
     assert m["baselines"]["tempogram"]["retrieval"]["tempo_acc1"]["1"] == pytest.approx(2 / 3)
     with pytest.raises(DatasetError):
-        ev.tracks_from_dataset("nsynth", root)
+        bm.tracks_from_dataset("nsynth", root)

@@ -194,3 +194,47 @@ def test_torchrun_two_cpu_processes(folder, tmp_path):
     info = read_checkpoint_info(out / "model.safetensors")
     assert info.config["provenance"]["batch_views"] == 2 * 2 * 2
     load_checkpoint(out / "model.safetensors")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"method": "simclr"}, "unknown method 'simclr'; expected one of ('mule', 'mule++', 'loev', 'loev++', "
+                           "'mule-mixup')"),
+    ({"profile": "huge"}, "unknown profile 'huge'"),
+    ({"branches": "fixed"}, "unknown branches 'fixed'"),
+    ({"schedule": "linear"}, "unknown schedule 'linear'"),
+    ({"label_weighting": "soft"}, "unknown label weighting 'soft'; expected one of ('binary', 'weighted')"),
+    ({"variants": "pt"}, "unknown variants 'pt'"),
+    ({"steps": -1}, "--steps must be >= 0, got -1"),
+    ({"batch_anchors": 0}, "--batch-anchors must be >= 1, got 0"),
+    ({"views": 1}, "--views must be >= 2 (views are contrasted in pairs), got 1"),
+    ({"lr": -1e-4}, "--lr must be >= 0, got -0.0001"),
+    ({"lr": float("nan")}, "--lr must be >= 0, got nan"),
+    ({"warmup": -5}, "--warmup must be >= 0, got -5"),
+    ({"temperature": 0.0}, "--temperature must be > 0, got 0.0"),
+    ({"clip": -1.0}, "--clip must be >= 0 (0: off), got -1.0"),
+    ({"ckpt_every": -1}, "--ckpt-every must be >= 0 (0: at the end), got -1"),
+    ({"workers": -2}, "--workers must be >= 0, got -2"),
+    ({"supervised_fraction": 1.5}, "--supervised-fraction must be within [0, 1], got 1.5"),
+    ({"recon_weight": -1.0}, "--recon-weight must be >= 0, got -1.0"),
+])
+def test_fit_options_refuse_a_bad_value_naming_it(change, message):
+    from trainer.fit import FitOptions
+
+    with pytest.raises(ValueError) as e:
+        FitOptions(**{"data": "d", "out": "o", "steps": 1, **change})
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_fit_options_accept_the_edges():
+    from trainer.fit import FitOptions
+
+    FitOptions(data="d", out="o", steps=0, views=2, lr=0.0, clip=0.0, ckpt_every=0, workers=0,
+               supervised_fraction=0.0, recon_weight=0.0)
+    FitOptions(data="d", out="o", steps=1, method="mule-mixup", variants="anything")  # mule-mixup has no variants
+
+
+def test_fit_refuses_a_bad_option_before_touching_the_run_folder(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _fit(folder, out, 1, "--temperature", "0") == 2
+    assert capsys.readouterr().err.strip() == "loev-train: error: --temperature must be > 0, got 0.0"
+    assert not out.exists()

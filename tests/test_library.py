@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -87,10 +86,15 @@ def test_second_writer_fails_then_waits(tmp_path):
     first.acquire_write_lock()
     with pytest.raises(LibraryError, match="another process"):
         second.acquire_write_lock()
-    threading.Timer(0.3, first.release_write_lock).start()
-    t0 = time.monotonic()
-    second.acquire_write_lock(timeout=10)
-    assert 0.2 < time.monotonic() - t0 < 5
+    released = threading.Event()
+
+    def release() -> None:
+        released.set()
+        first.release_write_lock()
+
+    threading.Timer(0.3, release).start()
+    second.acquire_write_lock(timeout=30)
+    assert released.is_set()  # it waited for the first writer instead of failing
     second.close()
     first.close()
 

@@ -1,4 +1,4 @@
-"""engine.match: recover a known transposition and a known tempo change, with a fake
+"""engine.model.match: recover a known transposition and a known tempo change, with a fake
 embedder whose key space is a chroma vector and whose tempo space is an onset
 autocorrelation (real measurements of the audio, so the answers are not canned)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.match import (
+from engine.model.match import (
     MatchResult,
     best_alignment,
     cosine_distance,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trainer.objective import (combine_positives, contrastive_loss, head_masks,
-                               label_positives, nt_xent, parse_key, positive_masks,
+                               label_positives, nt_xent, positive_masks,
                                shifted_keys, supervised_masks, weighted_label_positives)
 
 
@@ -89,13 +89,7 @@ def test_contrastive_loss_averages_heads():
     assert not torch.equal(masks["pitch"], masks["invariant"])
 
 
-def test_parse_and_shift_keys():
-    assert parse_key("C major") == 0
-    assert parse_key("a minor") == 21
-    assert parse_key("F#:min") == 18
-    assert parse_key("B- minor") == 22 and parse_key("Bb major") == 10
-    assert parse_key("E") == 4 and parse_key("e") == 16
-    assert parse_key("") is None and parse_key("nonsense") is None
+def test_shift_keys():
     keys = torch.tensor([0, 21, 11, -1])
     moved = shifted_keys(keys, torch.tensor([2.0, 3.0, 1.0, 2.0]))
     assert moved.tolist() == [2, 12, 0, -1]  # C->D, a->c minor, B->C, unknown stays

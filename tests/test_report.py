@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
+
+import pytest
 
 from trainer import report
 
@@ -85,7 +88,7 @@ def test_claims_use_baselines_measured_on_the_same_data_in_another_folder(tmp_pa
     text = report.write_report([tmp_path / "b", tmp_path / "m"], tmp_path / "R.md").read_text()
     assert "| loevpp | pitch beats baseline chroma12 on key@5 | 0.650 vs 0.600 | yes |" in text
     assert text.count("| loevpp | pitch beats mulepp (all) on key@5 | 0.650 vs 0.300 | yes |") == 1
-    assert text.count("## At a glance: 1 LOEV models on `/bench`") == 1  # one table per benchmark
+    assert text.count("## At a glance: 1 LOEV models on `bench`") == 1  # one table per benchmark
     other["data"] = "/elsewhere"
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "metrics.json").write_text(json.dumps(other))
@@ -105,3 +108,66 @@ def test_a_model_evaluated_in_two_folders_is_listed_once_with_the_figures_of_bot
     assert text.count("| loevpp | loev++ | structured | tiny | 1200 |") == 1  # budget table
     row = next(line for line in text.splitlines() if line.startswith("| loevpp | structured | none"))
     assert "| 0.400 |" in row and "| 0.500 |" in row
+
+
+def _write(tmp_path, metrics, name="eval_a"):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_report_opens_with_the_shipped_model_against_each_kind_of_baseline(tmp_path):
+    m = _metrics()
+    m["oracle"] = {"key": {"5": 0.9}}
+    m["baselines"]["essentia_key"] = {"target": "key", "retrieval": _ret(0.70, 0.05, 0.1)}
+    m["baselines"]["mfcc20"] = {"target": "family", "retrieval": _ret(0.2, 0.1, 0.5)}
+    text = report.write_report([_write(tmp_path, m)], tmp_path / "R.md", shipped="loevpp").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## The shipped model against the baselines"
+    summary = text.split(headings[0])[1].split(headings[1])[0]
+    assert ("| aspect | shipped `loevpp` | MFCC | chroma | onset autocorrelation | essentia | chance | best possible"
+            " | shipped - best baseline |") in summary
+    assert ("| key: mir_eval weighted key score @5 | 0.650 (pitch) | 0.200 (mfcc20) | 0.600 (chroma12) |"
+            " 0.100 (tempogram) | 0.700 (essentia_key) | 0.080 | 0.900 | -0.050 vs essentia_key |") in summary
+    assert ("| tempo: within 4 % (acc1@5) | 0.900 (tempo) | 0.100 (mfcc20) | 0.100 (chroma12) | 0.860 (tempogram) |"
+            " 0.050 (essentia_key) | – | – | +0.040 vs tempogram |") in summary
+    assert "| vibe: same instrument family (P@5) | 0.780 (invariant) | 0.500 (mfcc20) |" in summary
+    assert "--shipped loevpp" in text
+
+
+def test_the_shipped_model_is_found_by_the_default_checkpoints_id(tmp_path):
+    from engine.model.checkpoint import read_checkpoint_info
+    from engine.resources import default_checkpoint
+
+    m = _metrics()
+    m["models"]["loevpp"]["model_id"] = read_checkpoint_info(default_checkpoint()).model_id
+    text = report.write_report([_write(tmp_path, m)], tmp_path / "R.md").read_text()
+    assert "| aspect | shipped `loevpp` |" in text
+    m["models"]["loevpp"]["model_id"] = "0123456789abcdef"
+    text = report.write_report([_write(tmp_path, m, "eval_b")], tmp_path / "R.md").read_text()
+    assert "No run here evaluated the shipped model" in text
+    with pytest.raises(report.ReportError, match="--shipped nope: no such model"):
+        report.write_report([tmp_path / "eval_b"], tmp_path / "R.md", shipped="nope")
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_report_shows_no_absolute_path_of_the_machine(tmp_path, monkeypatch, inside):
+    m = _metrics()
+    m["data"] = str(tmp_path / "runs" / "bench60")
+    m["models"]["loevpp"]["provenance"].update(labels=str(tmp_path / "runs" / "corpus" / "labels.csv"),
+                                               init=str(tmp_path / "runs" / "models" / "a.safetensors"),
+                                               data=str(tmp_path / "runs" / "corpus"))
+    m["models"]["loevpp"]["checkpoint"] = str(tmp_path / "runs" / "models" / "loevpp.safetensors")
+    run = _write(tmp_path, m)
+    if inside:  # the report is made from the checkout that holds the runs: paths relative to it
+        monkeypatch.chdir(tmp_path)
+    text = report.write_report([run.resolve()], tmp_path / "docs" / "R.md", shipped="loevpp").read_text()
+    assert str(tmp_path) not in text
+    assert not re.search(r"(^|[\s`(|=])/\w", text, re.MULTILINE), re.search(r".{40}(^|[\s`(|=])/\w.{40}", text)
+    assert "--runs eval_a " in text
+    if inside:
+        assert "on `runs/bench60`" in text and "| runs/corpus/labels.csv (" in text
+        assert "init=runs/models/a.safetensors" in text
+    else:  # outside the working folder: the last component only
+        assert "on `bench60`" in text and "| labels.csv (" in text and "init=a.safetensors" in text

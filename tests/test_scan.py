@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.library import scan as scan_mod
 from engine.errors import LibraryError
 from engine.library.catalogue import Library
 from engine.library.scan import scan, walk_audio
 from engine.library.vectors import VectorIndex, read_manifest
-from tests.fixtures_audio import FakeEmbedder, clicks, make_collection, tone, write
+from tests.fixtures_audio import (FakeEmbedder, clicks, make_collection, tiny_checkpoint_path,
+                                  tone, write)
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = ("a4", "a3", "c4", "c5", "e4", "click120", "click120b", "click90", "unicode")
@@ -205,7 +205,9 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from engine.library.scan import scan
     from tests.fixtures_audio import FakeEmbedder
-    scan([{music!r}], library={lib!r}, embedder=FakeEmbedder(delay=0.15), batch_size=3)
+    # No commit on the clock: a batch of three is the only commit, however slow the machine.
+    scan([{music!r}], library={lib!r}, embedder=FakeEmbedder(delay=0.15), batch_size=3,
+         commit_seconds=1e9)
 """)
 
 
@@ -257,18 +259,21 @@ def test_scan_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
             assert dists[0] < 1e-5
 
 
-def test_scan_api_without_embedder_needs_no_torch_when_nothing_changed(tmp_path, collection,
-                                                                         monkeypatch):
-    """A no-change rescan identifies the model from the checkpoint header alone."""
-    scan([tmp_path / "music"], library=tmp_path / "lib", embedder=FakeEmbedder())
+def test_no_change_rescan_reads_the_model_from_the_checkpoint_header(tmp_path):
+    """A rescan that finds nothing new identifies the model from the checkpoint's header
+    and never loads the network: torch stays out of the process."""
+    from engine.model.embed import Embedder
 
-    def no_embedder(checkpoint):
-        raise AssertionError("an embedder was built for a no-change rescan")
-
-    monkeypatch.setattr(scan_mod, "_make_embedder", no_embedder)
-    monkeypatch.setattr(scan_mod, "_model_identity",
-                        lambda e, c: {"model_id": "fake-model-1", "checkpoint": None,
-                                      "config": {}, "subspaces": tuple(FakeEmbedder.dims),
-                                      "dims": FakeEmbedder.dims})
-    report = scan([tmp_path / "music"], library=tmp_path / "lib")
-    assert report.unchanged == report.found
+    ckpt = tiny_checkpoint_path(tmp_path)
+    music, lib = tmp_path / "music", tmp_path / "lib"
+    write(music / "a.wav", tone(440.0, 1.0))
+    write(music / "b.wav", clicks(120, 1.5))
+    assert scan([music], library=lib, embedder=Embedder(ckpt)).added == 2
+    code = ("import sys\n"
+            "from engine.library.scan import scan\n"
+            f"r = scan([{str(music)!r}], library={str(lib)!r}, checkpoint={str(ckpt)!r})\n"
+            "print(r.found, r.unchanged, r.reembedded, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "2", "False", "False"]

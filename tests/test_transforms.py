@@ -1,17 +1,12 @@
-"""engine.audio.transforms: known answers for pitch and tempo, batching, shapes, devices."""
+"""engine.model.transforms: known answers for pitch and tempo, batching, shapes, devices."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from engine.audio.transforms import (
-    pitch_shift,
-    pitch_shift_np,
-    source_samples_needed,
-    time_stretch,
-    time_stretch_np,
-)
+from engine.audio.transforms import source_samples_needed
+from engine.model.transforms import pitch_shift, pitch_shift_np, time_stretch, time_stretch_np
 from tests.signals import cents, click_track, harmonic_tone, peak_frequency, tempo_bpm, tone
 
 SR = 16000
@@ -135,7 +130,7 @@ def test_bad_arguments_say_what_was_wrong():
 
 
 def test_versions_helpers_match_single_calls():
-    from engine.audio.transforms import pitch_shift_versions_np, time_stretch_versions_np
+    from engine.model.transforms import pitch_shift_versions_np, time_stretch_versions_np
 
     y = click_track(120, 3.0)
     shifted = pitch_shift_versions_np(y, [-2.0, 0.0, 5.0, 1.0, 3.0], group=2)

@@ -3,7 +3,7 @@
 Base chain (applied in this order, each step with its own probability per view):
 gain, polarity inversion, coloured noise with a spectral decay, one of low-pass /
 high-pass / band-pass / band-cut filter, reverb, distortion. Variant augmentations
-(pitch shift, time stretch) use ``engine.audio.transforms`` (the same vocoder the app uses) and
+(pitch shift, time stretch) use ``engine.model.transforms`` (the same vocoder the app uses) and
 are applied *before* the base chain, to the views that drew them in the data plan
 (``trainer.data``): a stretch needs to know, when the audio is read, how much source
 audio to cut, so its rate is drawn there; the base parameters are drawn here from a
@@ -246,7 +246,7 @@ def apply_variants(source: torch.Tensor, *, semitones: torch.Tensor, rate: torch
     -------
     Tensor [B, chunk_samples]
     """
-    from engine.audio.transforms import pitch_shift, time_stretch
+    from engine.model.transforms import pitch_shift, time_stretch
 
     y = source[:, :chunk_samples].clone()
     idx = torch.nonzero(stretch_applied, as_tuple=True)[0]

@@ -1,4 +1,4 @@
-"""DSP descriptors that the model's key and tempo subspaces are compared with (issue 5).
+"""DSP descriptors that the model's key and tempo subspaces are compared with.
 
 A user who wants "tracks in this key" or "tracks at this tempo" would otherwise reach for
 a chroma vector or a tempogram; retrieval with these descriptors, on the same tracks and

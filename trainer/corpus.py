@@ -1,6 +1,6 @@
 """Render a labelled training corpus offline through a General MIDI soundfont.
 
-Issue 3 item 6 (the pretraining corpus) and issue 5 item 3 (a held-out benchmark): every
+The pretraining corpus, and the held-out benchmark (``--split bench``): every
 file is 16 kHz mono FLAC of 20-40 s, and ``labels.csv`` says its key (mir_eval style,
 ``"X"`` for drum-only files), tempo (quarter notes per minute), General MIDI program and
 family, where the notes came from, and the seed that rebuilds it.
@@ -51,6 +51,7 @@ import numpy as np
 
 from engine.config import SAMPLE_RATE
 from engine.errors import LoevError
+from engine.keys import key_name, make_key
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ DEFAULT_SOUNDFONTS = (
     Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
     Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
 )
-
-PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 # General MIDI program families, eight programs each (GM 1 sound set).
 GM_FAMILIES = (
@@ -127,11 +126,6 @@ class CorpusError(LoevError):
 
 
 # --------------------------------------------------------------------------- labels
-
-
-def key_name(tonic: int, mode: str) -> str:
-    """mir_eval key string for a pitch class 0-11 and ``"major"``/``"minor"``."""
-    return f"{PITCH_NAMES[tonic % 12]} {mode}"
 
 
 def gm_family(program: int) -> str:
@@ -451,7 +445,7 @@ def _procedural(spec: ItemSpec) -> Arrangement:
         key = NO_KEY
         top = DRUM_CHANNEL
     else:
-        key = key_name(tonic, mode)
+        key = key_name(make_key(tonic, mode))
         family = "bass" if spec.kind == "bassline" else str(rng.choice(PITCHED_FAMILIES))
         parts = {"band": ("melody", "chords", "bass"), "progression": ("chords", "bass"),
                  "bassline": ("bass",)}[spec.kind]
@@ -608,7 +602,7 @@ def _music21(spec: ItemSpec) -> Arrangement | None:
             notes.append(((offset_ql + o) * beat, d * beat * 0.95, part, p, int(rng.integers(70, 96))))
         offset_ql += np.ceil(piece.length_ql)
     programs = {part: progs[part] for part in range(piece.n_parts)}
-    key = key_name(piece.tonic + transpose, piece.mode)
+    key = key_name(make_key(piece.tonic + transpose, piece.mode))
     return Arrangement(notes, programs, key, tempo, f"music21:{piece.name}", 0,
                        meta={"transpose": transpose})
 

@@ -375,7 +375,7 @@ def load_labels(csv_path: str | os.PathLike[str], tracks: Sequence[Track], *,
     tracks keep their labels (chosen from ``seed``), the others count as unlabelled:
     SemiSupCon's supervised fraction.
     """
-    from trainer.objective import parse_key
+    from engine.keys import parse_key
 
     csv_path = Path(csv_path)
     files = sorted(csv_path.rglob("labels.csv")) if csv_path.is_dir() else [csv_path]

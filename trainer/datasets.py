@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LoevError
+from engine.keys import canonical_key
 
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".opus", ".m4a", ".aiff", ".aif", ".au")
 SPLITS = ("train", "validation", "test")
@@ -165,22 +166,6 @@ def magnatagatune(root: str | os.PathLike[str], *, top_n: int | None = 50,
 # ---------------------------------------------------------------------- GiantSteps key
 
 
-_KEY_RE = re.compile(r"^\s*([A-Ga-g])\s*([#b♯♭]?)\s*[:\s]?\s*(major|minor|maj|min)\b", re.IGNORECASE)
-
-
-def parse_key(text: str) -> str | None:
-    """``"Eb minor"``, ``"eb min"``, ``"D#:minor"``... -> mir_eval's ``"Eb minor"``; None if no key."""
-    m = _KEY_RE.match(text)
-    if not m:
-        return None
-    from trainer.evaluate import key_from_index, key_index
-
-    accidental = {"♯": "#", "♭": "b"}.get(m.group(2), m.group(2))
-    mode = "minor" if m.group(3).lower().startswith("min") else "major"
-    index = key_index(f"{m.group(1).upper()}{accidental} {mode}")
-    return key_from_index(index) if index is not None else None
-
-
 def giantsteps_key(root: str | os.PathLike[str], *, split: str = "test") -> list[DatasetItem]:
     """GiantSteps key (or MTG-GiantSteps key with ``split="train"``): ``{"key": "Eb minor"}``.
 
@@ -195,7 +180,7 @@ def giantsteps_key(root: str | os.PathLike[str], *, split: str = "test") -> list
     items = []
     for ann in ann_files:
         text = ann.read_text(errors="replace").strip()
-        key = parse_key(text) if "\n" not in text and " or " not in text else None
+        key = canonical_key(text) if "\n" not in text and " or " not in text else None
         path = audio.get(ann.stem.lower()) or audio.get(ann.name.split(".")[0].lower())
         if key is not None and path is not None:
             items.append(DatasetItem(path, {"key": key}, split))

@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ from trainer.objective import (combine_positives, contrastive_loss, head_masks, 
 
 TRAIN_METHODS = METHODS + ("mule-mixup",)
 LABEL_WEIGHTINGS = ("binary", "weighted")
+BRANCHES = ("learned", "structured")
+SCHEDULES = ("constant", "cosine")
 STATE_JSON = "train_state.json"
 MODEL_FILE = "model.safetensors"
 LOG_FILE = "log.csv"
@@ -92,13 +95,54 @@ class FitOptions:
                    "schedule", "warmup", "temperature", "clip", "seed", "labels",
                    "supervised_fraction", "label_weighting", "recon_weight", "init")
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a run that cannot train, before any data is read or any file written.
+
+        Raises
+        ------
+        ValueError
+            One line naming the option (as its ``loev-train fit`` flag) and its bad value.
+        """
+        choices = {"method": TRAIN_METHODS, "profile": tuple(PROFILES), "branches": BRANCHES,
+                   "schedule": SCHEDULES, "label_weighting": LABEL_WEIGHTINGS}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"unknown {name.replace('_', ' ')} {value!r}; expected one of {allowed}")
+        if self.method != "mule-mixup":  # mule-mixup trains without pitch or tempo views
+            parse_variants(self.variants)
+        # (flag, value, holds): the smallest values that still train
+        bounds = (("--steps", self.steps, self.steps >= 0),
+                  ("--batch-anchors", self.batch_anchors, self.batch_anchors >= 1),
+                  ("--views", self.views, self.views >= 2),
+                  ("--lr", self.lr, self.lr >= 0),
+                  ("--warmup", self.warmup, self.warmup >= 0),
+                  ("--temperature", self.temperature, self.temperature > 0),
+                  ("--clip", self.clip, self.clip >= 0),
+                  ("--ckpt-every", self.ckpt_every, self.ckpt_every >= 0),
+                  ("--workers", self.workers, self.workers >= 0),
+                  ("--supervised-fraction", self.supervised_fraction, 0.0 <= self.supervised_fraction <= 1.0),
+                  ("--recon-weight", self.recon_weight, self.recon_weight >= 0))
+        for flag, value, holds in bounds:
+            if not holds:  # also catches NaN, which fails every comparison
+                raise ValueError(f"{flag} must be {_BOUND_TEXT[flag]}, got {value}")
+
+
+_BOUND_TEXT = {"--steps": ">= 0", "--batch-anchors": ">= 1", "--views": ">= 2 (views are contrasted in pairs)",
+               "--lr": ">= 0", "--warmup": ">= 0", "--temperature": "> 0", "--clip": ">= 0 (0: off)",
+               "--ckpt-every": ">= 0 (0: at the end)", "--workers": ">= 0",
+               "--supervised-fraction": "within [0, 1]", "--recon-weight": ">= 0"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="tiny", choices=tuple(PROFILES))
     p.add_argument("--method", default="loev++", choices=TRAIN_METHODS)
     p.add_argument("--variants", default="psts", help="b, ps, ts, psts (or ps,ts)")
     p.add_argument("--frontend", default="paper")
-    p.add_argument("--branches", default="learned", choices=("learned", "structured"),
+    p.add_argument("--branches", default="learned", choices=BRANCHES,
                    help="structured: pitch and tempo subspaces from engine/model/branches.py")
     p.add_argument("--data", required=True, help="folder of audio (searched recursively)")
     p.add_argument("--steps", type=int, required=True, help="total optimiser steps of the run")
@@ -106,7 +150,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-anchors", type=int, default=8, help="anchors per step (x views)")
     p.add_argument("--views", type=int, default=4, help="views per anchor (paper: M = 4)")
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--schedule", default="constant", choices=SCHEDULES)
     p.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
     p.add_argument("--temperature", type=float, default=0.1)
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: off)")
@@ -303,8 +347,6 @@ def step_masks(method: str, heads: tuple[str, ...], variants: tuple[str, ...],
 # --- the loop -------------------------------------------------------------------------
 
 def _config(opts: FitOptions):
-    if opts.method not in TRAIN_METHODS:
-        raise ValueError(f"unknown method {opts.method!r}; expected one of {TRAIN_METHODS}")
     variants = "b" if opts.method == "mule-mixup" else parse_variants(opts.variants)
     method = "mule" if opts.method == "mule-mixup" else opts.method
     return make_config(opts.profile, method, variants, opts.frontend, opts.branches)
@@ -387,108 +429,164 @@ def init_weights(model: torch.nn.Module, path: str, cfg) -> None:
 
 def fit(opts: FitOptions) -> dict[str, Any]:
     """Train (or resume) a run; returns ``{"step", "losses"}`` of the steps run here."""
-    from engine.model.checkpoint import save_checkpoint
-    from engine.model.network import build_model
-
     d = setup_distributed(opts.device)
     cfg = _config(opts)
     vcfg = _view_config(opts, cfg.variants)
     run_dir = Path(opts.out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    tracks, labels = _load_data(opts, run_dir, d)
+    trainee = _build(opts, cfg, d)
+    doc = read_state(run_dir)
+    start = _restore(run_dir, doc, opts, cfg, trainee)
+    net = _distribute(trainee.module, d)
+    meta = {"options": asdict(opts), "config": cfg.to_dict(), "world": d.world, "tracks": len(tracks)}
+    save = functools.partial(_checkpoint, run_dir, trainee, meta=meta, opts=opts, n_tracks=len(tracks), d=d)
+    log_ = _StepLog(run_dir / LOG_FILE, trainee.terms(cfg), start, total=opts.steps,
+                    enabled=d.master, bar=opts.progress)
+    step, losses = start, []
+    trainee.model.train()
+    try:
+        for step, loss in _steps(_loader(tracks, vcfg, opts, d, start), net, trainee.optimizer,
+                                 Views(vcfg, cfg.variants, device=d.device), cfg, opts, labels, d, log_):
+            losses.append(loss)
+            if opts.ckpt_every > 0 and step % opts.ckpt_every == 0 and step < opts.steps:
+                save(step)
+        if step > start or doc is None:
+            save(step)
+    except KeyboardInterrupt:
+        save(step)  # keep the finished steps; rerunning resumes from here
+        raise
+    finally:
+        log_.close()
+        if d.world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+    return {"step": step, "losses": losses}
+
+
+# --- building a run -------------------------------------------------------------------
+
+def _load_data(opts: FitOptions, run_dir: Path, d: Dist) -> tuple[list[Any], TrackLabels | None]:
+    """The audio index (built by the master, then read from its cache by the others) and the labels."""
     if d.master:
         tracks = build_index(opts.data, cache_path=run_dir / "data_index.json")
     _barrier(d)
     if not d.master:
         tracks = build_index(opts.data, cache_path=run_dir / "data_index.json")
-    if opts.label_weighting not in LABEL_WEIGHTINGS:
-        raise ValueError(f"unknown label weighting {opts.label_weighting!r}; "
-                         f"expected one of {LABEL_WEIGHTINGS}")
     labels = load_labels(opts.labels, tracks, fraction=opts.supervised_fraction,
                          seed=opts.seed) if opts.labels else None
     if labels is not None and opts.label_weighting == "weighted" and not labels.programs.any():
         log.warning("--label-weighting weighted: %s has no programs, so the invariant head "
                     "gets no label positives", opts.labels)
+    return tracks, labels
 
-    if opts.recon_weight < 0:
-        raise ValueError(f"--recon-weight must be >= 0, got {opts.recon_weight}")
+
+@dataclass
+class Trainee:
+    """What the optimiser trains: the model, the reconstruction decoder if any, and the optimiser."""
+
+    model: torch.nn.Module
+    decoder: torch.nn.Module | None
+    module: torch.nn.Module  # the model, or model + decoder (trainer.recon.WithDecoder)
+    optimizer: torch.optim.Optimizer
+
+    def terms(self, cfg) -> tuple[str, ...]:
+        """Names of the loss terms: one per contrastive head, and ``recon``."""
+        return cfg.heads + (("recon",) if self.decoder is not None else ())
+
+
+def _build(opts: FitOptions, cfg, d: Dist) -> Trainee:
+    from engine.model.network import build_model
+
     torch.manual_seed(opts.seed)
     model = build_model(cfg).to(d.device)
     decoder = None
-    trainee: torch.nn.Module = model
+    module: torch.nn.Module = model
     if opts.recon_weight > 0:
         from trainer.recon import SpectrogramDecoder, WithDecoder
 
         decoder = SpectrogramDecoder(sum(model.embedding_dims.values())).to(d.device)
-        trainee = WithDecoder(model, decoder)
-    optimizer = torch.optim.Adam(trainee.parameters(), lr=opts.lr)
-    start = 0
-    doc = read_state(run_dir)
+        module = WithDecoder(model, decoder)
+    return Trainee(model, decoder, module, torch.optim.Adam(module.parameters(), lr=opts.lr))
+
+
+def _restore(run_dir: Path, doc: dict[str, Any] | None, opts: FitOptions, cfg, trainee: Trainee) -> int:
+    """Resume from the run's state (same settings only), or start from ``--init``; returns the first step."""
     if doc is not None:
         _check_resume(doc, opts)
-        start = load_state(run_dir, model, optimizer, decoder)
-    elif opts.init:
-        init_weights(model, opts.init, cfg)
-    net: torch.nn.Module = trainee
-    if d.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+        return load_state(run_dir, trainee.model, trainee.optimizer, trainee.decoder)
+    if opts.init:
+        init_weights(trainee.model, opts.init, cfg)
+    return 0
 
-        net = DDP(trainee, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
-    stream = ViewStream(tracks, vcfg, seed=opts.seed, rank=d.rank, start_step=start,
-                        stop_step=opts.steps)
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=opts.workers,
-                                         pin_memory=d.device.type == "cuda",
-                                         persistent_workers=False)
-    views = Views(vcfg, cfg.variants, device=d.device)
-    meta = {"options": asdict(opts), "config": cfg.to_dict(), "world": d.world,
-            "tracks": len(tracks)}
-    terms = cfg.heads + (("recon",) if decoder is not None else ())
-    log_file, writer = _open_log(run_dir / LOG_FILE, terms, start) if d.master else (None, None)
-    bar = _progress(d.master and opts.progress, start, opts.steps)
-    losses: list[float] = []
-    step = start
-    model.train()
+def _distribute(module: torch.nn.Module, d: Dist) -> torch.nn.Module:
+    """``module`` wrapped in DistributedDataParallel in a data-parallel run, else itself."""
+    if d.world == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
 
-    def checkpoint(at: int) -> None:
-        if d.master:
-            save_state(run_dir, model, optimizer, at, meta, decoder)
-            save_checkpoint(run_dir / MODEL_FILE, model,
-                            provenance=_provenance(opts, at, len(tracks), d.world))
+    return DDP(module, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
-    try:
-        t_last = time.perf_counter()
-        for batch in loader:
-            step = int(batch["step"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, opts)
-            loss, per_head = train_step(net, optimizer, views, batch, cfg, opts, labels, d, step)
-            now = time.perf_counter()
-            vps = vcfg.batch_views * d.world / max(now - t_last, 1e-9)
-            t_last = now
-            losses.append(loss)
-            step += 1
-            if d.master:
-                writer.writerow({"step": step, "loss": f"{loss:.6f}", "views_per_s": f"{vps:.1f}",
-                                 "lr": f"{lr_at(step - 1, opts):.3e}",
-                                 **{f"loss_{h}": f"{v:.6f}" for h, v in per_head.items()}})
-                log_file.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", views_s=f"{vps:.0f}")
-            if opts.ckpt_every > 0 and step % opts.ckpt_every == 0 and step < opts.steps:
-                checkpoint(step)
-        if step > start or doc is None:
-            checkpoint(step)
-    except KeyboardInterrupt:
-        checkpoint(step)  # keep the finished steps; rerunning resumes from here
-        raise
-    finally:
-        bar.close()
-        if log_file is not None:
-            log_file.close()
-        if d.world > 1:
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-    return {"step": step, "losses": losses}
+
+def _loader(tracks: list[Any], vcfg: ViewConfig, opts: FitOptions, d: Dist,
+            start: int) -> torch.utils.data.DataLoader:
+    """Batches of steps ``start`` .. ``opts.steps - 1`` of this rank (each batch knows its step)."""
+    stream = ViewStream(tracks, vcfg, seed=opts.seed, rank=d.rank, start_step=start, stop_step=opts.steps)
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=opts.workers,
+                                       pin_memory=d.device.type == "cuda", persistent_workers=False)
+
+
+# --- the loop -------------------------------------------------------------------------
+
+def _steps(loader: torch.utils.data.DataLoader, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+           views: Views, cfg, opts: FitOptions, labels: TrackLabels | None, d: Dist,
+           log_: _StepLog) -> Iterator[tuple[int, float]]:
+    """Run the loader's steps, logging each; yields (steps done, loss) after each one."""
+    t_last = time.perf_counter()
+    for batch in loader:
+        step = int(batch["step"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, opts)
+        loss, per_head = train_step(net, optimizer, views, batch, cfg, opts, labels, d, step)
+        now = time.perf_counter()
+        vps = views.vcfg.batch_views * d.world / max(now - t_last, 1e-9)
+        t_last = now
+        log_.row(step + 1, loss, per_head, views_per_s=vps, lr=lr_at(step, opts))
+        yield step + 1, loss
+
+
+def _checkpoint(run_dir: Path, trainee: Trainee, at: int, *, meta: dict[str, Any], opts: FitOptions,
+                n_tracks: int, d: Dist) -> None:
+    """The training state and the app's checkpoint after ``at`` steps (the master writes both)."""
+    from engine.model.checkpoint import save_checkpoint
+
+    if d.master:
+        save_state(run_dir, trainee.model, trainee.optimizer, at, meta, trainee.decoder)
+        save_checkpoint(run_dir / MODEL_FILE, trainee.model, provenance=_provenance(opts, at, n_tracks, d.world))
+
+
+class _StepLog:
+    """The CSV log and the progress bar of the master process (nothing on the others)."""
+
+    def __init__(self, path: Path, terms: tuple[str, ...], start: int, *, total: int, enabled: bool,
+                 bar: bool) -> None:
+        self.file, self.writer = _open_log(path, terms, start) if enabled else (None, None)
+        self.bar = _progress(enabled and bar, start, total)
+
+    def row(self, step: int, loss: float, per_head: dict[str, float], *, views_per_s: float, lr: float) -> None:
+        if self.writer is None:
+            return
+        self.writer.writerow({"step": step, "loss": f"{loss:.6f}", "views_per_s": f"{views_per_s:.1f}",
+                              "lr": f"{lr:.3e}", **{f"loss_{h}": f"{v:.6f}" for h, v in per_head.items()}})
+        self.file.flush()
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", views_s=f"{views_per_s:.0f}")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, views: Views,

@@ -200,37 +200,9 @@ def mixup(y: torch.Tensor, *, generator: torch.Generator, max_ratio: float = 0.5
 
 # --- SemiSupCon label positives -------------------------------------------------------
 
-_PITCH_CLASSES = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
-
-
-def parse_key(text: str) -> int | None:
-    """A key name as an integer in 0..23 (pitch class, + 12 for minor), None if unknown.
-
-    Accepts ``"C major"``, ``"a minor"``, ``"F#:min"``, ``"Bb maj"``, ``"c#m"``; a lone
-    lower-case tonic means minor (music21's convention), upper-case major.
-    """
-    s = text.strip().replace(":", " ").replace("_", " ")
-    if not s or s[0].lower() not in _PITCH_CLASSES:
-        return None
-    pc = _PITCH_CLASSES[s[0].lower()]
-    rest = s[1:]
-    while rest[:1] in ("#", "b", "-", "\u266f", "\u266d"):
-        pc += 1 if rest[0] in ("#", "\u266f") else -1
-        rest = rest[1:]
-    mode = rest.strip().lower()
-    if not mode:
-        minor = s[0].islower()
-    elif mode.startswith("min") or mode == "m":
-        minor = True
-    elif mode.startswith("maj"):
-        minor = False
-    else:
-        return None
-    return pc % 12 + (12 if minor else 0)
-
-
 def shifted_keys(keys: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
-    """Move keys (0..23, -1 unknown) by each view's pitch shift, rounded to semitones."""
+    """Move keys (``engine.keys`` indices, -1 unknown) by each view's pitch shift, rounded to
+    semitones: :func:`engine.keys.transpose` over a batch."""
     steps = torch.round(semitones).long()
     moved = (keys % 12 + steps) % 12 + 12 * (keys >= 12).long()
     return torch.where(keys >= 0, moved, keys)

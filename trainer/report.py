@@ -1,9 +1,11 @@
 """``loev-train report``: docs/RESULTS.md regenerated from ``loev-train eval`` folders.
 
 Every figure in the document comes from a ``metrics.json`` (and each model's training
-budget from its checkpoint's provenance metadata); nothing is typed in by hand. Tables
-follow the paper: Table I/II (probing), Fig. 2 (retrieval per subspace and k), Fig. 3
-(invariance curves), with the DSP baselines beside every model.
+budget from its checkpoint's provenance metadata); nothing is typed in by hand. It opens
+with one screen: the shipped model against the DSP baselines, per aspect. Then tables
+that follow the paper: Table I/II (probing), Fig. 2 (retrieval per subspace and k), Fig. 3
+(invariance curves), with the DSP baselines beside every model. Paths are shown relative
+to the working folder (or by their last component), never as the machine had them.
 """
 from __future__ import annotations
 
@@ -66,6 +68,24 @@ def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
     return metrics
 
 
+def display_path(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None) -> str:
+    """A path as the report shows it: relative to ``root`` (default: the working folder) when
+    inside it, else its last component; the report never says where the machine kept things."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    base = Path(root if root is not None else Path.cwd()).resolve()
+    try:
+        return p.resolve().relative_to(base).as_posix() or "."
+    except ValueError:
+        return p.name or "."
+
+
+def _shown(value: Any) -> Any:
+    """``value``, with an absolute path replaced by its :func:`display_path`."""
+    return display_path(value) if isinstance(value, str) and os.path.isabs(value) else value
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else "–"
 
@@ -106,12 +126,12 @@ def _budget_section(runs: Sequence[dict[str, Any]]) -> list[str]:
                 continue
             seen.add((name, m.get("model_id")))
             p = budget(m)
-            extra = ", ".join(f"{k}={v}" for k, v in p.items()
+            extra = ", ".join(f"{k}={_shown(v)}" for k, v in p.items()
                               if k not in ("steps", "tracks", "batch_views", "lr", "data", "labels",
                                            "supervised_fraction", "method"))
             rows.append([name, str(m.get("method")), str(m.get("branches")), str(m.get("profile")),
                          str(total_steps(p)), str(p.get("tracks", "–")), str(p.get("batch_views", "–")),
-                         str(p.get("labels") or "none") + (f" ({p.get('supervised_fraction')})"
+                         str(_shown(p.get("labels")) or "none") + (f" ({p.get('supervised_fraction')})"
                                                             if p.get("labels") else ""), extra or "–"])
     return ["## Models and training budget", ""] + _table(
         ["model", "method", "branches", "profile", "steps", "tracks", "views/step", "labels", "other"], rows)
@@ -132,7 +152,7 @@ def _systems(run: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 def _retrieval_section(run: dict[str, Any]) -> list[str]:
     ks = [str(k) for k in run.get("ks", (1, 3, 5, 10))]
     lines = [f"## Retrieval (paper Fig. 2): {run.get('n_tracks')} tracks, {run.get('audio_minutes')} min",
-             "", f"Data: `{run.get('data')}`. Chance (random neighbours): "
+             "", f"Data: `{_shown(run.get('data'))}`. Chance (random neighbours): "
              + ", ".join(f"{METRIC_NAMES.get(m, m)} {v:.3f}" for m, v in run.get("chance", {}).items()), ""]
     for metric, title in METRIC_NAMES.items():
         rows = [[sys, sub] + [r["retrieval"].get(metric, {}).get(k) for k in ks] for sys, sub, r in _systems(run)
@@ -161,7 +181,7 @@ def _robustness_section(run: dict[str, Any]) -> list[str]:
     kinds = run.get("degradations") or []
     if not kinds:
         return []
-    lines = ["## Robustness (issue 8): degraded queries against the clean library, @5", ""]
+    lines = ["## Robustness: degraded queries against the clean library, @5", ""]
     header = ["system", "subspace / target", "clean key", *[f"{k} key" for k in kinds],
               "clean tempo acc1", *[f"{k} tempo acc1" for k in kinds]]
     rows = []
@@ -243,7 +263,7 @@ def _labels_text(m: dict[str, Any]) -> str:
 
 
 def _glance_section(run: dict[str, Any], reference: str | None) -> list[str]:
-    """One row per model: the figures issue 8's ablations compare, and the deltas vs ``reference``.
+    """One row per model: the figures the ablations compare, and the deltas vs ``reference``.
 
     ``run`` may gather the models of several eval folders on one benchmark."""
     models = {n: m for n, m in run.get("models", {}).items() if m.get("method") in ("loev++", "loev")}
@@ -254,8 +274,8 @@ def _glance_section(run: dict[str, Any], reference: str | None) -> list[str]:
     rows = [[n, str(m.get("branches", "learned")), _labels_text(m), str((m.get("provenance") or {}).get("recon_weight", 0) or 0),
              str(total_steps(m.get("provenance") or {}))]
             + [_glance_value(m, w) for _, w in cols] for n, m in models.items()]
-    lines = [f"## At a glance: {len(models)} LOEV models on `{run.get('data')}`", "",
-             "@5 retrieval per subspace, probes on V++ (issue 8's ablation figures). Key from the pitch subspace, tempo from the tempo subspace, family from the invariant"
+    lines = [f"## At a glance: {len(models)} LOEV models on `{_shown(run.get('data'))}`", "",
+             "@5 retrieval per subspace, probes on V++ (the figures the ablations compare). Key from the pitch subspace, tempo from the tempo subspace, family from the invariant"
              " subspace; degraded columns query with the degraded audio against the clean library.", ""]
     lines += _table(head, rows)
     ref = models.get(reference) if reference else None
@@ -272,6 +292,87 @@ def _glance_section(run: dict[str, Any], reference: str | None) -> list[str]:
         lines += ["", f"Difference from `{reference}` (positive: better than it):", ""]
         lines += _table(["model"] + [c for c, _ in cols], delta_rows)
     return lines
+
+
+# The summary's rows: (aspect, retrieval metric, the subspace of a LOEV++ model that serves it)
+ASPECTS = (("vibe: same instrument family (P@5)", "family", "invariant"),
+           ("key: mir_eval weighted key score @5", "key", "pitch"),
+           ("tempo: within 4 % (acc1@5)", "tempo_acc1", "tempo"))
+BASELINE_KINDS = ("MFCC", "chroma", "onset autocorrelation", "essentia")
+
+
+def baseline_kind(name: str) -> str:
+    """The family a baseline belongs to in the summary (its own name when none fits)."""
+    if name.startswith("mfcc"):
+        return "MFCC"
+    if "chroma" in name:
+        return "chroma"
+    if name.startswith("essentia"):
+        return "essentia"
+    if "tempogram" in name or "autocorr" in name:
+        return "onset autocorrelation"
+    return name
+
+
+def shipped_model(runs: Sequence[dict[str, Any]]) -> str | None:
+    """The name under which the app's default checkpoint was evaluated (matched by model id)."""
+    from engine.model.checkpoint import read_checkpoint_info
+    from engine.resources import default_checkpoint
+
+    try:
+        model_id = read_checkpoint_info(default_checkpoint()).model_id
+    except (LoevError, OSError):
+        return None
+    return next((name for run in runs for name, m in run.get("models", {}).items()
+                 if m.get("model_id") == model_id), None)
+
+
+def summary_rows(bench: dict[str, Any], shipped: str) -> tuple[list[str], list[list[Any]]]:
+    """(header, rows) of the summary table: per aspect, the shipped model's figure @5, the best
+    baseline of each kind, chance, the best any ranking could reach, and shipped minus the best
+    baseline. ``bench``: every model and baseline measured on one benchmark."""
+    model = bench["models"][shipped]
+    kinds: dict[str, dict[str, Any]] = {}
+    for name, b in bench["baselines"].items():
+        kinds.setdefault(baseline_kind(name), {})[name] = b
+    order = [k for k in BASELINE_KINDS if k in kinds] + sorted(k for k in kinds if k not in BASELINE_KINDS)
+    header = ["aspect", f"shipped `{shipped}`", *order, "chance", "best possible", "shipped - best baseline"]
+    rows = []
+    for title, metric, sub in ASPECTS:
+        space = sub if sub in model.get("retrieval", {}) else "all"
+        mine = _at5(model, space, metric)
+        row: list[Any] = [title, "–" if mine is None else f"{mine:.3f} ({space})"]
+        best: tuple[float, str] | None = None
+        for kind in order:
+            scored = [(v, n) for n, b in kinds[kind].items()
+                      if (v := b.get("retrieval", {}).get(metric, {}).get("5")) is not None]
+            top = max(scored) if scored else None
+            row.append("–" if top is None else f"{top[0]:.3f} ({top[1]})")
+            if top is not None and (best is None or top > best):
+                best = top
+        row += [bench.get("chance", {}).get(metric), bench.get("oracle", {}).get(metric, {}).get("5")]
+        row.append("–" if mine is None or best is None else f"{mine - best[0]:+.3f} vs {best[1]}")
+        rows.append(row)
+    return header, rows
+
+
+def _summary_section(benches: Sequence[dict[str, Any]], shipped: str | None) -> list[str]:
+    lines = ["## The shipped model against the baselines", ""]
+    found = [b for b in benches if shipped and shipped in b["models"]]
+    if not found:
+        return lines + ["No run here evaluated the shipped model (the app's default checkpoint); "
+                        "`loev-train report --shipped NAME` names it.", ""]
+    for bench in found:
+        lines += [f"`{shipped}`, the app's default model, on the benchmark `{_shown(bench.get('data'))}` "
+                  f"({bench.get('n_tracks')} tracks, {bench.get('audio_minutes')} min), next to DSP baselines "
+                  "on the same tracks. Each figure is retrieval @5: for every track, the mean score of its 5 "
+                  "nearest other tracks. The model answers each aspect from its own subspace (in brackets); "
+                  "a baseline kind shows its best descriptor on that aspect. Chance: random neighbours; best "
+                  "possible: the best any ranking could do with these labels. Higher is better.", ""]
+        lines += _table(*summary_rows(bench, shipped))
+    return lines + ["Below: every model's training budget, the ablations at a glance, and for each eval folder "
+                    "the claims, retrieval at k = 1, 3, 5, 10, probes, invariance curves and robustness; last, "
+                    "what differs from the paper's setting.", ""]
 
 
 def _at5(result: dict[str, Any], subspace: str, metric: str) -> float | None:
@@ -292,7 +393,8 @@ def _curve_ratio(model: dict[str, Any]) -> tuple[float, float] | None:
 
 def claim_rows(run: dict[str, Any], baselines: dict[str, Any] | None = None,
                others: dict[str, Any] | None = None) -> list[list[Any]]:
-    """Issue 5's claims, checked on one run: (model, claim, measured, met).
+    """LOEV++'s claims (each subspace wins its own aspect and beats the baselines), checked on
+    one run: (model, claim, measured, met).
 
     ``baselines`` and ``others`` (models): measured on the same data in other eval folders,
     so that each model can be evaluated on its own (the run's own entries win)."""
@@ -337,31 +439,36 @@ def _claims_section(run: dict[str, Any], baselines: dict[str, Any] | None = None
     rows = claim_rows(run, baselines, others)
     if not rows:
         return []
-    return ["## Issue 5's claims on this benchmark", ""] + _table(["model", "claim", "measured", "met"], rows)
+    return ["## LOEV++ claims checked on this benchmark", ""] + _table(["model", "claim", "measured", "met"], rows)
 
 
 def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV Explorer: results",
-           reference: str | None = None) -> str:
+           reference: str | None = None, shipped: str | None = None) -> str:
     """The Markdown text of RESULTS.md for ``runs`` (figures copied next to it).
 
     ``reference``: a model name; benchmarks holding it get a table of differences from it.
+    ``shipped``: the name of the app's default model among the runs' models; it opens the
+    report against the baselines.
     """
-    ref_arg = f" --reference {reference}" if reference else ""
+    args = (f" --reference {reference}" if reference else "") + (f" --shipped {shipped}" if shipped else "")
     lines = [f"# {title}", "",
-             "Regenerated by `loev-train report --runs " + " ".join(Path(r["_dir"]).as_posix() for r in runs)
-             + ref_arg + " --out <this file>` from each folder's `metrics.json` (written by `loev-train eval`)."
+             "Regenerated by `loev-train report --runs " + " ".join(display_path(r["_dir"]) for r in runs)
+             + args + " --out <this file>` from each folder's `metrics.json` (written by `loev-train eval`)."
              " Do not edit by hand.", ""]
-    lines += _budget_section(runs)
     # Everything measured on one benchmark folder, across eval folders: the claims compare
     # with baselines and MULE++ models evaluated separately, the glance table lists them all.
     shared: dict[str, dict[str, Any]] = {}
     for run in runs:
         d = shared.setdefault(str(run.get("data")), {"data": run.get("data"), "models": {}, "baselines": {},
-                                                     "degradations": []})
+                                                     "degradations": [], "n_tracks": run.get("n_tracks"),
+                                                     "audio_minutes": run.get("audio_minutes"),
+                                                     "chance": run.get("chance", {}), "oracle": run.get("oracle", {})})
         for name, m in run.get("models", {}).items():  # one model in two folders: union of figures
             d["models"][name] = {**d["models"].get(name, {}), **m}
         d["baselines"].update(run.get("baselines", {}))
         d["degradations"] += [k for k in run.get("degradations") or [] if k not in d["degradations"]]
+    lines += _summary_section(list(shared.values()), shipped)
+    lines += _budget_section(runs)
     for d in shared.values():
         lines += _glance_section(d, reference)
     for run in runs:
@@ -375,14 +482,20 @@ def render(runs: Sequence[dict[str, Any]], out_dir: Path, *, title: str = "LOEV 
 
 
 def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
-                 reference: str | None = None) -> Path:
-    """Write RESULTS.md (atomically) from eval folders; returns its path."""
+                 reference: str | None = None, shipped: str | None = None) -> Path:
+    """Write RESULTS.md (atomically) from eval folders; returns its path.
+
+    ``shipped``: the app's default model's name in the runs; by default the model whose id
+    is the default checkpoint's.
+    """
     out = Path(out)
     runs = [load_run(d) for d in run_dirs]
     if not runs:
         raise ReportError("no eval folders given (--runs DIR...)")
+    if shipped is not None and not any(shipped in r.get("models", {}) for r in runs):
+        raise ReportError(f"--shipped {shipped}: no such model in the eval folders")
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = render(runs, out.parent, reference=reference)
+    text = render(runs, out.parent, reference=reference, shipped=shipped or shipped_model(runs))
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(out)
@@ -395,9 +508,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="default docs/RESULTS.md")
     parser.add_argument("--reference", default=None,
                         help="model name to compare the others with (ablations' base)")
+    parser.add_argument("--shipped", default=None,
+                        help="the app's default model's name in the eval folders (default: found by its model id)")
 
 
 def run(args: argparse.Namespace) -> int:
-    path = write_report(args.runs, args.out, reference=args.reference)
+    path = write_report(args.runs, args.out, reference=args.reference, shipped=args.shipped)
     print(f"{path}: written from {len(args.runs)} eval folder(s)")
     return 0

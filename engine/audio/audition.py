@@ -2,7 +2,7 @@
 
 Three layers:
 
-* :class:`StreamingVocoder` - the phase vocoder of :mod:`engine.audio.transforms` (same
+* :class:`StreamingVocoder` - the phase vocoder of :mod:`engine.model.transforms` (same
   instantaneous frequency, same frequency scaling for pitch, same identity phase locking),
   run one output frame at a time in numpy, with pitch and tempo free to change between
   frames. The overlap-add of its frames cross-fades every change over one window
@@ -43,10 +43,9 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.config import PITCH_RANGE, TEMPO_RANGE, check_semitones, check_tempo
 from engine.errors import AudioDeviceError
 
-PITCH_RANGE = (-12.0, 12.0)
-TEMPO_RANGE = (0.5, 2.0)
 DEFAULT_SR = 44100
 STOPPED, PLAYING, PAUSED = "stopped", "playing", "paused"
 _FADE_SECONDS = 0.005  # fade after a seek or a reset: a jump in the source must not click
@@ -77,7 +76,7 @@ class StreamingVocoder:
     sr : int
     n_fft, hop_length : int, optional
         Default :func:`audition_n_fft` and ``n_fft // 4`` (the same overlap as
-        :mod:`engine.audio.transforms`).
+        :mod:`engine.model.transforms`).
     loop : bool
         Read the source circularly.
     """
@@ -246,7 +245,7 @@ class StreamingVocoder:
         return out
 
     def _scale_frequency(self, mag, omega, c_in):
-        """As ``engine.audio.transforms._scale_frequency``, for one frame."""
+        """As ``engine.model.transforms._scale_frequency``, for one frame."""
         n_bins = mag.shape[-1]
         src = self._bins / self.pitch
         valid = src <= n_bins - 1
@@ -327,18 +326,8 @@ def render(
     return np.pad(out, (0, n_out - out.size))
 
 
-def _check_pitch(semitones: float) -> float:
-    s = float(semitones)
-    if not (PITCH_RANGE[0] <= s <= PITCH_RANGE[1]):
-        raise ValueError(f"pitch must be within {PITCH_RANGE} semitones, got {semitones}")
-    return s
-
-
-def _check_tempo(tempo: float) -> float:
-    t = float(tempo)
-    if not (TEMPO_RANGE[0] <= t <= TEMPO_RANGE[1]):
-        raise ValueError(f"tempo must be within {TEMPO_RANGE}, got {tempo}")
-    return t
+_check_pitch = check_semitones
+_check_tempo = check_tempo
 
 
 # ----------------------------------------------------------------------------- sinks

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile
+import soxr
 
 from engine.config import CHUNK_SAMPLES, SAMPLE_RATE
 from engine.errors import DecodeError
@@ -63,8 +65,6 @@ def is_audio_path(path: str | os.PathLike[str]) -> bool:
 
 
 def _soundfile():
-    import soundfile
-
     return soundfile
 
 
@@ -164,8 +164,6 @@ def _to_mono(x: np.ndarray) -> np.ndarray:
 def _resample(y: np.ndarray, sr_in: int, sr: int) -> np.ndarray:
     if sr_in == sr or y.size == 0:
         return np.ascontiguousarray(y, dtype=np.float32)
-    import soxr
-
     return soxr.resample(y, sr_in, sr, quality="HQ").astype(np.float32, copy=False)
 
 
@@ -212,6 +210,17 @@ def load_audio(
     return y
 
 
+def load_middle(path: str | os.PathLike[str], seconds: float, *, sr: int = SAMPLE_RATE
+                ) -> np.ndarray:
+    """The middle ``seconds`` of a file (all of it when shorter), mono float32 at ``sr``.
+
+    Curves and matches look at a bounded excerpt: a one-hour file is never decoded whole.
+    """
+    duration = audio_info(path).duration
+    offset = max(0.0, (duration - seconds) / 2)
+    return load_audio(path, sr=sr, offset=offset, duration=min(seconds, duration))
+
+
 def iter_blocks(
     path: str | os.PathLike[str], *, sr: int = SAMPLE_RATE, block_seconds: float = 60.0
 ) -> Iterator[np.ndarray]:
@@ -236,8 +245,6 @@ def iter_blocks(
     ------
     DecodeError
     """
-    import soxr
-
     path = str(path)
     info = audio_info(path)
     if block_seconds <= 0:

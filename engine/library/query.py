@@ -19,9 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from engine.audio.decode import load_audio
 from engine.errors import DecodeError, LibraryError
 from engine.library.catalogue import Library
 from engine.library.vectors import VectorIndex
+from engine.model.checkpoint import read_checkpoint_info
+from engine.resources import default_checkpoint
 
 BY_SUBSPACE = {"key": "pitch", "tempo": "tempo", "vibe": "invariant"}
 
@@ -95,15 +98,12 @@ class Searcher:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from engine.model.checkpoint import read_checkpoint_info
-
             checkpoint = self._checkpoint or self.library.get_meta("checkpoint")
             if checkpoint is None or not Path(checkpoint).exists():
-                from engine.resources import default_checkpoint
-
                 checkpoint = default_checkpoint()
             info = read_checkpoint_info(checkpoint)
             self._check_model(info.model_id, checkpoint)
+            # The network is loaded only when a file has to be embedded.
             from engine.model.embed import Embedder
 
             self._embedder = Embedder(checkpoint)
@@ -155,16 +155,17 @@ class Searcher:
         embedder = self.embedder
         if shift == 0.0 and stretch == 1.0:
             return embedder.embed_file(path)
+        # A shifted or stretched query needs the model's vocoders: the model package (and
+        # torch) is reached here only, never for a query on indexed tracks.
+        from engine.model.transforms import pitch_shift_np, time_stretch_np, transformed_chunks
+
         if hasattr(embedder, "embed_chunks"):
-            found = _transformed_chunks(path, shift=shift, stretch=stretch,
-                                        max_chunks=int(getattr(embedder, "max_chunks", 16)))
+            found = transformed_chunks(path, shift=shift, stretch=stretch,
+                                       max_chunks=int(getattr(embedder, "max_chunks", 16)))
             if found is not None:
                 emb = embedder.embed_chunks(found)
                 return {s: _unit(v.mean(axis=0)) for s, v in emb.items()}
         # A short one-shot (or an embedder without chunk access): the whole signal.
-        from engine.audio.decode import load_audio
-        from engine.audio.transforms import pitch_shift_np, time_stretch_np
-
         y = load_audio(path)
         if shift != 0.0:
             y = pitch_shift_np(y, float(shift))
@@ -250,43 +251,6 @@ class Searcher:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
-
-
-def _transformed_chunks(path: str, *, shift: float, stretch: float, max_chunks: int
-                        ) -> np.ndarray | None:
-    """The embedder's evenly spaced chunks of ``path``, pitch-shifted and stretched.
-
-    Only those chunks are read and transformed (a one-hour file never sits in memory),
-    each cut from enough source audio that the stretched chunk is full (as the trainer
-    does, DESIGN.md section 3). None when the file is shorter than one source chunk.
-
-    Returns
-    -------
-    np.ndarray [N, CHUNK_SAMPLES] or None
-    """
-    import torch
-
-    from engine.audio.decode import audio_info, read_chunks
-    from engine.config import CHUNK_SAMPLES, SAMPLE_RATE
-    from engine.model.embed import chunk_starts
-    from engine.audio.transforms import pitch_shift, source_samples_needed, time_stretch
-
-    # +2: time_stretch checks the rate as float32, which can round up by a sample
-    src = max(CHUNK_SAMPLES, source_samples_needed(CHUNK_SAMPLES, stretch) + 2)
-    n = int(audio_info(path).duration * SAMPLE_RATE)
-    if n < src:
-        return None
-    starts = chunk_starts(n, max_chunks=max_chunks, chunk_samples=src) / SAMPLE_RATE
-    chunks = read_chunks(path, starts, chunk_samples=src, sr=SAMPLE_RATE)
-    if chunks.shape[1] < src:
-        return None
-    with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32))
-        if shift != 0.0:
-            x = pitch_shift(x, float(shift), sr=SAMPLE_RATE)
-        if stretch != 1.0:
-            x = time_stretch(x, float(stretch), out_samples=CHUNK_SAMPLES, sr=SAMPLE_RATE)
-        return x[:, :CHUNK_SAMPLES].contiguous().numpy()
 
 
 def query(files: list[str | os.PathLike[str]], *, by: str = "vibe", k: int = 10,

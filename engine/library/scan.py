@@ -33,9 +33,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.library import vectors
+from engine.audio.decode import audio_info, is_audio_path
 from engine.errors import DecodeError, LibraryError, LoevError
+from engine.library import vectors
 from engine.library.catalogue import Library
+from engine.model.checkpoint import read_checkpoint_info
+from engine.resources import default_checkpoint
 
 ProgressCallback = Callable[[int, int, "str | None"], None]
 
@@ -101,8 +104,6 @@ def walk_audio(folders: Iterable[str | os.PathLike[str]]) -> WalkResult:
     LibraryError
         A folder argument does not exist.
     """
-    from engine.audio.decode import is_audio_path
-
     result = WalkResult({}, [], [])
     seen_dirs: set[tuple[int, int]] = set()
     stack: list[str] = []
@@ -175,11 +176,7 @@ def _model_identity(embedder: EmbedderLike | None, checkpoint: str | os.PathLike
                 "config": dict(embedder.config if isinstance(embedder.config, dict)
                                else embedder.config.to_dict()),
                 "subspaces": tuple(embedder.subspaces), "dims": dict(embedder.dims)}
-    from engine.model.checkpoint import read_checkpoint_info
-
     if checkpoint is None:
-        from engine.resources import default_checkpoint
-
         checkpoint = default_checkpoint()
     info = read_checkpoint_info(checkpoint)
     return {"model_id": info.model_id, "checkpoint": str(Path(info.path).absolute()),
@@ -354,6 +351,7 @@ def _embedded_in_order(embedder: EmbedderLike | None, todo: list[str],
 
 
 def _make_embedder(checkpoint: str | None) -> EmbedderLike:
+    # The network is loaded only when a file has to be embedded.
     from engine.model.embed import Embedder
 
     return Embedder(checkpoint)
@@ -361,8 +359,6 @@ def _make_embedder(checkpoint: str | None) -> EmbedderLike:
 
 def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int) -> dict[str, Any]:
     """Catalogue fields for one file; a failure becomes status 'error' with its reason."""
-    from engine.audio.decode import audio_info
-
     row: dict[str, Any] = {"size": size, "mtime_ns": mtime_ns, "duration": None}
     try:
         row["duration"] = float(audio_info(path).duration)

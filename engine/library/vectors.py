@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hnswlib
 import numpy as np
 
 from engine.errors import LibraryError
@@ -78,8 +79,6 @@ def _write_atomic(path: Path, write: Any) -> None:
 
 
 def _new_index(dim: int, capacity: int) -> Any:
-    import hnswlib
-
     index = hnswlib.Index(space="cosine", dim=dim)
     index.init_index(max_elements=max(capacity, 16), M=HNSW_M,
                      ef_construction=HNSW_EF_CONSTRUCTION, random_seed=0)
@@ -158,8 +157,6 @@ def _export_subspace(library: Library, vdir: Path, name: str, dim: int, n_rows: 
         removed = library.removed_since(since)
         deleted = int(prev.get("deleted", 0)) + len(removed)
         if deleted <= REBUILD_DELETED_FRACTION * max(int(prev.get("count", 0)), 1):
-            import hnswlib
-
             index = hnswlib.Index(space="cosine", dim=dim)
             index.load_index(str(vdir / prev["index"]), max_elements=max(n_rows, 16))
     else:
@@ -283,8 +280,6 @@ class VectorIndex:
 
     def index(self, subspace: str) -> Any:
         if subspace not in self._indexes:
-            import hnswlib
-
             entry = self._entry(subspace)
             path = _vectors_dir(self.root) / entry["index"]
             index = hnswlib.Index(space="cosine", dim=int(entry["dim"]))

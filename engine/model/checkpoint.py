@@ -97,6 +97,8 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
 def save_checkpoint(path: str | os.PathLike[str], model: LoevNet, *,
                     provenance: dict[str, Any] | None = None) -> Path:
     """Write ``model`` with its config as one ``.safetensors`` file (atomically)."""
+    # torch-side imports stay inside the two functions that need them: this module's
+    # header reader identifies a checkpoint for processes that never load torch.
     from safetensors.torch import save_file
 
     path = Path(path)

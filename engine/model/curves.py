@@ -3,7 +3,7 @@
 For a LOEV++ model the invariant subspace should stay put under both transforms while
 the pitch (tempo) subspace moves with a pitch shift (time stretch): paper Section V's
 picture of what each head keeps. The transforms are the trainer's augmentations
-(engine.audio.transforms); every transformed version is embedded in one batch.
+(engine.model.transforms); every transformed version is embedded in one batch.
 """
 from __future__ import annotations
 
@@ -11,21 +11,16 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 
-from engine.config import SAMPLE_RATE
+from engine.audio.decode import load_middle
+from engine.config import PITCH_RANGE, SAMPLE_RATE, TEMPO_RANGE
+from engine.model.transforms import pitch_shift, time_stretch
 
-PITCH_VALUES = tuple(float(s) for s in range(-12, 13))  # semitones
-TEMPO_VALUES = tuple(float(r) for r in np.round(np.geomspace(0.5, 2.0, 13), 4))  # rates
+PITCH_VALUES = tuple(float(s) for s in range(int(PITCH_RANGE[0]), int(PITCH_RANGE[1]) + 1))
+TEMPO_VALUES = tuple(float(r) for r in np.round(np.geomspace(*TEMPO_RANGE, 13), 4))  # rates
 # Seconds of the track (its middle) that the curve looks at: bounded cost for long files.
 EXCERPT_SECONDS = 12.0
-
-
-def _excerpt(path: str | os.PathLike[str], seconds: float) -> np.ndarray:
-    from engine.audio.decode import audio_info, load_audio
-
-    info = audio_info(path)
-    offset = max(0.0, (info.duration - seconds) / 2)
-    return load_audio(path, offset=offset, duration=min(seconds, info.duration))
 
 
 def invariance_curve(path_or_y: str | os.PathLike[str] | np.ndarray, transform: str,
@@ -61,7 +56,7 @@ def invariance_curve(path_or_y: str | os.PathLike[str] | np.ndarray, transform: 
         y = np.asarray(path_or_y, dtype=np.float32)
         y = y[: int(span * SAMPLE_RATE)]
     else:
-        y = _excerpt(path_or_y, span)
+        y = load_middle(path_or_y, span)
     clean, transformed = _transformed(y, transform, vals)
     embs = embedder.embed_audio_batch([clean] + list(transformed))
     ref, rest = embs[0], embs[1:]
@@ -73,10 +68,6 @@ def invariance_curve(path_or_y: str | os.PathLike[str] | np.ndarray, transform: 
 def _transformed(y: np.ndarray, transform: str, vals: list[float]
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The clean reference [T'] and the transformed batch [len(vals), T'] in one call."""
-    import torch
-
-    from engine.audio.transforms import pitch_shift, time_stretch
-
     x = torch.from_numpy(np.ascontiguousarray(y))
     batch = x[None].expand(len(vals), -1).contiguous()
     v = torch.tensor(vals, dtype=torch.float32)

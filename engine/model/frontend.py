@@ -7,6 +7,7 @@ window 400, hop 160, 96 HTK mel bands over 0-8 kHz, power compressed as
 from __future__ import annotations
 
 import torch
+import torchaudio.functional as AF
 from torch import nn
 
 from engine.config import FrontendConfig
@@ -23,8 +24,6 @@ class LogMel(nn.Module):
 
     def __init__(self, cfg: FrontendConfig) -> None:
         super().__init__()
-        import torchaudio.functional as AF
-
         self.cfg = cfg
         fb = AF.melscale_fbanks(
             n_freqs=cfg.n_fft // 2 + 1, f_min=cfg.f_min, f_max=cfg.f_max,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig, ProfileConfig
+from engine.model.branches import PitchBranch, TempoBranch
 from engine.model.frontend import build_frontend
 
 GELU_GAMMA = 1.7015043497085571  # timm's _nonlin_gamma["gelu"]: keeps unit variance
@@ -265,8 +266,6 @@ class LoevNet(nn.Module):
         self.tails = nn.ModuleDict({name: self.trunk.make_tail() for name in learned}) if cfg.branched else None
         self.structured = nn.ModuleDict()
         if cfg.branches == "structured":
-            from engine.model.branches import PitchBranch, TempoBranch
-
             fe = cfg.frontend
             if "pitch" in cfg.subspaces:
                 self.structured["pitch"] = PitchBranch(sr=fe.sample_rate, hop_length=fe.hop_length)

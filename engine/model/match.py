@@ -1,7 +1,8 @@
 """Match to query: the pitch shift and the stretch that bring a result closest to a query.
 
-``loev match QUERY RESULT`` (DESIGN.md section 6, issue 7 item 4). The result audio is
-transformed with :mod:`engine.audio.transforms` (the model's own augmentations) for every
+``loev match QUERY RESULT`` and the app's "match to query" (both through
+``engine.session.Session.match``, on the excerpts of :func:`read_pair`). The result audio is
+transformed with :mod:`engine.model.transforms` (the model's own augmentations) for every
 candidate of a grid (-6..+6 semitones; stretch ratios log-spaced over 0.5..2.0), all
 candidates are embedded in one batch, and the one closest to the query wins: by cosine
 distance in the key ("pitch") subspace for the shift, in the "tempo" subspace for the
@@ -16,17 +17,24 @@ with a single space ("all") answers both questions from it.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from engine.config import SAMPLE_RATE
+from engine.audio.transforms import source_samples_needed
+from engine.audio.decode import load_middle
+from engine.config import SAMPLE_RATE, TEMPO_RANGE
+from engine.model.transforms import pitch_shift_versions_np, time_stretch_versions_np
 
 SHIFTS = tuple(float(s) for s in range(-6, 7))
-STRETCHES = tuple(float(r) for r in np.geomspace(0.5, 2.0, 25))  # 2 ** (1/12) apart
+# Six semitones either way reach every key; the stretch grid spans the whole tempo range.
+STRETCHES = tuple(float(r) for r in np.geomspace(*TEMPO_RANGE, 25))  # 2 ** (1/12) apart
 _GROUP = 4  # candidates per transform call: bounds the vocoder's memory on long excerpts
+# The middle of each track that a match looks at: bounded cost and memory for long files.
+MATCH_SECONDS = 30.0
 # Below this a clip is a one-shot: matched in pitch only (a hit has no tempo to match, and
 # the slowest stretch candidate would need twice its length).
 ONE_SHOT_SECONDS = 1.0
@@ -224,15 +232,11 @@ def _excerpt(y: np.ndarray, n: int, centre: int | None = None) -> np.ndarray:
 
 
 def _shifted(y: np.ndarray, shifts: Sequence[float], sr: int) -> list[np.ndarray]:
-    from engine.audio.transforms import pitch_shift_versions_np
-
     return pitch_shift_versions_np(y, list(shifts), sr=sr, group=_GROUP)
 
 
 def _stretched(y: np.ndarray, rates: Sequence[float], sr: int, out_samples: int
                ) -> list[np.ndarray]:
-    from engine.audio.transforms import time_stretch_versions_np
-
     return time_stretch_versions_np(y, list(rates), sr=sr, out_samples=out_samples,
                                     group=_GROUP)
 
@@ -255,7 +259,7 @@ def match_tracks(
     shifts: Sequence[float] = SHIFTS,
     stretches: Sequence[float] = STRETCHES,
     refine: bool = True,
-    max_seconds: float = 30.0,
+    max_seconds: float = MATCH_SECONDS,
 ) -> MatchResult:
     """Find the pitch shift and the stretch of ``result_y`` closest to ``query_y``.
 
@@ -308,7 +312,7 @@ def match_tracks(
 
     # The stretched candidates share one length: what the fastest rate can fill.
     stretch_len = min(n, int(math.floor(result_full.size / max(stretches))))
-    stretch_src = _excerpt(result_full, source_samples_for(stretch_len, max(stretches)))
+    stretch_src = _excerpt(result_full, source_samples_needed(stretch_len, max(stretches)))
     stretch_grid = [r for r in stretches if round(r, 9) != 1.0]
     # The unstretched candidate is the result itself at the stretched candidates' length.
     unstretched = [_excerpt(result_full, stretch_len)] if stretch_grid else []
@@ -363,20 +367,21 @@ def _refined(axis: Sequence[float], distances: np.ndarray, i: int) -> float:
     return parabolic_minimum(axis[i - 1: i + 2], distances[i - 1: i + 2])
 
 
-def source_samples_for(out_samples: int, rate: float) -> int:
-    """Alias of :func:`engine.audio.transforms.source_samples_needed` that avoids importing
-    torch just to size an excerpt."""
-    return int(math.ceil(out_samples * rate - 1e-9))
+def read_pair(query_path: str | os.PathLike[str], result_path: str | os.PathLike[str], *,
+              seconds: float = MATCH_SECONDS) -> tuple[np.ndarray, np.ndarray]:
+    """The audio a match looks at: the middle ``seconds`` of the query and, for the
+    result, as much of its middle as the fastest stretch candidate needs to fill that.
+
+    A long track is never decoded whole. Raises DecodeError for a bad file.
+
+    Returns
+    -------
+    query_y, result_y : np.ndarray [T], 16 kHz mono
+    """
+    return (load_middle(query_path, seconds),
+            load_middle(result_path, seconds * max(STRETCHES)))
 
 
-def match_files(query_path: str, result_path: str, embedder: EmbedderLike, **kwargs: Any
-                ) -> MatchResult:
-    """:func:`match_tracks` on two files (decoded to 16 kHz mono; DecodeError if not)."""
-    from engine.audio.decode import load_audio
-
-    return match_tracks(load_audio(query_path), load_audio(result_path), embedder, **kwargs)
-
-
-__all__ = ["MatchResult", "best_alignment", "nearest_identity", "pulse_strength",
-           "spectral_flatness", "match_tracks", "match_files", "parabolic_minimum",
-           "cosine_distance", "SHIFTS", "STRETCHES"]
+__all__ = ["MatchResult", "best_alignment", "match_tracks", "read_pair", "parabolic_minimum",
+           "cosine_distance", "nearest_identity", "pulse_strength", "spectral_flatness",
+           "SHIFTS", "STRETCHES", "MATCH_SECONDS"]

@@ -1,0 +1,410 @@
+"""One door into the engine: a library and a model, and the questions asked of them.
+
+The ``loev`` command line and the desktop app both call a :class:`Session`, so that the
+same question gets the same answer from both (a match, a curve, a query). The session
+imports no torch: the model package is reached only when audio has to be embedded or
+transformed, and an embedder whose network lives in another process (the app's) answers
+the curve and the match there (see :meth:`Session.curve`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from engine.audio.audition import render as render_audition
+from engine.audio.decode import audio_info
+from engine.config import check_semitones, check_tempo
+from engine.errors import DecodeError, LibraryError
+from engine.library import vectors
+from engine.library.catalogue import Library, default_library_dir
+from engine.library.query import BY_SUBSPACE, Searcher
+from engine.library.scan import scan as scan_folders
+from engine.model.checkpoint import read_checkpoint_info
+from engine.resources import default_checkpoint
+
+FOLDERS_FILE = "folders.json"
+CATALOGUE_FILE = "catalogue.sqlite"
+
+
+class Session:
+    """A library directory and a model checkpoint, with the operations offered on them.
+
+    Parameters
+    ----------
+    library_dir : path, optional
+        The library directory; platformdirs' user data dir for loev-explorer when None.
+    checkpoint : path, optional
+        The model. When None: the shipped default for scans, curves and matches; for
+        queries, the checkpoint the library was built with.
+    embedder : object, optional
+        A ready embedder (tests pass a fake): ``model_id``, ``subspaces``, ``dims``,
+        ``config``, ``embed_file``, ``embed_audio``, ``embed_audio_batch``. An embedder
+        that also has ``session_call(op, *args)`` runs ``curve`` and ``match`` itself
+        (where its network lives) and returns their plain-data results.
+    make_embedder : callable, optional
+        ``make_embedder(checkpoint) -> embedder``, called once, on first use. Without it
+        (and without ``embedder``) the library code builds an
+        ``engine.model.embed.Embedder`` only when a file has to be embedded, so that a
+        query on indexed tracks never imports torch.
+
+    Notes
+    -----
+    Methods that embed, decode or rewrite the indexes are slow: the app calls them from
+    worker threads. The embedder is made once, under a lock.
+    """
+
+    def __init__(self, library_dir: str | os.PathLike[str] | None = None,
+                 checkpoint: str | os.PathLike[str] | None = None, *,
+                 embedder: Any = None,
+                 make_embedder: Callable[[Path | None], Any] | None = None) -> None:
+        self._library_dir = Path(library_dir) if library_dir else None
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self._embedder = embedder
+        self._make_embedder = make_embedder
+        self._embedder_lock = threading.Lock()
+        self._searcher: Any = None
+        self._searcher_lock = threading.RLock()
+        self._curves: dict[tuple[str, int, str, str], dict[str, Any]] = {}
+        self._renders: dict[tuple[str, float, float], Path] = {}
+        self._render_dir: Path | None = None
+
+    @property
+    def library_dir(self) -> Path:
+        if self._library_dir is None:
+            self._library_dir = default_library_dir()
+        return self._library_dir
+
+    # -- model ----------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Any:
+        """The embedder, made on first use.
+
+        Raises CheckpointError when the checkpoint is missing or unreadable (read from
+        its header before the network is loaded).
+        """
+        with self._embedder_lock:
+            if self._embedder is None:
+                make = self._make_embedder or _local_embedder
+                self._embedder = make(self.checkpoint)
+            return self._embedder
+
+    def has_embedder(self) -> bool:
+        """True when an embedder was given or already made."""
+        return self._embedder is not None
+
+    def _library_embedder(self) -> Any:
+        """The embedder to hand to scan and query: None lets them build one lazily."""
+        if self._embedder is None and self._make_embedder is None:
+            return None
+        return self.embedder
+
+    def close(self) -> None:
+        """Close the open searcher and the embedder (an embedding process, if any)."""
+        self.library_changed()
+        close = getattr(self._embedder, "close", None)
+        if close is not None:
+            close()
+
+    # -- folders --------------------------------------------------------------------------
+
+    def folders(self) -> list[str]:
+        """The folders the user added, in the order they were added."""
+        try:
+            data = json.loads((self.library_dir / FOLDERS_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [str(f) for f in data.get("folders", [])]
+
+    def _save_folders(self, folders: list[str]) -> None:
+        self.library_dir.mkdir(parents=True, exist_ok=True)
+        path = self.library_dir / FOLDERS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"folders": folders}, indent=1), "utf-8")
+        os.replace(tmp, path)  # atomic: a crash never leaves half a list
+
+    def add_folder(self, folder: str | os.PathLike[str]) -> str:
+        """Remember ``folder`` (absolute); raises LibraryError if it is not a folder."""
+        path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+        if not os.path.isdir(path):
+            raise LibraryError(f"{path}: not a folder")
+        folders = self.folders()
+        if path not in folders:
+            self._save_folders(folders + [path])
+        return path
+
+    def forget_folder(self, folder: str | os.PathLike[str]) -> int:
+        """Forget ``folder``: its tracks and its problem files leave the library.
+
+        Only paths inside the folder go (``/a/b`` never takes ``/a/bc`` with it). The
+        indexes are rewritten, so this is worker-thread work.
+
+        Returns
+        -------
+        int
+            The number of tracks removed.
+        """
+        folder = os.fspath(folder)
+        self._save_folders([f for f in self.folders() if f != folder])
+        if not (self.library_dir / CATALOGUE_FILE).exists():
+            return 0
+        root = os.path.realpath(folder).rstrip(os.sep)
+        with Library(self.library_dir) as lib:
+            lib.acquire_write_lock(timeout=30.0)
+            ids = [t.id for t in lib.tracks() if _inside(t.path, root)]
+            lib.mark_deleted(ids)
+            lib.set_problems([], under=[root])
+            if lib.model_id is not None:
+                vectors.export(lib)
+        self.library_changed()
+        return len(ids)
+
+    # -- scanning -------------------------------------------------------------------------
+
+    def scan(self, folders: list[str] | None = None, *,
+             progress: Callable[[int, int, str | None], None] | None = None,
+             cancel: Any = None, lock_timeout: float = 30.0) -> Any:
+        """Scan ``folders`` into the library, incrementally and resumably.
+
+        Parameters
+        ----------
+        folders : list of path, optional
+            Folders or audio files; each must exist (LibraryError otherwise). When None,
+            the remembered folders, skipping those that are gone (an unplugged drive)
+            while another one is there.
+
+        Returns
+        -------
+        engine.library.scan.ScanReport
+        """
+        if folders is None:
+            remembered = self.folders()
+            folders = [f for f in remembered if os.path.exists(f)]
+            if not folders:
+                if remembered:
+                    raise LibraryError(f"{remembered[0]}: folder not found (unplugged drive?)")
+                raise LibraryError("no folder to scan: add a folder first")
+        try:
+            return scan_folders(list(folders), library=self.library_dir,
+                        embedder=self._library_embedder(), checkpoint=self.checkpoint,
+                        progress=progress, cancel=cancel, lock_timeout=lock_timeout)
+        finally:
+            self.library_changed()
+
+    # -- reading the library --------------------------------------------------------------
+
+    def tracks(self) -> list[tuple[str, float | None, str, str | None]]:
+        """``(path, duration, status, reason)`` of every known file and problem path."""
+        if not (self.library_dir / CATALOGUE_FILE).exists():
+            return []
+        with Library(self.library_dir) as lib:
+            rows = [(t.path, t.duration, t.status, t.error) for t in lib.tracks()]
+            rows += [(p, None, "error", f"{kind}: {reason}") for p, kind, reason in lib.problems()]
+        return rows
+
+    def info(self) -> dict[str, Any]:
+        """Tracks, subspaces, model, index state and problem files (``loev info --json``)."""
+        with Library(self.library_dir) as lib:
+            counts = lib.counts()
+            manifest = vectors.read_manifest(lib.root) or {}
+            config = lib.get_meta("model_config") or {}
+            seq = int(lib.get_meta("vec_seq", 0))
+            problems = [{"path": p, "reason": r} for p, r in lib.errors()]
+            problems += [{"path": p, "reason": r} for p, _kind, r in lib.problems()]
+            return {
+                "library": str(lib.root),
+                "tracks": counts["ok"],
+                "errors": counts["error"],
+                "pending": counts["pending"],
+                "model": {"id": lib.model_id, "checkpoint": lib.get_meta("checkpoint"),
+                          "method": config.get("method"),
+                          "profile": (config.get("profile") or {}).get("name")},
+                "subspaces": lib.dims,
+                "index": {"generation": manifest.get("generation"),
+                          "up_to_date": bool(manifest) and manifest.get("vec_seq") == seq
+                          and manifest.get("model_id") == lib.model_id},
+                "problems": problems,
+            }
+
+    # -- queries --------------------------------------------------------------------------
+
+    def searcher(self) -> Any:
+        """The open ``engine.library.query.Searcher``, reopened after the library changed."""
+        with self._searcher_lock:
+            if self._searcher is None:
+                self._searcher = Searcher(self.library_dir, embedder=self._library_embedder(),
+                                          checkpoint=self.checkpoint)
+            return self._searcher
+
+    def library_changed(self) -> None:
+        """Forget the open searcher (a scan or a removal rewrote the indexes)."""
+        with self._searcher_lock:
+            if self._searcher is not None:
+                self._searcher.library.close()
+            self._searcher = None
+
+    def query(self, path: str | os.PathLike[str], *, by: str | dict[str, float] = "vibe",
+              k: int = 10, shift: float = 0.0, stretch: float = 1.0) -> Any:
+        """Nearest library tracks to ``path`` by key, tempo, vibe, or a blend of them.
+
+        An indexed, unchanged track is looked up without torch; anything else is
+        embedded with the library's model.
+
+        Parameters
+        ----------
+        by : "key" | "tempo" | "vibe" or {"key": w, "tempo": w, "vibe": w}
+            A dict weighs the three aspects (any non-negative scale).
+        shift, stretch : float
+            Transform the query audio first (semitones; ratio, > 1 faster); not with a
+            blend.
+
+        Returns
+        -------
+        engine.library.query.QueryResult
+            Neighbours nearest first, the query itself excluded.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        shift, stretch = check_semitones(shift), check_tempo(stretch)
+        searcher = self.searcher()
+        with self._searcher_lock:
+            if isinstance(by, dict):
+                if shift != 0.0 or stretch != 1.0:
+                    raise ValueError("a blended query takes no shift or stretch")
+                return searcher.query_blend(path, blend_weights(by), k=k)
+            return searcher.query(path, by=by, k=k, shift=shift, stretch=stretch)
+
+    # -- invariance curves ----------------------------------------------------------------
+
+    def curve(self, path: str | os.PathLike[str], transform: str) -> dict[str, Any]:
+        """The invariance curve of a file (``engine.model.curves.invariance_curve``).
+
+        Cached by path, modification time, transform and model.
+
+        Returns
+        -------
+        dict
+            ``{"transform", "values": [...], "subspaces": {name: [distance per value]}}``
+        """
+        path = _existing_file(path)
+        if transform not in ("pitch", "tempo"):
+            raise ValueError(f"transform must be 'pitch' or 'tempo', got {transform!r}")
+        embedder = self.embedder
+        key = (path, _mtime_ns(path), transform, str(embedder.model_id))
+        if key not in self._curves:
+            remote = getattr(embedder, "session_call", None)
+            if remote is not None:
+                self._curves[key] = remote("curve", path, transform)
+            else:
+                from engine.model.curves import invariance_curve
+
+                self._curves[key] = invariance_curve(path, transform, embedder)
+        return self._curves[key]
+
+    def cached_curve(self, path: str, transform: str) -> dict[str, Any] | None:
+        """The curve if it was already computed, else None (never embeds)."""
+        if self._embedder is None:
+            return None
+        return self._curves.get((path, _mtime_ns(path), transform, str(self._embedder.model_id)))
+
+    # -- match and render -----------------------------------------------------------------
+
+    def match(self, query_path: str | os.PathLike[str],
+              result_path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The pitch shift and stretch that bring ``result_path`` closest to ``query_path``.
+
+        Both files are read as bounded middle excerpts (``engine.model.match.read_pair``),
+        whoever asks.
+
+        Returns
+        -------
+        dict
+            ``engine.model.match.MatchResult.to_dict()``: ``shift`` (semitones), ``stretch``
+            (ratio, > 1 faster), the key and tempo distances before and after, and the
+            subspaces used.
+        """
+        query_path, result_path = _existing_file(query_path), _existing_file(result_path)
+        embedder = self.embedder
+        remote = getattr(embedder, "session_call", None)
+        if remote is not None:
+            return dict(remote("match", query_path, result_path))
+        from engine.model.match import match_tracks, read_pair
+
+        query_y, result_y = read_pair(query_path, result_path)
+        return match_tracks(query_y, result_y, embedder).to_dict()
+
+    def render(self, path: str | os.PathLike[str], *, semitones: float = 0.0,
+               tempo: float = 1.0, out: str | os.PathLike[str] | None = None) -> Path:
+        """``path`` pitch-shifted and stretched as the audition player sounds it, as WAV.
+
+        Without ``out``, a temporary file (cached per path and transform), and with no
+        transform the original file itself (a drag carries it unchanged).
+        """
+        semitones, tempo = check_semitones(semitones), check_tempo(tempo)
+        path = _existing_file(path)
+        if abs(semitones) < 1e-3 and abs(tempo - 1.0) < 1e-4 and out is None:
+            return Path(path)
+        key = (path, round(semitones, 2), round(tempo, 3))
+        if out is None and key in self._renders and self._renders[key].exists():
+            return self._renders[key]
+        # Keep the file's own rate (within what a DAW takes): a producer drags the clip
+        # into a session, not into the model.
+        sr = int(min(max(audio_info(path).sample_rate, 22050), 96000))
+        y = render_audition(path, semitones=semitones, tempo=tempo, sr=sr)
+        temporary = out is None
+        if out is None:
+            if self._render_dir is None:
+                self._render_dir = Path(tempfile.mkdtemp(prefix="loev-render-"))
+            stem = Path(path).stem
+            tag = f"{semitones:+.1f}st" if abs(semitones) >= 1e-3 else ""
+            tag += f"x{tempo:.2f}" if abs(tempo - 1) >= 1e-4 else ""
+            out = self._render_dir / f"{stem} {tag}.wav"
+        # Float WAV: a pitch shift can push peaks past full scale; 16-bit would clip them.
+        soundfile.write(os.fspath(out), np.asarray(y, dtype=np.float32), sr, subtype="FLOAT")
+        if temporary:
+            self._renders[key] = Path(out)
+        return Path(out)
+
+
+def blend_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Aspect weights (key/tempo/vibe, any non-negative scale) to weights summing to 1."""
+    w = {k: max(0.0, float(v)) for k, v in weights.items() if k in BY_SUBSPACE and v > 0}
+    total = sum(w.values())
+    if total <= 0:
+        raise ValueError("turn at least one aspect dial up")
+    return {k: v / total for k, v in w.items()}
+
+
+def _local_embedder(checkpoint: Path | None) -> Any:
+    """An in-process ``engine.model.embed.Embedder``; the header is read first, so that a
+    bad checkpoint is one clear CheckpointError before the network package loads."""
+    read_checkpoint_info(checkpoint if checkpoint is not None else default_checkpoint())
+    from engine.model.embed import Embedder
+
+    return Embedder(checkpoint)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def _existing_file(path: str | os.PathLike[str]) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DecodeError(path, "no such file" if not os.path.exists(path) else "not a file")
+    return path
+
+
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
