@@ -108,6 +108,7 @@ class MainWindow(QMainWindow):
         self._active_view: QWidget | None = None
         self._pending_summary: str | None = None
         self._player_factory = player_factory
+        self._audition_request: str | None = None
         self.watch_delay_ms = 1000
         self._curve_follow = QTimer(self)
         self._curve_follow.setSingleShot(True)
@@ -196,7 +197,7 @@ class MainWindow(QMainWindow):
             self.find_key_action, self.find_tempo_action, self.find_vibe_action,
             self.find_blend_action, self.find_key_shifted_action,
             self.find_tempo_stretched_action, None, self.curves_action, self.reveal_action,
-            self.export_action]
+            self.export_action, self.export_to_action]
 
     def _build(self) -> None:
         toolbar = QToolBar("Main", self)
@@ -822,7 +823,7 @@ class MainWindow(QMainWindow):
     def _audio_loaded(self, result: tuple[str, Any, int, Any], *, autoplay: bool,
                       as_is: bool = False) -> None:
         path, y, sr, env = result
-        if path != getattr(self, "_audition_request", path):
+        if path != self._audition_request:
             return  # an older request finished after a newer one: the newer one wins
         self.waveform.set_envelope(path, env, len(y) / sr)
         self.audition.load(path, y, sr, autoplay=autoplay, as_is=as_is)
