@@ -1,6 +1,6 @@
 """The audition panel: transport, live pitch/tempo sliders, "match to query".
 
-It drives an engine player (engine.audio.audition.AuditionPlayer) through a small set of calls:
+It drives an engine player (engine.audio.player.AuditionPlayer) through a small set of calls:
 ``open(y_or_path)``, ``play()``, ``pause()``, ``stop()``, ``seek(seconds)``,
 ``loop`` (property), ``set_pitch(semitones)``, ``set_tempo(ratio)``, ``position``,
 ``duration``, ``state``, ``sr``, ``on_error``. Slider moves reach the player through a pyqtgraph SignalProxy (at most 60
@@ -192,7 +192,7 @@ class AuditionPanel(QWidget):
 
     def load(self, path: str, y: Any, sr: int, *, autoplay: bool = True,
              as_is: bool = False) -> None:
-        """Open the decoded track ``y [T]`` (mono, ``sr`` Hz) of ``path``; maybe play it.
+        """Open the decoded track ``y`` ([T] or [T, C], ``sr`` Hz) of ``path``; maybe play it.
 
         A transform belongs to one audition: the new track starts untransformed, unless
         the lock is on. ``as_is`` (the query on Q) plays untransformed even when locked;

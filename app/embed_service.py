@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.errors import LoevError
+from engine.errors import EmbedderError
 from engine.model.checkpoint import read_checkpoint_info
 from engine.resources import default_checkpoint
 from engine.session import Session
@@ -38,7 +38,7 @@ if os.name == "posix":
     import multiprocessing.popen_spawn_posix  # noqa: F401
 
 
-class EmbedServiceError(LoevError):
+class EmbedServiceError(EmbedderError):
     """The embedding process could not be started or died."""
 
 
@@ -60,7 +60,8 @@ class EmbedService:
         self._conn: Any = None
         self._send_lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._pending: dict[int, queue.Queue[tuple[str, Any]]] = {}
+        # call id -> (the connection it was sent on, where its answer goes)
+        self._pending: dict[int, tuple[Any, queue.Queue[tuple[str, Any]]]] = {}
         self._ids = itertools.count(1)
 
     # -- lifetime -------------------------------------------------------------------------
@@ -89,11 +90,13 @@ class EmbedService:
                 kind, call_id, value = conn.recv()
             except (EOFError, OSError):
                 break
-            q = self._pending.get(call_id)
-            if q is not None:
-                q.put((kind, value))
-        for q in list(self._pending.values()):
-            q.put(("died", None))
+            entry = self._pending.get(call_id)
+            if entry is not None:
+                entry[1].put((kind, value))
+        # Only the calls sent to this process: a restarted one's calls are not its own.
+        for sent_on, q in list(self._pending.values()):
+            if sent_on is conn:
+                q.put(("died", None))
 
     def close(self) -> None:
         proc, conn = self._proc, self._conn
@@ -123,26 +126,30 @@ class EmbedService:
         Each call is short (one file, one curve): a cancelled scan stops between calls.
         """
         self._ensure_started()
+        proc, conn = self._proc, self._conn
         call_id = next(self._ids)
         answers: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._pending[call_id] = answers
+        self._pending[call_id] = (conn, answers)
         try:
-            with self._send_lock:
-                self._conn.send(("call", call_id, (method, args, kwargs)))
+            try:
+                with self._send_lock:
+                    conn.send(("call", call_id, (method, args, kwargs)))
+            except (OSError, ValueError):
+                answers.put(("died", None))  # it died before the request could be sent
             while True:
                 try:
                     kind, value = answers.get(timeout=0.5)
                 except queue.Empty:
-                    if self.running:
+                    if proc.is_alive():
                         continue
                     kind, value = "died", None
                 if kind == "result":
                     return value
                 if kind == "error":
                     raise _rebuild(value)
-                code = self._proc.exitcode if self._proc is not None else None
-                raise EmbedServiceError(f"the embedding process stopped (exit code {code}); "
-                                        "details in the log")
+                proc.join(timeout=2)  # reap it, so that its exit code is known
+                raise EmbedServiceError(f"the embedding process stopped (exit code "
+                                        f"{proc.exitcode}); it restarts on the next request")
         finally:
             self._pending.pop(call_id, None)
 
@@ -188,7 +195,7 @@ class RemoteEmbedder:
 # Each handler takes a Session holding the child's Embedder: a curve or a match asked by
 # the window is computed by the same engine code as ``loev curve`` and ``loev match``.
 HANDLERS: dict[str, Callable[..., Any]] = {
-    "ping": lambda s: s.embedder.model_id,
+    "ping": lambda s: os.getpid(),
     "embed_file": lambda s, path: s.embedder.embed_file(path),
     "embed_audio_batch": lambda s, ys: s.embedder.embed_audio_batch(ys),
     "curve": lambda s, path, transform: s.curve(path, transform),

@@ -1,5 +1,5 @@
 """The ``loev`` console script: no arguments opens the desktop app, anything else is the
-engine's command line (DESIGN.md section 6). Lives in app/ because app -> engine is the
+engine's command line (docs/DESIGN.md section 6). Lives in app/ because app -> engine is the
 only direction imports may go."""
 from __future__ import annotations
 

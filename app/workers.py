@@ -1,9 +1,14 @@
-"""Background work: one QRunnable per task on the global QThreadPool.
+"""Background work: one QRunnable per task on the runner's own QThreadPool.
 
 A task's signals (progress, returned, errored, finished) live on a QObject created in the
 GUI thread, so Qt queues them back to it; the function never touches a widget. Each task
 has a cooperative abort flag (``threading.Event``) that long functions poll (the scan
 passes it to the engine as ``cancel``).
+
+This is superqt's ``thread_worker`` pattern written out: its workers report progress only
+by yielding from a generator and run on the global pool, while the engine's functions take
+a ``progress`` callback and a ``cancel`` flag, and a scan must not queue a click's
+audition behind it; so the app does not depend on superqt.
 """
 from __future__ import annotations
 

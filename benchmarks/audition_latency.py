@@ -1,6 +1,6 @@
 """Audition latency: a simulated listening session with a slider move every 100 ms.
 
-Plays a looping 44.1 kHz track through ``engine.audio.audition.AuditionPlayer`` into a
+Plays a looping 44.1 kHz track through ``engine.audio.player.AuditionPlayer`` into a
 ``SimulatedSink`` pulling 512-frame blocks in real time, moves the pitch or the tempo
 slider every 100 ms (a random walk over their ranges), and prints:
 
@@ -13,7 +13,7 @@ slider every 100 ms (a random walk over their ranges), and prints:
 * the worker's real-time factor (vocoder time / audio time rendered, re-renders included);
 * underruns (callback found fewer samples than a block) and late sink blocks.
 
-Targets (issue 7): p99 latency <= 50 ms, 0 underruns with 512-frame blocks.
+Targets: p99 latency <= 50 ms, 0 underruns with 512-frame blocks.
 
     python benchmarks/audition_latency.py [--seconds 60] [--blocksize 512]
 """
@@ -29,7 +29,82 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.audio.audition import AuditionPlayer, SimulatedSink  # noqa: E402
+from engine.audio.player import AuditionPlayer  # noqa: E402
+from engine.audio.sinks import SimulatedSink  # noqa: E402
+
+
+class LatencyMonitor:
+    """A :class:`~engine.audio.player.PlayerMonitor` that logs what the latency figures
+    need: every change, every rewind, every frame and every callback.
+
+    Attributes
+    ----------
+    changes : list of (wall time, version, read index)
+    rewinds : dict version -> read index when a rewind handled it
+    render_seconds : float
+        Vocoder time on the rendering threads (re-renders included).
+    """
+
+    _LOG = 1 << 17
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[float, int, int]] = []
+        self.rewinds: dict[int, int] = {}
+        self.render_seconds = 0.0
+        self._frames: list[tuple[int, int, int]] = []  # (version, index, centre)
+        self._cb_time = np.zeros(self._LOG)
+        self._cb_read = np.zeros(self._LOG, dtype=np.int64)
+        self._n_cb = 0
+
+    def changed(self, version: int, read: int) -> None:
+        self.changes.append((time.perf_counter(), version, read))
+
+    def rewound(self, version: int, read: int) -> None:
+        self.rewinds.setdefault(version, read)
+
+    def rendered(self, version: int, index: int, centre: int, seconds: float) -> None:
+        self._frames.append((version, index, centre))
+        self.render_seconds += seconds
+
+    def called(self, read: int) -> None:
+        i = self._n_cb
+        if i < self._LOG:
+            self._cb_time[i] = time.perf_counter()
+            self._cb_read[i] = read
+        self._n_cb = i + 1
+
+    def frame_centre(self, version: int) -> int | None:
+        """Ring index of the centre of the first frame rendered with parameter
+        ``version`` or a later one (None if not rendered yet)."""
+        for v, _, centre in self._frames:
+            if v >= version:
+                return centre
+        return None
+
+    def locate(self, index: int, blocksize: int, sr: int,
+               due_times: np.ndarray | None = None) -> tuple[int, float] | None:
+        """(callback number, wall time) at which the sink played ring sample ``index``
+        (None if not played yet). ``due_times[j]``, when given, replaces the time of
+        callback j (a simulated sink's converter clock)."""
+        n_cb = min(self._n_cb, self._LOG)
+        cb_read = self._cb_read[:n_cb]
+        j = int(np.searchsorted(cb_read, index, side="right")) - 1
+        if j < 0 or index >= cb_read[j] + blocksize:
+            return None
+        start = self._cb_time[j] if due_times is None else due_times[j]
+        return j, float(start + (index - cb_read[j]) / sr)
+
+    def change_latencies(self, blocksize: int, sr: int,
+                         due_times: np.ndarray | None = None) -> np.ndarray:
+        """Seconds from each set_pitch/set_tempo call to the moment the sink played the
+        centre of the first frame rendered with it (the change at full weight); NaN for
+        a change not yet played."""
+        out = []
+        for t_set, version, _ in self.changes:
+            centre = self.frame_centre(version)
+            played = None if centre is None else self.locate(centre, blocksize, sr, due_times)
+            out.append(np.nan if played is None else played[1] - t_set)
+        return np.asarray(out)
 
 
 def test_track(sr: int, seconds: float = 20.0) -> np.ndarray:
@@ -55,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sink = SimulatedSink(sr=args.sr, blocksize=args.blocksize)
     player = AuditionPlayer(sink)
+    monitor = LatencyMonitor()
+    player.monitor = monitor
     player.open(test_track(args.sr), source_sr=args.sr)
     player.loop = True
     rng = np.random.default_rng(1)
@@ -82,14 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     player.close()
 
-    latency = player.change_latencies(sink.due_times)
+    latency = monitor.change_latencies(args.blocksize, args.sr, sink.due_times)
     played = latency[np.isfinite(latency)]
-    at_callback = player.change_latencies()
+    at_callback = monitor.change_latencies(args.blocksize, args.sr)
     at_callback = at_callback[np.isfinite(at_callback)]
     half_window = player._vocoder.latency / args.sr if player._vocoder else 0.0
+    rendered_samples = len(monitor._frames) * (player._vocoder.hop_length if player._vocoder else 0)
     cb = sink.callback_seconds[: min(sink.blocks, sink.callback_seconds.size)]
     period = args.blocksize / args.sr
-    audio_rendered = player.rendered_samples / args.sr
+    audio_rendered = rendered_samples / args.sr
 
     print(f"session: {elapsed:.1f} s simulated real time, {moves} slider moves every "
           f"{args.interval * 1000:.0f} ms, {args.blocksize}-frame blocks at {args.sr} Hz, "
@@ -112,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"callback real-time factor: mean {cb.mean() / period:.4f}  p99 "
           f"{np.percentile(cb, 99) / period:.4f}  max {cb.max() / period:.4f} "
           f"({cb.size} callbacks)")
-    print(f"worker real-time factor: {player.render_seconds / max(audio_rendered, 1e-9):.3f} "
+    print(f"worker real-time factor: {monitor.render_seconds / max(audio_rendered, 1e-9):.3f} "
           f"({audio_rendered:.1f} s of audio rendered for {elapsed:.1f} s played)")
     print(f"underruns: {player.underruns}   late sink blocks: {sink.late_blocks}   "
           f"target 0 underruns")

@@ -1,6 +1,6 @@
 """Inference speed of the encoder: 3 s chunks per second, batch of 64, on this CPU.
 
-Target (issue 2): the ``tiny`` profile embeds at least 100 chunks/s on the 2-core machine,
+Target: the ``tiny`` profile embeds at least 100 chunks/s on the 2-core machine,
 since the app scans libraries with it.
 
     .venv/bin/python benchmarks/encoder_speed.py [--profiles tiny small] [--repeats 5]

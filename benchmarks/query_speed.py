@@ -1,6 +1,6 @@
 """Query speed: in-process p50 at 100k tracks with recall@10, and `loev query` end to end.
 
-Targets (issue 4, 2-core machine): in-process query p50 <= 1 ms with recall@10 >= 0.95
+Targets (2-core machine): in-process query p50 <= 1 ms with recall@10 >= 0.95
 against brute force at 100k tracks; `loev query` of an indexed track in a 10k-track
 library <= 0.3 s wall, end to end.
 

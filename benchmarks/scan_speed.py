@@ -1,6 +1,6 @@
 """Scan speed: seconds of audio scanned per wall-clock second, against essentia.
 
-Target (issue 4, 2-core machine): >= 100x realtime with the default model, and at least
+Target (2-core machine): >= 100x realtime with the default model, and at least
 3x faster than essentia's KeyExtractor + RhythmExtractor2013 on the same files in the same
 run (essentia is a benchmark-only dependency: `pip install --pre essentia`).
 

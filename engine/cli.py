@@ -1,4 +1,4 @@
-"""The ``loev`` command line (DESIGN.md section 6, a contract: tests and benchmarks use it).
+"""The ``loev`` command line (docs/DESIGN.md section 6, a contract: tests and benchmarks use it).
 
 ``app.main`` opens the desktop app when ``loev`` has no arguments and otherwise calls
 :func:`main`. A user's mistake (missing file, bad folder, unreadable checkpoint, empty
@@ -9,7 +9,6 @@ the app uses too; nothing here imports torch unless audio has to be embedded.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from engine.config import check_semitones, check_tempo
 from engine.errors import LoevError
+from engine.text import json_text, safe_text
 from engine.session import Session
 
 PROG = "loev"
@@ -99,11 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("result", metavar="RESULT")
     checkpoint_opt(p, "model checkpoint (default: the shipped model)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("render", help="FILE shifted and stretched, as a 24-bit WAV (the "
+                       "app's export)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--shift", metavar="SEMITONES", type=_semitones, required=True)
+    p.add_argument("--stretch", metavar="RATIO", type=_tempo, default=1.0,
+                   help="tempo ratio, 0.5..2 (> 1 faster; default 1)")
+    p.add_argument("--out", metavar="OUT.wav", type=Path, required=True)
     return parser
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    # Strict JSON: a NaN is refused (ValueError, one line), never printed as bare NaN.
+    sys.stdout.write(json_text(obj) + "\n")
 
 
 # -- subcommands ---------------------------------------------------------------------
@@ -119,7 +128,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                        dynamic_ncols=True, desc="scan")
         if path is not None:
             bar.update(done - bar.n)
-            bar.set_postfix_str(Path(path).name[-40:], refresh=False)
+            bar.set_postfix_str(safe_text(Path(path).name)[-40:], refresh=False)
 
     try:
         report = Session(args.library, args.checkpoint).scan(
@@ -131,14 +140,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
         return 0
     speed = report.audio_seconds / report.seconds if report.seconds else 0.0
-    print(f"{report.library}: {report.found} audio files, {report.added} added, "
+    print(f"{safe_text(report.library)}: {report.found} audio files, {report.added} added, "
           f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged"
           f"{' (re-embedded for a new model)' if report.reembedded else ''}; "
           f"{report.audio_seconds:.0f} s of audio in {report.seconds:.1f} s ({speed:.0f}x)")
     for path, reason in report.failed:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {safe_text(path)}: {safe_text(reason)}")
     for path, reason in report.problems:
-        print(f"  problem {path}: {reason}")
+        print(f"  problem {safe_text(path)}: {safe_text(reason)}")
+    for what in report.repaired:
+        print(f"  repaired {safe_text(what)}")
     return 0
 
 
@@ -153,9 +164,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         _print_json({"results": [r.to_dict() for r in results]})
         return 0
     for r in results:
-        print(r.query)
+        print(safe_text(r.query))
         for i, n in enumerate(r.neighbours, 1):
-            print(f"  {i:3d}. {n.distance:.4f}  {n.path}")
+            print(f"  {i:3d}. {n.distance:.4f}  {safe_text(n.path)}")
     return 0
 
 
@@ -177,16 +188,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(info)
         return 0
-    model = info["model"]
-    print(f"library   {info['library']}")
+    model = {k: safe_text(v) for k, v in info["model"].items()}  # metadata is untrusted
+    print(f"library   {safe_text(info['library'])}")
     print(f"tracks    {info['tracks']} ({info['errors']} problem files, {info['pending']} pending)")
-    print(f"model     {model['method']} {model['profile']} id {str(model['id'])[:12]} "
+    print(f"model     {model['method']} {model['profile']} id {model['id'][:12]} "
           f"({model['checkpoint']})")
-    print("subspaces " + ", ".join(f"{k} ({v}-d)" for k, v in info["subspaces"].items()))
+    print("subspaces " + ", ".join(f"{safe_text(k)} ({v}-d)" for k, v in info["subspaces"].items()))
     if not info["index"]["up_to_date"]:
         print("index     out of date: run `loev scan` to finish")
     for p in info["problems"]:
-        print(f"  problem {p['path']}: {p['reason']}")
+        print(f"  problem {safe_text(p['path'])}: {safe_text(p['reason'])}")
     return 0
 
 
@@ -195,8 +206,8 @@ def cmd_match(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
-    print(f"shift {args.result} by {result['shift']:+g} semitones and stretch it by "
-          f"{result['stretch']:.3g} to align it with {args.query}")
+    print(f"shift {safe_text(args.result)} by {result['shift']:+g} semitones and stretch it "
+          f"by {result['stretch']:.3g} to align it with {safe_text(args.query)}")
     for key in ("key_distance", "tempo_distance"):
         if f"{key}_before" in result:
             print(f"  {key.replace('_', ' ')}: {result[f'{key}_before']:.4f} -> "
@@ -204,8 +215,14 @@ def cmd_match(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    out = Session().render(args.file, semitones=args.shift, tempo=args.stretch, out=args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 COMMANDS = {"scan": cmd_scan, "query": cmd_query, "curve": cmd_curve, "info": cmd_info,
-            "match": cmd_match}
+            "match": cmd_match, "render": cmd_render}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except LoevError as e:
-        sys.stderr.write(f"{PROG}: error: {e}\n")
+        sys.stderr.write(f"{PROG}: error: {safe_text(e)}\n")
         return 1
     except ValueError as e:  # bad values that argparse could not check (e.g. aspect weights)
-        sys.stderr.write(f"{PROG}: error: {e}\n")
+        sys.stderr.write(f"{PROG}: error: {safe_text(e)}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")

@@ -1,8 +1,8 @@
 """Frozen configuration dataclasses: the single description of a frontend and a network.
 
 A checkpoint stores ``ModelConfig.to_dict()`` as JSON in its safetensors metadata, and
-``ModelConfig.from_dict`` rebuilds it (DESIGN.md section 4). Profiles are data: a table of
-``ProfileConfig`` values, not code paths (STYLE.md habit 2).
+``ModelConfig.from_dict`` rebuilds it (docs/DESIGN.md section 4). Profiles are data: a table of
+``ProfileConfig`` values, not code paths.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ PROFILES: dict[str, ProfileConfig] = {
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a network and its frontend (DESIGN.md section 2)."""
+    """Everything needed to rebuild a network and its frontend (docs/DESIGN.md section 2)."""
 
     method: str = "loev++"
     variants: tuple[str, ...] = VARIANTS
@@ -158,6 +158,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Rebuild a config from ``to_dict()``'s JSON, checking every type and range first.
+
+        Raises
+        ------
+        ValueError
+            A field of the wrong type, out of range, or unknown (see :func:`check_config_dict`).
+        """
+        check_config_dict(d)
         prof = dict(d["profile"])
         for k, v in prof.items():
             if isinstance(v, list):
@@ -170,6 +178,132 @@ class ModelConfig:
             branches=d.get("branches", "learned"),
             provenance=dict(d.get("provenance", {})),
         )
+
+
+# What a config read from a file may hold: (type, lowest, highest) per field, or a tuple
+# spec (element type, lowest, highest, fewest items, most items). The ranges are wide
+# enough for any model this program trains (the paper profile included) and bound what
+# building a network from an untrusted file can cost before its tensors are checked.
+_FRONTEND_FIELDS: dict[str, tuple[Any, ...]] = {
+    "kind": (str,),
+    "sample_rate": (int, 8_000, 96_000),
+    "n_fft": (int, 16, 16_384),
+    "win_length": (int, 1, 16_384),
+    "hop_length": (int, 1, 16_384),
+    "n_mels": (int, 1, 512),
+    "f_min": (float, 0.0, 48_000.0),
+    "f_max": (float, 0.0, 48_000.0),
+    "chunk_seconds": (float, 0.1, 60.0),
+}
+_PROFILE_FIELDS: dict[str, tuple[Any, ...]] = {
+    "name": (str,),
+    "stem_channels": ((int, 1, 4096, 1, 8),),
+    "channels": ((int, 1, 8192, 4, 4),),
+    "depths": ((int, 0, 64, 4, 4),),
+    "fast_ratio": (int, 1, 64),
+    "group_size": (int, 1, 8192),
+    "bottle_ratio": (float, 1e-3, 16.0),
+    "se_ratio": (float, 1e-3, 16.0),
+    "alpha": (float, 0.0, 16.0),
+    "drop_path_rate": (float, 0.0, 0.99),
+    "time_alpha": (int, 1, 64),
+    "proj_hidden": (int, 1, 16_384),
+    "proj_dim": (int, 1, 8192),
+}
+_TOP_FIELDS = {"method", "variants", "profile", "frontend", "branches", "provenance"}
+_MAX_NAME = 200
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and v == v and v not in (float("inf"), float("-inf"))
+
+
+def _check_field(where: str, value: Any, spec: tuple[Any, ...]) -> None:
+    kind = spec[0]
+    if isinstance(kind, tuple):  # a list of numbers
+        elem, lo, hi, fewest, most = kind
+        if not isinstance(value, (list, tuple)) or not fewest <= len(value) <= most:
+            raise ValueError(f"{where} must be a list of {fewest}..{most} integers, got "
+                             f"{_show(value)}")
+        for i, v in enumerate(value):
+            _check_field(f"{where}[{i}]", v, (elem, lo, hi))
+        return
+    if kind is str:
+        if not isinstance(value, str) or len(value) > _MAX_NAME:
+            raise ValueError(f"{where} must be a string (at most {_MAX_NAME} characters), "
+                             f"got {_show(value)}")
+        return
+    ok = _is_int(value) if kind is int else _is_number(value)
+    if not ok:
+        raise ValueError(f"{where} must be {'an integer' if kind is int else 'a number'}, "
+                         f"got {_show(value)}")
+    lo, hi = spec[1], spec[2]
+    if not lo <= value <= hi:
+        raise ValueError(f"{where} must lie in [{lo:g}, {hi:g}], got {value!r}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:40] + '...'}"
+
+
+def _check_section(where: str, d: Any, fields: dict[str, tuple[Any, ...]],
+                   required: tuple[str, ...]) -> None:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be an object, got {_show(d)}")
+    unknown = sorted(str(k) for k in d if k not in fields)
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {', '.join(unknown)[:100]}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)}")
+    for key, value in d.items():
+        _check_field(f"{where}.{key}", value, fields[key])
+
+
+def check_config_dict(d: Any) -> None:
+    """Check a config read from a file (``ModelConfig.to_dict()``'s JSON) before use.
+
+    Types are exact (no string for a number, no list for a count), every number lies in
+    a range that bounds the network it describes, and no field is unknown.
+
+    Raises
+    ------
+    ValueError
+        One line naming the field and what is wrong with it.
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"the config must be an object, got {_show(d)}")
+    unknown = sorted(str(k) for k in d if k not in _TOP_FIELDS)
+    if unknown:
+        raise ValueError(f"config has unknown field(s) {', '.join(unknown)[:100]}")
+    if not isinstance(d.get("method"), str):
+        raise ValueError(f"config.method must be a string, got {_show(d.get('method'))}")
+    variants = d.get("variants", [])
+    if not isinstance(variants, (list, tuple)) or not all(isinstance(v, str) for v in variants) \
+            or len(variants) > len(VARIANTS):
+        raise ValueError(f"config.variants must be a list of names, got {_show(variants)}")
+    if not isinstance(d.get("branches", "learned"), str):
+        raise ValueError(f"config.branches must be a string, got {_show(d.get('branches'))}")
+    if not isinstance(d.get("provenance", {}), dict):
+        raise ValueError(f"config.provenance must be an object, got {_show(d.get('provenance'))}")
+    _check_section("config.profile", d.get("profile"), _PROFILE_FIELDS, ("name",))
+    frontend = d.get("frontend", {})
+    _check_section("config.frontend", frontend, _FRONTEND_FIELDS, ())
+    fe = {**dataclasses.asdict(FrontendConfig()), **frontend}
+    if fe["win_length"] > fe["n_fft"]:
+        raise ValueError(f"config.frontend.win_length ({fe['win_length']}) exceeds n_fft "
+                         f"({fe['n_fft']})")
+    if not fe["f_min"] < fe["f_max"] <= fe["sample_rate"] / 2:
+        raise ValueError(f"config.frontend needs f_min < f_max <= sample_rate / 2, got "
+                         f"{fe['f_min']}, {fe['f_max']}, {fe['sample_rate']}")
+    if int(round(fe["sample_rate"] * fe["chunk_seconds"])) // fe["hop_length"] < 1:
+        raise ValueError(f"config.frontend.hop_length ({fe['hop_length']}) is longer than "
+                         "a chunk")
 
 
 def make_config(profile: str = "tiny", method: str = "loev++", variants: str = "psts",

@@ -23,5 +23,10 @@ class LibraryError(LoevError):
     """The library on disk is missing, locked, or was built with another model."""
 
 
+class EmbedderError(LoevError):
+    """The embedder itself failed (its process died or could not start), not the file it
+    was given: a scan stops with this one error rather than record good files as bad."""
+
+
 class AudioDeviceError(LoevError):
     """No usable audio output device."""

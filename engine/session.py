@@ -16,11 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile
 
-from engine.audio.audition import render as render_audition
-from engine.audio.decode import audio_info
+from engine.audio.render import render_file
 from engine.config import check_semitones, check_tempo
 from engine.errors import DecodeError, LibraryError
 from engine.library import vectors
@@ -205,14 +202,14 @@ class Session:
         """``(path, duration, status, reason)`` of every known file and problem path."""
         if not (self.library_dir / CATALOGUE_FILE).exists():
             return []
-        with Library(self.library_dir) as lib:
+        with Library(self.library_dir, readonly=True) as lib:
             rows = [(t.path, t.duration, t.status, t.error) for t in lib.tracks()]
             rows += [(p, None, "error", f"{kind}: {reason}") for p, kind, reason in lib.problems()]
         return rows
 
     def info(self) -> dict[str, Any]:
         """Tracks, subspaces, model, index state and problem files (``loev info --json``)."""
-        with Library(self.library_dir) as lib:
+        with Library(self.library_dir, readonly=True) as lib:  # reading never writes
             counts = lib.counts()
             manifest = vectors.read_manifest(lib.root) or {}
             config = lib.get_meta("model_config") or {}
@@ -343,7 +340,8 @@ class Session:
 
     def render(self, path: str | os.PathLike[str], *, semitones: float = 0.0,
                tempo: float = 1.0, out: str | os.PathLike[str] | None = None) -> Path:
-        """``path`` pitch-shifted and stretched as the audition player sounds it, as WAV.
+        """``path`` pitch-shifted and stretched as the audition player sounds it, as a
+        24-bit WAV (:func:`engine.audio.render.render_file`).
 
         Without ``out``, a temporary file (cached per path and transform), and with no
         transform the original file itself (a drag carries it unchanged).
@@ -355,10 +353,6 @@ class Session:
         key = (path, round(semitones, 2), round(tempo, 3))
         if out is None and key in self._renders and self._renders[key].exists():
             return self._renders[key]
-        # Keep the file's own rate (within what a DAW takes): a producer drags the clip
-        # into a session, not into the model.
-        sr = int(min(max(audio_info(path).sample_rate, 22050), 96000))
-        y = render_audition(path, semitones=semitones, tempo=tempo, sr=sr)
         temporary = out is None
         if out is None:
             if self._render_dir is None:
@@ -367,8 +361,9 @@ class Session:
             tag = f"{semitones:+.1f}st" if abs(semitones) >= 1e-3 else ""
             tag += f"x{tempo:.2f}" if abs(tempo - 1) >= 1e-4 else ""
             out = self._render_dir / f"{stem} {tag}.wav"
-        # Float WAV: a pitch shift can push peaks past full scale; 16-bit would clip them.
-        soundfile.write(os.fspath(out), np.asarray(y, dtype=np.float32), sr, subtype="FLOAT")
+        # 24-bit WAV at the file's own rate and channels: a producer drags the clip into
+        # a session, not into the model.
+        render_file(path, shift=semitones, stretch=tempo, out=out)
         if temporary:
             self._renders[key] = Path(out)
         return Path(out)

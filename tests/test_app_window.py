@@ -313,7 +313,8 @@ def test_window_process_never_imports_torch(tmp_path, tiny_checkpoint):
 
 def test_real_player_on_a_simulated_sink_follows_the_sliders(qtbot, tmp_path, collection,
                                                               monkeypatch):
-    from engine.audio.audition import AuditionPlayer, SimulatedSink
+    from engine.audio.player import AuditionPlayer
+    from engine.audio.sinks import SimulatedSink
 
     monkeypatch.setenv("LOEV_LOG_DIR", str(tmp_path / "logs"))
     backend = Backend(tmp_path / "lib", embedder=BatchFakeEmbedder())
@@ -342,7 +343,9 @@ def test_render_writes_the_transformed_clip(tmp_path, collection):
     assert backend.render(str(collection["a4"])) == Path(collection["a4"])  # no transform
     out = backend.render(str(collection["click120"]), semitones=2.0, tempo=2.0)
     y, sr = sf.read(str(out))
-    assert sr == 22050 and len(y) == pytest.approx(2.0 * sr, abs=2)  # 4 s at 2x, at >= 22.05 kHz
+    info = sf.info(str(out))
+    assert (sr, info.subtype) == (sf.info(str(collection["click120"])).samplerate, "PCM_24")
+    assert len(y) == pytest.approx(2.0 * sr, abs=2)  # 4 s at 2x, at the file's rate
     assert backend.render(str(collection["click120"]), semitones=2.0, tempo=2.0) == out  # cached
 
 
@@ -446,16 +449,19 @@ def test_settings_switch_library(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: window.library_stack.currentIndex() == 0, timeout=5000)
 
 
-def test_smoke_test_opens_embeds_and_quits(tmp_path, tiny_checkpoint):
-    """`loev --smoke-test` (what the bundle is checked with): window, one embedding
-    through the spawn child, clean exit."""
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_smoke_test_opens_embeds_and_quits(tmp_path, tiny_checkpoint, backend):
+    """`loev --smoke-test` (what the bundle is checked with): window, one file embedded
+    through the spawn child, clean exit; with onnxruntime, as the bundle runs it, on the
+    shipped model and its ONNX export."""
     cfg = tmp_path / "config" / "loev-explorer"
     cfg.mkdir(parents=True)
-    (cfg / "LOEV Explorer.conf").write_text(
-        f"[General]\ncheckpoint={tiny_checkpoint}\nlibrary={tmp_path / 'lib'}\n")
+    ckpt = f"checkpoint={tiny_checkpoint}\n" if backend == "torch" else ""
+    (cfg / "LOEV Explorer.conf").write_text(f"[General]\n{ckpt}library={tmp_path / 'lib'}\n")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LOEV_LOG_DIR=str(tmp_path / "logs"),
-               XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONPATH=str(ROOT))
+               XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONPATH=str(ROOT), LOEV_BACKEND=backend)
     out = subprocess.run([sys.executable, "-m", "app.main", "--smoke-test"], cwd=tmp_path,
                          capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    assert "embedding process ok (3 subspaces)" in out.stdout
+    dims = "invariant 144, pitch 144, tempo 144" if backend == "torch" else "invariant 144, pitch 216, tempo 567"
+    assert f"smoke test: embedded a file ({dims})" in out.stdout

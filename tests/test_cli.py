@@ -1,4 +1,4 @@
-"""The `loev` command line: DESIGN.md section 6 is a contract (random tiny checkpoint)."""
+"""The `loev` command line: docs/DESIGN.md section 6 is a contract (random tiny checkpoint)."""
 from __future__ import annotations
 
 import json

@@ -81,6 +81,11 @@ def test_fit_resume_is_exact_and_export_loads(folder, tmp_path):
     with torch.no_grad():
         emb = model(torch.zeros(1, 48000))["embeddings"]
     assert set(emb) == {"invariant", "pitch", "tempo"}
+    # ... and its ONNX export beside it, which the onnxruntime backend accepts as its own
+    from engine.model.embed import Embedder
+
+    assert exported.with_suffix(".onnx").is_file()
+    assert Embedder(exported, backend="onnxruntime").embed_audio(np.zeros(16000, np.float32)).keys() == set(emb)
 
     # a finished run is left alone; other settings on the same folder are refused
     assert _fit(folder, whole, 2) == 0 and _losses(whole) == a

@@ -16,6 +16,9 @@
   batch's randomness is derived from ``(seed, step, rank)`` alone, so a run resumed at
   step s sees exactly the batches an uninterrupted run sees, whatever the number of
   loader workers (workers take steps round-robin, which ``DataLoader`` preserves).
+  A file whose header read but whose audio does not (a truncated FLAC) is left out from
+  then on, logged and appended to the run's ``skipped.csv``; the step is drawn again
+  without it and the run goes on.
 
 Choices the paper leaves open, kept to its intent:
 
@@ -68,7 +71,8 @@ def _walk_audio(root: Path) -> list[Path]:
 
 
 def build_index(root: str | os.PathLike[str], *, cache_path: str | os.PathLike[str] | None = None,
-                min_seconds: float = CHUNK_SAMPLES / SAMPLE_RATE) -> list[Track]:
+                min_seconds: float = CHUNK_SAMPLES / SAMPLE_RATE,
+                skipped: list[tuple[str, str]] | None = None) -> list[Track]:
     """Every decodable audio file under ``root`` at least ``min_seconds`` long, sorted by path.
 
     Parameters
@@ -78,6 +82,8 @@ def build_index(root: str | os.PathLike[str], *, cache_path: str | os.PathLike[s
         Header cache keyed by path with size and mtime; unchanged files are not reopened,
         and a bad file is logged only when it is first seen (or changes).
     min_seconds : float
+    skipped : list, optional
+        Receives ``(path, reason)`` of every file left out because it cannot be read.
 
     Returns
     -------
@@ -111,6 +117,8 @@ def build_index(root: str | os.PathLike[str], *, cache_path: str | os.PathLike[s
                 entry["error"] = e.reason if hasattr(e, "reason") else str(e)
                 log.warning("skipping %s: %s", path, entry["error"])
         entries[key] = entry
+        if "error" in entry and skipped is not None:
+            skipped.append((key, entry["error"]))
     if cache_path is not None:
         _write_cache(cache_path, entries)
     return [Track(p, e["duration"]) for p, e in sorted(entries.items())
@@ -206,16 +214,21 @@ def _draw_variants(rng: np.random.Generator, n: int, cfg: ViewConfig) -> tuple[n
 
 
 def plan_batch(tracks: Sequence[Track], cfg: ViewConfig, *, seed: int, step: int,
-               rank: int = 0) -> BatchPlan:
-    """Draw step ``step``'s batch for process ``rank`` (deterministic in its arguments)."""
+               rank: int = 0, exclude: frozenset[int] = frozenset()) -> BatchPlan:
+    """Draw step ``step``'s batch for process ``rank`` (deterministic in its arguments).
+
+    ``exclude`` holds indices of tracks found unreadable; without any, the draw is the
+    same as it always was for these arguments.
+    """
     from engine.audio.transforms import source_samples_needed
 
-    if not tracks:
+    allowed = np.array([i for i in range(len(tracks)) if i not in exclude], dtype=np.int64)
+    if not len(allowed):
         raise ValueError("no usable audio files (at least one chunk long) in the training data")
     rng = np.random.default_rng(derive_seed(seed, step, rank))
     a, m, sr, chunk = cfg.anchors, cfg.views, cfg.sr, cfg.chunk_samples
     n = a * m
-    chosen = rng.choice(len(tracks), size=a, replace=len(tracks) < a)
+    chosen = allowed[rng.choice(len(allowed), size=a, replace=len(allowed) < a)]
     probs = np.asarray(cfg.strategy_probs, dtype=float)
     strategy = rng.choice(3, size=a, p=probs / probs.sum())
     semis, pitch_on, rate, stretch_on = _draw_variants(rng, n, cfg)
@@ -257,9 +270,40 @@ def read_batch(tracks: Sequence[Track], plan: BatchPlan, cfg: ViewConfig) -> np.
     width = int(plan.samples.max())
     out = np.zeros((len(plan.track), width), dtype=np.float32)
     for i, (t, s, n) in enumerate(zip(plan.track, plan.start, plan.samples)):
-        y = read_chunks(tracks[t].path, [s / cfg.sr], chunk_samples=int(n), sr=cfg.sr)[0]
+        try:
+            y = read_chunks(tracks[t].path, [s / cfg.sr], chunk_samples=int(n), sr=cfg.sr)[0]
+        except DecodeError as e:
+            raise UnreadableTrack(int(t), e.path, e.reason) from None
         out[i] = _fill(y, width)
     return out
+
+
+class UnreadableTrack(DecodeError):
+    """A track of the index that failed to read while drawing a batch (``track`` = index)."""
+
+    def __init__(self, track: int, path: object, reason: str) -> None:
+        super().__init__(path, reason)
+        self.track = track
+
+
+def log_skipped(path: str | os.PathLike[str] | None, entries: Sequence[tuple[str, str]]) -> None:
+    """Append ``(file, reason)`` rows to a run's ``skipped.csv`` (each file once)."""
+    if path is None or not entries:
+        return
+    path = Path(path)
+    seen: set[str] = set()
+    if path.is_file():
+        with open(path, newline="") as f:
+            seen = {row["file"] for row in csv.DictReader(f) if row.get("file")}
+    new = [(p, r) for p, r in entries if p not in seen]
+    if not new:
+        return
+    fresh = not path.is_file() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if fresh:
+            w.writerow(["file", "reason"])
+        w.writerows(new)
 
 
 def _fill(y: np.ndarray, width: int) -> np.ndarray:
@@ -272,9 +316,9 @@ def _fill(y: np.ndarray, width: int) -> np.ndarray:
 
 
 def batch_arrays(tracks: Sequence[Track], cfg: ViewConfig, *, seed: int, step: int,
-                 rank: int = 0) -> dict[str, np.ndarray]:
+                 rank: int = 0, exclude: frozenset[int] = frozenset()) -> dict[str, np.ndarray]:
     """One step's batch: the plan and the source audio, as numpy arrays."""
-    plan = plan_batch(tracks, cfg, seed=seed, step=step, rank=rank)
+    plan = plan_batch(tracks, cfg, seed=seed, step=step, rank=rank, exclude=exclude)
     return {
         "step": np.int64(step),
         "source": read_batch(tracks, plan, cfg),
@@ -302,9 +346,12 @@ class ViewStream(IterableDataset):
     """
 
     def __init__(self, tracks: Sequence[Track], cfg: ViewConfig, *, seed: int, rank: int = 0,
-                 start_step: int = 0, stop_step: int) -> None:
+                 start_step: int = 0, stop_step: int,
+                 skip_log: str | os.PathLike[str] | None = None) -> None:
         self.tracks, self.cfg, self.seed, self.rank = list(tracks), cfg, seed, rank
         self.start_step, self.stop_step = start_step, stop_step
+        self.skip_log = skip_log
+        self.skipped: set[int] = set()
 
     def __len__(self) -> int:
         return max(0, self.stop_step - self.start_step)
@@ -317,7 +364,16 @@ class ViewStream(IterableDataset):
         if info is not None:
             torch.set_num_threads(1)  # decoding is single-threaded; leave cores to the model
         for step in range(self.start_step + wid, self.stop_step, nw):
-            arrays = batch_arrays(self.tracks, self.cfg, seed=self.seed, step=step, rank=self.rank)
+            while True:
+                try:
+                    arrays = batch_arrays(self.tracks, self.cfg, seed=self.seed, step=step,
+                                          rank=self.rank, exclude=frozenset(self.skipped))
+                    break
+                except UnreadableTrack as e:
+                    # One bad file never stops a run: leave it out and draw the step again.
+                    self.skipped.add(e.track)
+                    log.warning("skipping %s from step %d on: %s", e.path, step, e.reason)
+                    log_skipped(self.skip_log, [(e.path, e.reason)])
             yield {k: torch.as_tensor(v) for k, v in arrays.items()}
 
 

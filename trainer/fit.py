@@ -43,7 +43,7 @@ import torch
 
 from engine.config import METHODS, PROFILES, make_config
 from trainer.augment import BaseChain, apply_variants
-from trainer.data import (TrackLabels, ViewConfig, ViewStream, build_index, derive_seed,
+from trainer.data import (TrackLabels, ViewConfig, ViewStream, build_index, derive_seed, log_skipped,
                           load_labels)
 from trainer.describe import parse_variants
 from trainer.objective import (combine_positives, contrastive_loss, head_masks, mixup,
@@ -56,6 +56,7 @@ SCHEDULES = ("constant", "cosine")
 STATE_JSON = "train_state.json"
 MODEL_FILE = "model.safetensors"
 LOG_FILE = "log.csv"
+SKIPPED_FILE = "skipped.csv"  # files left out of the run (unreadable), with the reason
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +470,9 @@ def fit(opts: FitOptions) -> dict[str, Any]:
 def _load_data(opts: FitOptions, run_dir: Path, d: Dist) -> tuple[list[Any], TrackLabels | None]:
     """The audio index (built by the master, then read from its cache by the others) and the labels."""
     if d.master:
-        tracks = build_index(opts.data, cache_path=run_dir / "data_index.json")
+        unreadable: list[tuple[str, str]] = []
+        tracks = build_index(opts.data, cache_path=run_dir / "data_index.json", skipped=unreadable)
+        log_skipped(run_dir / SKIPPED_FILE, unreadable)
     _barrier(d)
     if not d.master:
         tracks = build_index(opts.data, cache_path=run_dir / "data_index.json")
@@ -532,7 +535,8 @@ def _distribute(module: torch.nn.Module, d: Dist) -> torch.nn.Module:
 def _loader(tracks: list[Any], vcfg: ViewConfig, opts: FitOptions, d: Dist,
             start: int) -> torch.utils.data.DataLoader:
     """Batches of steps ``start`` .. ``opts.steps - 1`` of this rank (each batch knows its step)."""
-    stream = ViewStream(tracks, vcfg, seed=opts.seed, rank=d.rank, start_step=start, stop_step=opts.steps)
+    stream = ViewStream(tracks, vcfg, seed=opts.seed, rank=d.rank, start_step=start, stop_step=opts.steps,
+                        skip_log=Path(opts.out) / SKIPPED_FILE)
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=opts.workers,
                                        pin_memory=d.device.type == "cuda", persistent_workers=False)
 

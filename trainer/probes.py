@@ -229,8 +229,8 @@ def stretched_training_chunks(embedder: Any, signals: Sequence[np.ndarray], trai
     """
     import torch
 
-    from engine.model.embed import chunk_starts
     from engine.audio.transforms import source_samples_needed
+    from engine.model.embed import chunk_starts
     from engine.model.transforms import time_stretch
 
     rng = np.random.default_rng(seed)

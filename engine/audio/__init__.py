@@ -1,1 +1,1 @@
-"""Decoding, transforms and the audition player (numpy; no torch)."""
+"""Decoding, the sizes shared with the model's vocoders, and the audition player (numpy; no torch)."""

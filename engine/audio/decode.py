@@ -2,7 +2,7 @@
 
 Everything goes through soundfile (libsndfile: wav, flac, ogg vorbis/opus, mp3, aiff) with
 seeks, a downmix to mono and soxr resampling. Long files are read in blocks
-(:func:`iter_blocks`) so a one-hour file never sits whole in memory (issue 4, item 1).
+(:func:`iter_blocks`) so a one-hour file never sits whole in memory.
 
 A truncated file is an error, never silence: libsndfile quietly clamps a WAV/AIFF whose
 header claims more data than the file holds, and returns short reads for MP3, so both the
@@ -92,7 +92,9 @@ def _open(path: str):
     sf = _soundfile()
     _check_file(path)
     try:
-        f = sf.SoundFile(path)
+        # The name's bytes: a str holding undecodable bytes (surrogate escapes) cannot be
+        # encoded by soundfile, but a Linux file name is bytes.
+        f = sf.SoundFile(os.fsencode(path) if os.name == "posix" else path)
     except Exception as exc:  # libsndfile raises several types for "not audio"
         raise DecodeError(path, f"not a readable audio file ({_one_line(exc)})") from exc
     return f
@@ -208,6 +210,39 @@ def load_audio(
     if duration is not None:
         y = y[: int(round(duration * sr))]
     return y
+
+
+def load_audio_channels(
+    path: str | os.PathLike[str], *, sr: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode a whole file keeping its channels, at its own rate unless ``sr`` is given.
+
+    For listening and export (the audition player, ``loev render``); the embedding path
+    stays :func:`load_audio` (mono, 16 kHz).
+
+    Parameters
+    ----------
+    path : str or path-like
+    sr : int or None
+        Target sample rate; None keeps the file's.
+
+    Returns
+    -------
+    y : np.ndarray [T, C], float32
+    sr : int
+        The rate of ``y``.
+
+    Raises
+    ------
+    DecodeError
+    """
+    path = str(path)
+    info = audio_info(path)
+    with _open(path) as f:
+        x = _read_frames(f, path, 0, info.frames, info.frames)
+    rate = info.sample_rate if sr is None else int(sr)
+    y = _resample(x, info.sample_rate, rate)
+    return np.ascontiguousarray(y.reshape(-1, x.shape[1])), rate
 
 
 def load_middle(path: str | os.PathLike[str], seconds: float, *, sr: int = SAMPLE_RATE

@@ -19,7 +19,7 @@ def source_samples_needed(out_samples: int, rate: float) -> int:
     """Input samples a ``time_stretch(..., rate, out_samples=out_samples)`` call needs.
 
     The trainer cuts this much source audio for a stretched view, so that the view is
-    filled without padding (DESIGN.md section 3).
+    filled without padding (docs/DESIGN.md section 3).
     """
     if out_samples < 0 or not rate > 0:
         raise ValueError(f"need out_samples >= 0 and rate > 0, got {out_samples}, {rate}")

@@ -1,6 +1,6 @@
 """The library's catalogue: one SQLite file that is the single source of truth.
 
-Layout of a library directory (DESIGN.md section 5)::
+Layout of a library directory (docs/DESIGN.md section 5)::
 
     DIR/catalogue.sqlite     tracks, their vectors (blobs), problems, meta
     DIR/write.lock           fcntl lock held by the one process writing the library
@@ -11,6 +11,15 @@ The vectors live in the catalogue too, written in the same transaction as their 
 row: a scan killed at any point leaves every file either fully recorded (row + vectors) or
 not at all, so a restart redoes at most the batch that was not committed. The stores and
 indexes under ``vectors/`` are derived data, rebuilt or extended from the catalogue.
+
+Paths are stored as text when they are UTF-8 and as the name's raw bytes (a BLOB)
+when they are not: a Linux file name is bytes, and Python's surrogate-escaped ``str`` for
+such a name cannot be written to SQLite as text. Both read back as the same ``str``.
+
+A catalogue that SQLite reports as damaged is moved aside (``catalogue.sqlite.corrupt-*``)
+by the next scan and rebuilt: every vector in it is derived from the audio files. Its
+random ``catalogue_id`` is written into the vector manifest too, so vector files left by
+another catalogue are never taken for this one's.
 
 Track row ids are the hnswlib labels. A deleted file keeps its row as a tombstone
 (``status='deleted'``) so that its label is never reused while an index still holds it.
@@ -26,6 +35,8 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +94,58 @@ def _execute_all(con: sqlite3.Connection, script: str) -> None:
             con.execute(statement)
 
 
+def _migration_2(con: sqlite3.Connection) -> None:
+    # The path a file was found under (a symlink's own path), so that a link's target
+    # outside the scanned folders goes when the link does.
+    con.execute("ALTER TABLE tracks ADD COLUMN via")
+
+
 # Versioned migrations, applied in order; PRAGMA user_version records the last applied.
-MIGRATIONS = [_migration_1]
+MIGRATIONS = [_migration_1, _migration_2]
+
+# SQLite result codes (low byte) that mean the file itself is damaged.
+_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_FULL = 11, 26, 13
+
+
+def db_path(path: str) -> str | bytes:
+    """A path as stored: text when it is UTF-8, else its raw bytes (a BLOB)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def py_path(value: str | bytes) -> str:
+    """A stored path back as the ``str`` the os module uses (surrogate-escaped bytes)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _db_text(text: str | None) -> str | None:
+    """Free text (an error reason) made storable: undecodable bytes shown escaped."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        from engine.text import safe_text
+
+        return safe_text(text)
+    return text
+
+
+def is_corrupt(error: sqlite3.Error) -> bool:
+    """True when SQLite says the database file itself is damaged (not locked, not full)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(error)
+    return "malformed" in text or "not a database" in text
+
+
+def is_full(error: BaseException) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == _SQLITE_FULL) or "is full" in str(error)
 
 
 def default_library_dir() -> Path:
@@ -92,6 +153,49 @@ def default_library_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+class _Rows:
+    """The fetched rows of one statement (a cursor's interface, already read)."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+
+class _Connection:
+    """An SQLite connection whose errors surface as one-line ``LibraryError`` s.
+
+    A damaged page or a full disk may show up at any statement, long after the file
+    opened; the user gets the catalogue's path and what to do, not a traceback.
+    """
+
+    def __init__(self, con: sqlite3.Connection, library: Library) -> None:
+        self.raw = con
+        self._library = library
+
+    def execute(self, sql: str, params: Any = ()) -> _Rows:
+        try:
+            return _Rows(self.raw.execute(sql, params).fetchall())
+        except sqlite3.Error as e:
+            raise self._library.error(e) from None
+
+    def executemany(self, sql: str, seq: Any) -> None:
+        try:
+            self.raw.executemany(sql, seq)
+        except sqlite3.Error as e:
+            raise self._library.error(e) from None
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 @dataclass(frozen=True)
@@ -107,11 +211,14 @@ class Track:
     error: str | None
     model_id: str | None
     vec_seq: int
+    via: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Track:
-        return cls(row["id"], row["path"], row["size"], row["mtime_ns"], row["duration"],
-                   row["status"], row["error"], row["model_id"], row["vec_seq"])
+        via = row["via"] if "via" in row.keys() else None
+        return cls(row["id"], py_path(row["path"]), row["size"], row["mtime_ns"],
+                   row["duration"], row["status"], row["error"], row["model_id"],
+                   row["vec_seq"], None if via is None else py_path(via))
 
 
 class Library:
@@ -124,6 +231,13 @@ class Library:
     create : bool
         Create the directory and an empty catalogue if missing. Without it a missing
         library raises ``LibraryError`` (a reader never creates one by accident).
+    readonly : bool
+        Open for queries only: nothing is written, so a library on read-only media or
+        owned by another user can be searched.
+    repair : bool
+        Check the catalogue's integrity and, if SQLite finds it damaged, move it aside
+        and start an empty one (what a scan does: it is all derived from the audio).
+        ``repaired`` then says what was done.
 
     Notes
     -----
@@ -131,13 +245,16 @@ class Library:
     its worker). WAL mode lets readers go on while a scan writes.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, create: bool = False) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = False,
+                 readonly: bool = False, repair: bool = False) -> None:
         self.root = Path(root).expanduser().absolute()
         self.catalogue_path = self.root / CATALOGUE_NAME
+        self.readonly = readonly
+        self.repaired: list[str] = []
         self._in_tx = False
         self._lock_fd: int | None = None
         if not self.catalogue_path.exists():
-            if not create:
+            if not create or readonly:
                 raise LibraryError(
                     f"no library at {self.root}; run `loev scan FOLDER --library {self.root}` first")
             try:
@@ -147,23 +264,109 @@ class Library:
         elif not self.root.is_dir():
             raise LibraryError(f"library path {self.root} is not a directory")
         try:
-            self._con = sqlite3.connect(self.catalogue_path, timeout=30.0, isolation_level=None,
-                                        check_same_thread=False)
-            self._con.row_factory = sqlite3.Row
-            self._con.execute("PRAGMA journal_mode=WAL")
+            con = self._connect()
+            if repair:
+                self._check_integrity(con)
+        except sqlite3.DatabaseError as e:
+            if not (repair and is_corrupt(e)):
+                raise self.error(e) from None
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                self._con.close()
+            self._move_aside(e)
+            try:
+                con = self._connect()
+            except sqlite3.DatabaseError as e2:
+                raise self.error(e2) from None
+        self._con = _Connection(con, self)
+
+    def _connect(self) -> sqlite3.Connection:
+        """A configured connection (migrated and given a catalogue id unless read-only)."""
+        if self.readonly:
+            return self._connect_readonly()
+        con = sqlite3.connect(self.catalogue_path, timeout=30.0, isolation_level=None,
+                              check_same_thread=False)
+        self._con = con  # type: ignore[assignment]  # raw while migrating
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable across process kills in WAL mode (only an OS crash can
             # lose the last commits, never corrupt the file).
-            self._con.execute("PRAGMA synchronous=NORMAL")
-            self._con.execute("PRAGMA foreign_keys=ON")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.DatabaseError as e:
-            raise LibraryError(f"cannot open catalogue {self.catalogue_path}: {e}") from e
+            if self.get_meta("catalogue_id") is None:
+                self.set_meta("catalogue_id", uuid.uuid4().hex)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        # mode=ro still needs the -shm file of a WAL database; where it cannot be made
+        # (a read-only folder) and no writer can be running, immutable=1 reads the file.
+        quoted = urllib.parse.quote(os.fsencode(self.catalogue_path))
+        last: sqlite3.Error | None = None
+        for params in ("mode=ro", "mode=ro&immutable=1"):
+            con = sqlite3.connect(f"file:{quoted}?{params}", uri=True, timeout=30.0,
+                                  isolation_level=None, check_same_thread=False)
+            con.row_factory = sqlite3.Row
+            try:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                con.execute("SELECT COUNT(*) FROM meta").fetchone()
+            except sqlite3.OperationalError as e:
+                con.close()
+                last = e
+                if is_corrupt(e):
+                    raise
+                continue
+            if version > len(MIGRATIONS):
+                con.close()
+                raise LibraryError(
+                    f"library {self.root} has format {version}, newer than this program "
+                    f"understands ({len(MIGRATIONS)})")
+            return con
+        assert last is not None
+        raise last
+
+    @staticmethod
+    def _check_integrity(con: sqlite3.Connection) -> None:
+        row = con.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({row and row[0]})")
+        con.execute("SELECT COUNT(*), MAX(id) FROM tracks").fetchone()
+
+    def _move_aside(self, error: sqlite3.Error) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.root / f"{CATALOGUE_NAME}.corrupt-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            src = self.root / (CATALOGUE_NAME + suffix)
+            if src.exists():
+                os.replace(src, aside.with_name(aside.name + suffix))
+        self.repaired.append(f"catalogue {self.catalogue_path} was damaged ({error}): moved "
+                             f"aside to {aside.name} and rebuilt from the audio files")
+
+    def error(self, e: BaseException) -> LibraryError:
+        """The one-line LibraryError for an SQLite or OS error on this catalogue."""
+        if is_full(e) or getattr(e, "errno", None) == 28:
+            return LibraryError(f"{self.catalogue_path}: cannot write: the database or disk "
+                                f"is full ({e}); free some space and scan again")
+        if isinstance(e, sqlite3.DatabaseError) and is_corrupt(e):
+            return LibraryError(f"catalogue {self.catalogue_path} is damaged ({e}); run `loev "
+                                f"scan FOLDER --library {self.root}` to move it aside and "
+                                "rebuild it")
+        return LibraryError(f"cannot use catalogue {self.catalogue_path}: {e}")
+
+    @property
+    def catalogue_id(self) -> str | None:
+        """A random id made with the catalogue: its vector files carry it too."""
+        return self.get_meta("catalogue_id")
 
     # -- connection, transactions, migrations -------------------------------------------
 
     def close(self) -> None:
         self.release_write_lock()
-        self._con.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._con.close()
 
     def __enter__(self) -> Library:
         return self
@@ -185,11 +388,12 @@ class Library:
         self._in_tx = True
         try:
             yield self._con
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        else:
             self._con.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (a full disk): that is not the news.
+            with contextlib.suppress(LibraryError, sqlite3.Error):
+                self._con.execute("ROLLBACK")
+            raise
         finally:
             self._in_tx = False
 
@@ -255,7 +459,12 @@ class Library:
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        if row is None:
+            return default
+        try:
+            return json.loads(row[0])
+        except (TypeError, ValueError):
+            return default
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.transaction() as con:
@@ -308,7 +517,8 @@ class Library:
     # -- tracks ---------------------------------------------------------------------------
 
     def track_by_path(self, path: str) -> Track | None:
-        row = self._con.execute("SELECT * FROM tracks WHERE path = ?", (path,)).fetchone()
+        row = self._con.execute("SELECT * FROM tracks WHERE path = ?",
+                                (db_path(path),)).fetchone()
         return None if row is None else Track.from_row(row)
 
     def tracks(self, *, status: str | None = None) -> list[Track]:
@@ -336,7 +546,8 @@ class Library:
 
     def record_track(self, path: str, *, size: int, mtime_ns: int, duration: float | None,
                      status: str, error: str | None = None,
-                     vectors: dict[str, np.ndarray] | None = None) -> int:
+                     vectors: dict[str, np.ndarray] | None = None,
+                     via: str | None = None) -> int:
         """Insert or update one file's row (keeping its label) with its vectors.
 
         Returns the row id. Call inside ``transaction()`` to commit several together.
@@ -348,15 +559,17 @@ class Library:
             model = self.model_id if status == "ok" else None
             con.execute(
                 """INSERT INTO tracks (path, size, mtime_ns, duration, status, error, model_id,
-                                       vec_seq, scanned_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                       vec_seq, scanned_at, via)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(path) DO UPDATE SET size=excluded.size,
                        mtime_ns=excluded.mtime_ns, duration=excluded.duration,
                        status=excluded.status, error=excluded.error,
                        model_id=excluded.model_id, vec_seq=excluded.vec_seq,
-                       scanned_at=excluded.scanned_at""",
-                (path, size, mtime_ns, duration, status, error, model, seq, time.time()))
-            tid = con.execute("SELECT id FROM tracks WHERE path = ?", (path,)).fetchone()[0]
+                       scanned_at=excluded.scanned_at, via=excluded.via""",
+                (db_path(path), size, mtime_ns, duration, status, _db_text(error), model, seq,
+                 time.time(), None if via is None else db_path(via)))
+            tid = con.execute("SELECT id FROM tracks WHERE path = ?",
+                              (db_path(path),)).fetchone()[0]
             con.execute("DELETE FROM vectors WHERE track_id = ?", (tid,))
             for name, vec in (vectors or {}).items():
                 blob = np.ascontiguousarray(vec, dtype=np.float32).tobytes()
@@ -374,6 +587,30 @@ class Library:
                 con.execute("UPDATE tracks SET status='deleted', error=NULL, model_id=NULL, "
                             "vec_seq=? WHERE id=?", (seq, tid))
 
+    def mark_pending(self, ids: list[int]) -> None:
+        """Send rows back to be embedded again (their vectors go, their labels stay)."""
+        if not ids:
+            return
+        with self.transaction() as con:
+            seq = self.next_vec_seq()
+            for tid in ids:
+                con.execute("DELETE FROM vectors WHERE track_id = ?", (tid,))
+                con.execute("UPDATE tracks SET status='pending', error=NULL, model_id=NULL, "
+                            "vec_seq=? WHERE id=?", (seq, tid))
+
+    def damaged_vectors(self, dims: dict[str, int]) -> list[int]:
+        """Ok rows whose vector of some subspace is missing or not ``dim`` float32 long."""
+        bad: set[int] = set()
+        for name, dim in dims.items():
+            rows = self._con.execute(
+                """SELECT t.id FROM tracks t LEFT JOIN vectors v
+                       ON v.track_id = t.id AND v.subspace = ?
+                   WHERE t.status = 'ok' AND (v.vec IS NULL OR typeof(v.vec) != 'blob'
+                                              OR length(v.vec) != ?)""",
+                (name, 4 * int(dim)))
+            bad.update(r[0] for r in rows)
+        return sorted(bad)
+
     def vector(self, track_id: int, subspace: str) -> np.ndarray | None:
         row = self._con.execute("SELECT vec FROM vectors WHERE track_id=? AND subspace=?",
                                 (track_id, subspace)).fetchone()
@@ -382,12 +619,15 @@ class Library:
     def iter_vectors(self, subspace: str, *, since_seq: int = 0
                      ) -> Iterator[tuple[int, np.ndarray]]:
         """(label, vector) of ok tracks written after ``since_seq``, in label order."""
-        rows = self._con.execute(
-            """SELECT t.id, v.vec FROM tracks t JOIN vectors v ON v.track_id = t.id
-               WHERE t.status = 'ok' AND v.subspace = ? AND t.vec_seq > ? ORDER BY t.id""",
-            (subspace, since_seq))
-        for tid, blob in rows:
-            yield tid, np.frombuffer(blob, dtype=np.float32)
+        try:  # streamed: a large library's vectors never sit in memory at once
+            rows = self._con.raw.execute(
+                """SELECT t.id, v.vec FROM tracks t JOIN vectors v ON v.track_id = t.id
+                   WHERE t.status = 'ok' AND v.subspace = ? AND t.vec_seq > ? ORDER BY t.id""",
+                (subspace, since_seq))
+            for tid, blob in rows:
+                yield tid, np.frombuffer(blob, dtype=np.float32)
+        except sqlite3.Error as e:
+            raise self.error(e) from None
 
     def removed_since(self, since_seq: int) -> list[int]:
         """Labels that stopped being ok tracks after ``since_seq`` (for marking deleted)."""
@@ -413,16 +653,18 @@ class Library:
             else:
                 prefixes = [u.rstrip(os.sep) for u in under]
                 old = [r[0] for r in con.execute("SELECT path FROM problems")]
-                for path in old:
+                for stored in old:
+                    path = py_path(stored)
                     if any(path == u or path.startswith(u + os.sep) for u in prefixes):
-                        con.execute("DELETE FROM problems WHERE path = ?", (path,))
-            con.executemany("INSERT OR REPLACE INTO problems VALUES (?, ?, ?)", problems)
+                        con.execute("DELETE FROM problems WHERE path = ?", (stored,))
+            con.executemany("INSERT OR REPLACE INTO problems VALUES (?, ?, ?)",
+                            [(db_path(p), k, _db_text(r)) for p, k, r in problems])
 
     def problems(self) -> list[tuple[str, str, str]]:
-        return [tuple(r) for r in self._con.execute("SELECT path, kind, reason FROM problems "
-                                                     "ORDER BY path")]
+        return [(py_path(r[0]), r[1], r[2]) for r in self._con.execute(
+            "SELECT path, kind, reason FROM problems ORDER BY path")]
 
     def errors(self) -> list[tuple[str, str]]:
         """(path, reason) of every file that could not be embedded."""
-        return [(r[0], r[1]) for r in self._con.execute(
+        return [(py_path(r[0]), r[1]) for r in self._con.execute(
             "SELECT path, error FROM tracks WHERE status='error' ORDER BY path")]

@@ -1,7 +1,7 @@
 """Queries: nearest tracks by key, tempo or vibe, and blends of the three.
 
 ``--by key`` searches the pitch-variant subspace, ``--by tempo`` the tempo-variant one,
-``--by vibe`` the all-invariant one (DESIGN.md section 6); a single-space checkpoint
+``--by vibe`` the all-invariant one (docs/DESIGN.md section 6); a single-space checkpoint
 answers all three from its only space.
 
 A file already in the library (unchanged since its scan) is looked up in the vector
@@ -80,7 +80,9 @@ class Searcher:
 
     def __init__(self, library: Library | str | os.PathLike[str], *, embedder: Any = None,
                  checkpoint: str | os.PathLike[str] | None = None) -> None:
-        self.library = library if isinstance(library, Library) else Library(library)
+        # Read-only: a query never writes, so a library on read-only media still answers.
+        self.library = library if isinstance(library, Library) else Library(library,
+                                                                            readonly=True)
         self.model_id = self.library.model_id
         if self.library.counts()["ok"] == 0:
             raise LibraryError(f"library {self.library.root} has no tracks; "
@@ -89,6 +91,11 @@ class Searcher:
         if self.index.model_id != self.model_id:
             raise LibraryError(f"library {self.library.root}: its vector index belongs to another "
                                "model (an interrupted re-scan?); run `loev scan` again")
+        catalogue_id = self.library.catalogue_id
+        if self.index.catalogue_id is not None and self.index.catalogue_id != catalogue_id:
+            raise LibraryError(f"library {self.library.root}: its vector files were written for "
+                               "another catalogue (was catalogue.sqlite replaced?); run "
+                               "`loev scan` again")
         self.subspaces = self.index.subspaces
         self._embedder = embedder
         self._checkpoint = checkpoint
@@ -152,6 +159,15 @@ class Searcher:
         return vec if vec is not None else self.library.vector(label, subspace)
 
     def _embed(self, path: str, *, shift: float, stretch: float) -> dict[str, np.ndarray]:
+        vecs = self._embed_raw(path, shift=shift, stretch=stretch)
+        bad = [s for s, v in vecs.items() if not np.all(np.isfinite(v))]
+        if bad:
+            # NaN distances would sort anywhere and print as "nan": say what is wrong.
+            raise DecodeError(path, "the audio holds NaN or infinite samples (its embedding "
+                                    "is not finite)")
+        return vecs
+
+    def _embed_raw(self, path: str, *, shift: float, stretch: float) -> dict[str, np.ndarray]:
         embedder = self.embedder
         if shift == 0.0 and stretch == 1.0:
             return embedder.embed_file(path)

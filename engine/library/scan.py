@@ -1,11 +1,14 @@
-"""Incremental, resumable scanning of folders into a library (DESIGN.md section 5).
+"""Incremental, resumable scanning of folders into a library (docs/DESIGN.md section 5).
 
 A scan
 
 1. takes the library's write lock (a second writer waits ``lock_timeout`` seconds, then
    fails with ``LibraryError``);
 2. binds the library to the embedder's model: a different model id empties every vector
-   in the same transaction and marks every file pending, so two models never mix;
+   in the same transaction and marks every file pending, so two models never mix. A new
+   checkpoint is loaded first: one whose weights do not load changes nothing. Every
+   pending file of the library is embedded in that scan, not only those of the folders
+   given, so switching model never leaves part of the library out of the results;
 3. walks the folders (symlinks followed, each real directory visited once, so a symlink
    loop ends; an unreadable directory is recorded as a problem and its files are neither
    scanned nor forgotten);
@@ -14,7 +17,13 @@ A scan
    or ``commit_seconds``: a kill loses at most the uncommitted batch and a restart picks
    up where it stopped, since committed files now match their size and mtime;
 5. records a file that cannot be decoded or embedded with its reason and goes on;
-6. exports the per-subspace stores and hnswlib indexes atomically (engine.library.vectors).
+6. exports the per-subspace stores and hnswlib indexes atomically (engine.library.vectors),
+   also when interrupted (Ctrl-C keeps what was embedded searchable).
+
+Damage costs a rebuild, never the library: a catalogue SQLite reports as damaged is moved
+aside and rebuilt, rows whose vectors are missing or malformed are embedded again, and
+vector files that fail their checks are rebuilt from the catalogue (``repaired`` lists
+what was found).
 
 The GUI calls :func:`scan` from a worker thread with a ``progress`` callback and a
 ``cancel`` flag; the CLI shows a tqdm bar.
@@ -34,7 +43,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.audio.decode import audio_info, is_audio_path
-from engine.errors import DecodeError, LibraryError, LoevError
+from engine.errors import DecodeError, EmbedderError, LibraryError, LoevError
 from engine.library import vectors
 from engine.library.catalogue import Library
 from engine.model.checkpoint import read_checkpoint_info
@@ -68,6 +77,7 @@ class ScanReport:
     problems: list[tuple[str, str]] = field(default_factory=list)
     cancelled: bool = False
     reembedded: bool = False
+    repaired: list[str] = field(default_factory=list)
     audio_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -78,6 +88,7 @@ class ScanReport:
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "problems": [{"path": p, "reason": r} for p, r in self.problems],
             "cancelled": self.cancelled, "reembedded": self.reembedded,
+            "repaired": list(self.repaired),
             "audio_seconds": round(self.audio_seconds, 3), "seconds": round(self.seconds, 3),
         }
 
@@ -90,6 +101,7 @@ class WalkResult:
     files: dict[str, tuple[int, int]]  # resolved path -> (size, mtime_ns)
     problems: list[tuple[str, str]]  # (path, reason) of folders that could not be read
     unreadable: list[str]  # resolved folders whose contents are unknown this time
+    via: dict[str, str] = field(default_factory=dict)  # resolved path -> path found at
 
 
 def walk_audio(folders: Iterable[str | os.PathLike[str]]) -> WalkResult:
@@ -149,7 +161,9 @@ def _add_file(result: WalkResult, path: str, _unused: Any) -> None:
         result.problems.append((path, f"cannot stat: {e.strerror or e}"))
         return
     if stat.S_ISREG(st.st_mode):
-        result.files[os.path.realpath(path)] = (st.st_size, st.st_mtime_ns)
+        real = os.path.realpath(path)
+        result.files[real] = (st.st_size, st.st_mtime_ns)
+        result.via.setdefault(real, path)
 
 
 def _under(path: str, roots: list[str]) -> bool:
@@ -239,7 +253,7 @@ def scan(
     ident = _model_identity(embedder, checkpoint)
     walk_audio([f for f in folders if not os.path.isdir(f)])
     own = not isinstance(library, Library)
-    lib = Library(library, create=True) if own else library
+    lib = Library(library, create=True, repair=True) if own else library
     try:
         lib.acquire_write_lock(timeout=lock_timeout)
         try:
@@ -257,9 +271,18 @@ def scan(
 def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None,
                  ident: dict[str, Any], progress: ProgressCallback | None, cancel: Any,
                  batch_size: int, commit_seconds: float, workers: int) -> ScanReport:
-    report = ScanReport(library=str(lib.root))
+    report = ScanReport(library=str(lib.root), repaired=list(lib.repaired))
     walk = walk_audio(folders)
+    if embedder is None and lib.model_id != ident["model_id"]:
+        # Load the new model before anything changes: a checkpoint whose header reads but
+        # whose weights do not must not cost the library its vectors.
+        embedder = _make_embedder(ident["checkpoint"])
     report.reembedded = lib.set_model(**ident)
+    damaged = lib.damaged_vectors(lib.dims)
+    if damaged:
+        lib.mark_pending(damaged)
+        report.repaired.append(f"{len(damaged)} track(s) with missing or malformed vectors "
+                               "embedded again")
     report.problems = list(walk.problems)
     roots = [os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(f))))
              for f in folders]
@@ -268,15 +291,29 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
                                     for f in folders])
     report.found = len(walk.files)
 
+    found_at = roots + [os.path.abspath(os.path.expanduser(os.fspath(f))) for f in folders]
     known = {t.path: t for t in lib.tracks()}
+    # A file reached through a symlink in a scanned folder goes with the link.
     gone = [t.id for p, t in known.items() if p not in walk.files
             and not _under(p, walk.unreadable)
-            and (_under(p, roots) or not os.path.exists(p))]
+            and (_under(p, roots) or (t.via is not None and _under(t.via, found_at))
+                 or not os.path.exists(p))]
     lib.mark_deleted(gone)
     report.removed = len(gone)
+    gone_ids = set(gone)
 
+    files = dict(walk.files)
+    for p, t in known.items():
+        # Pending files outside these folders (a model switch): embed them now too.
+        if t.status == "pending" and p not in files and t.id not in gone_ids:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files[p] = (st.st_size, st.st_mtime_ns)
     todo: list[str] = []
-    for path, (size, mtime_ns) in sorted(walk.files.items()):
+    for path, (size, mtime_ns) in sorted(files.items()):
         t = known.get(path)
         if t is None or t.status == "pending" or (t.size, t.mtime_ns) != (size, mtime_ns):
             todo.append(path)
@@ -298,25 +335,34 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
 
     if todo and embedder is None:
         embedder = _make_embedder(ident["checkpoint"])
-    rows = _embedded_in_order(embedder, todo, walk.files, cancel, workers)
-    for done, (path, row) in enumerate(rows, 1):
-        if row["status"] == "ok":
-            report.audio_seconds += row["duration"] or 0.0
-        else:
-            report.failed.append((path, row["error"]))
-        if path in known:
-            report.updated += 1
-        else:
-            report.added += 1
-        pending.append((path, row))
-        if len(pending) >= batch_size or time.monotonic() - last_commit >= commit_seconds:
+    rows = _embedded_in_order(embedder, todo, files, cancel, workers)
+    try:
+        for done, (path, row) in enumerate(rows, 1):
+            if row["status"] == "ok":
+                report.audio_seconds += row["duration"] or 0.0
+            else:
+                report.failed.append((path, row["error"]))
+            if path in known:
+                report.updated += 1
+            else:
+                report.added += 1
+            via = walk.via.get(path)
+            pending.append((path, {**row, "via": via if via != path else None}))
+            if len(pending) >= batch_size or time.monotonic() - last_commit >= commit_seconds:
+                commit()
+            if progress is not None:
+                progress(done, len(todo), path)
+    except (EmbedderError, KeyboardInterrupt):
+        # The embedder failed or Ctrl-C: what was embedded is kept and made searchable, then
+        # the error goes on; the next scan resumes after it.
+        if pending:
             commit()
-        if progress is not None:
-            progress(done, len(todo), path)
+        vectors.export(lib, full=report.reembedded)
+        raise
     report.cancelled = report.added + report.updated < len(todo)
     if pending:
         commit()
-    vectors.export(lib, full=report.reembedded)
+    report.repaired += vectors.export(lib, full=report.reembedded).repaired
     return report
 
 
@@ -368,6 +414,8 @@ def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int) -> d
             raise DecodeError(path, f"embedding is not finite in {', '.join(bad)}")
     except DecodeError as e:
         return {**row, "status": "error", "error": e.reason}
+    except EmbedderError:
+        raise  # not this file's fault: the scan stops, the file stays to be embedded
     except (LoevError, OSError, ValueError, RuntimeError, MemoryError) as e:
         # Never stop a scan on one file: record why and go on (beets' habit).
         return {**row, "status": "error", "error": f"{type(e).__name__}: {e}"}

@@ -1,7 +1,7 @@
 """Musically structured pitch and tempo branches for a CPU-scale LOEV++.
 
 At the scale this project trains on a CPU, a learned stage-4 copy per subspace does not
-learn key or tempo (issue 5's experiments: pitch space 0.20 key@5, tempo space 0.38 acc1@5),
+learn key or tempo (measured: pitch space 0.20 key@5, tempo space 0.38 acc1@5),
 while simple structure does. These branches keep LOEV++'s contract (one pitch-variant and
 one tempo-variant subspace beside the learned invariant one) and build the variance in:
 
@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from engine.model.stft import StftSpec
 
 BINS_PER_OCTAVE = 24
 PITCH_FMIN = 65.40639  # C2
@@ -85,12 +87,23 @@ class PitchBranch(nn.Module):
         self.circular = nn.Conv2d(channels, channels, (5, 3), padding=(2, 1), padding_mode="circular")
         self.out_dim = (1 + channels) * BINS_PER_OCTAVE
 
-    def logfreq(self, y: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` -> compressed log-frequency magnitude ``[B, 1, 144, T / (hop_length * time_pool)]``."""
+    @property
+    def stft_spec(self) -> StftSpec:
+        """The STFT this branch starts from (the onnxruntime backend runs it in numpy)."""
+        return StftSpec(n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.n_fft,
+                        pad_mode="reflect", power=1, n_bins=self.n_used)
+
+    def spectrum(self, y: torch.Tensor) -> torch.Tensor:
+        """Waveform ``[B, T]`` -> magnitude spectrum ``[B, frames, n_used]``."""
         with torch.autocast(device_type=y.device.type, enabled=False):
             spec = torch.stft(y.float(), n_fft=self.n_fft, hop_length=self.hop_length, window=self.window,
                               center=True, return_complex=True)[:, : self.n_used].abs()
-            lf = torch.log1p(100.0 * torch.matmul(spec.transpose(1, 2), self.fb).transpose(1, 2))
+        return spec.transpose(1, 2)
+
+    def logfreq(self, mag: torch.Tensor) -> torch.Tensor:
+        """``[B, frames, n_used]`` -> compressed log-frequency magnitude ``[B, 1, 144, frames / time_pool]``."""
+        with torch.autocast(device_type=mag.device.type, enabled=False):
+            lf = torch.log1p(100.0 * torch.matmul(mag.float(), self.fb).transpose(1, 2))
             lf = F.avg_pool1d(lf, self.time_pool, ceil_mode=True)
         return lf.unsqueeze(1)
 
@@ -100,13 +113,17 @@ class PitchBranch(nn.Module):
         b, c, f, t = x.shape
         return x.reshape(b, c, f // BINS_PER_OCTAVE, BINS_PER_OCTAVE, t).sum(dim=2)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        lf = self.logfreq(y)
+    def from_spectrum(self, mag: torch.Tensor) -> torch.Tensor:
+        """Magnitude spectrum ``[B, frames, n_used]`` -> pitch-class embedding."""
+        lf = self.logfreq(mag)
         plain = self.fold(lf).mean(dim=-1)  # [B, 1, 24] parameter-free folded chroma
         h = F.gelu(self.harmonic(lf))
         h = self.fold(F.gelu(self.mix(h)))
         h = F.gelu(self.circular(h)).mean(dim=-1)  # [B, C, 24]
         return normalise_channels(torch.cat([plain, h], dim=1))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.from_spectrum(self.spectrum(y))
 
 
 class TempoBranch(nn.Module):

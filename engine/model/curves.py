@@ -57,6 +57,12 @@ def invariance_curve(path_or_y: str | os.PathLike[str] | np.ndarray, transform: 
         y = y[: int(span * SAMPLE_RATE)]
     else:
         y = load_middle(path_or_y, span)
+    if not np.all(np.isfinite(y)):
+        # NaN embeddings give NaN distances, drawn as a flat, "perfectly invariant" line.
+        from engine.errors import DecodeError
+
+        where = path_or_y if not isinstance(path_or_y, np.ndarray) else "<signal>"
+        raise DecodeError(where, "the audio holds NaN or infinite samples")
     clean, transformed = _transformed(y, transform, vals)
     embs = embedder.embed_audio_batch([clean] + list(transformed))
     ref, rest = embs[0], embs[1:]

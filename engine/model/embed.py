@@ -1,9 +1,16 @@
 """Track embeddings: evenly spaced 3 s chunks, batched through the network, averaged per
-subspace and L2-normalised (DESIGN.md section 2). torch is imported here lazily, only
-when audio has to be embedded.
+subspace and L2-normalised (DESIGN.md section 2).
+
+The network runs on one of two backends, chosen when an :class:`Embedder` is built:
+torch (:mod:`engine.model.torch_backend`) where it is installed, else onnxruntime
+(:mod:`engine.model.onnx_backend`, the bundled app, which ships without torch).
+``LOEV_BACKEND=torch|onnxruntime`` or ``Embedder(backend=...)`` forces one (tests,
+benchmarks). This module imports neither: the backend module is imported once chosen.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from engine.config import CHUNK_SAMPLES, SAMPLE_RATE
+from engine.errors import CheckpointError
 from engine.resources import default_checkpoint
+
+BACKEND_ENV = "LOEV_BACKEND"
+# name -> (module that runs it, the package it needs)
+BACKENDS = {"torch": ("engine.model.torch_backend", "torch"),
+            "onnxruntime": ("engine.model.onnx_backend", "onnxruntime")}
+_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "pytorch": "torch"}
 
 
 def chunk_starts(n_samples: int, *, max_chunks: int = 16, chunk_samples: int = CHUNK_SAMPLES) -> np.ndarray:
@@ -45,42 +59,66 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a blocked or half-imported package
+        return False
+
+
+def choose_backend(backend: str | None = None) -> str:
+    """The backend an :class:`Embedder` runs on: ``backend``, else ``$LOEV_BACKEND``, else
+    torch when it is importable and onnxruntime otherwise."""
+    wanted = (backend or os.environ.get(BACKEND_ENV) or "auto").strip().lower()
+    wanted = _ALIASES.get(wanted, wanted)
+    if wanted == "auto":
+        return "torch" if _importable("torch") else "onnxruntime"
+    if wanted not in BACKENDS:
+        raise ValueError(f"unknown backend {wanted!r} (from {'the argument' if backend else BACKEND_ENV}); "
+                         f"expected auto or one of {tuple(BACKENDS)}")
+    if not _importable(BACKENDS[wanted][1]):
+        raise CheckpointError(f"backend {wanted!r} asked for, but {BACKENDS[wanted][1]} is not installed")
+    return wanted
+
+
 class Embedder:
     """A loaded checkpoint that turns audio into one L2-normalised vector per subspace.
 
     Parameters
     ----------
     checkpoint : path of a ``.safetensors`` checkpoint; the shipped default when None.
-    device : torch device string.
+        The onnxruntime backend runs ``NAME.onnx`` beside it (``loev-train export``).
+    device : torch device string (torch backend only).
     max_chunks : cap on chunks per track, so that scan cost per track is bounded.
     batch_size : chunks per forward pass.
+    backend : ``"torch"``, ``"onnxruntime"`` or ``"auto"``; see :func:`choose_backend`.
     """
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, *, device: str = "cpu",
-                 max_chunks: int = 16, batch_size: int = 32) -> None:
-        import torch
-
-        from engine.model.checkpoint import load_checkpoint, read_checkpoint_info
+                 max_chunks: int = 16, batch_size: int = 32, backend: str | None = None) -> None:
+        from engine.model.checkpoint import read_checkpoint_info
 
         self.checkpoint_path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
         info = read_checkpoint_info(self.checkpoint_path)
         self.model_id: str = info.model_id
         self.dims: dict[str, int] = info.dims
         self.subspaces: tuple[str, ...] = info.subspaces
-        self.model, self.config = load_checkpoint(self.checkpoint_path, device=device)
+        self.config = info.model_config()
+        self.backend_name = choose_backend(backend)
+        module = importlib.import_module(BACKENDS[self.backend_name][0])
+        if self.backend_name == "torch":
+            self.backend = module.TorchBackend(info, device=device)
+        else:
+            self.backend = module.OnnxBackend(info)
         self.device, self.max_chunks, self.batch_size = device, max_chunks, batch_size
-        self._torch = torch
 
     def embed_chunks(self, chunks: np.ndarray) -> dict[str, np.ndarray]:
         """Chunk-level embeddings ``{subspace: [N, D]}`` (not normalised) for ``[N, 48000]``."""
-        torch = self._torch
         outs: dict[str, list[np.ndarray]] = {s: [] for s in self.subspaces}
-        with torch.inference_mode():
-            for i in range(0, len(chunks), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(chunks[i : i + self.batch_size], dtype=np.float32))
-                emb = self.model(x.to(self.device))["embeddings"]
-                for s in self.subspaces:
-                    outs[s].append(emb[s].float().cpu().numpy())
+        for i in range(0, len(chunks), self.batch_size):
+            emb = self.backend(chunks[i : i + self.batch_size])
+            for s in self.subspaces:
+                outs[s].append(emb[s])
         return {s: np.concatenate(v) for s, v in outs.items()}
 
     def embed_audio_batch(self, ys: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -112,4 +150,5 @@ class Embedder:
 
     def describe(self) -> dict[str, Any]:
         return {"checkpoint": str(self.checkpoint_path), "model_id": self.model_id,
-                "method": self.config.method, "profile": self.config.profile.name, "dims": self.dims}
+                "method": self.config.method, "profile": self.config.profile.name, "dims": self.dims,
+                "backend": self.backend_name}

@@ -11,6 +11,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 from engine.config import FrontendConfig
+from engine.model.stft import StftSpec
 
 LOG_SCALE = 10_000.0
 
@@ -25,16 +26,26 @@ class LogMel(nn.Module):
     def __init__(self, cfg: FrontendConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        fb = AF.melscale_fbanks(
-            n_freqs=cfg.n_fft // 2 + 1, f_min=cfg.f_min, f_max=cfg.f_max,
-            n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm=None, mel_scale="htk",
-        )
+        # On the CPU even inside a meta-device build (a checkpoint's shapes are checked on
+        # a meta network before any weight is allocated): the filterbank reads values.
+        with torch.device("cpu"):
+            fb = AF.melscale_fbanks(
+                n_freqs=cfg.n_fft // 2 + 1, f_min=cfg.f_min, f_max=cfg.f_max,
+                n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm=None, mel_scale="htk",
+            )
+            window = torch.hann_window(cfg.win_length)
         self.register_buffer("mel_fb", fb, persistent=False)  # [n_freqs, n_mels]
-        self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
+        self.register_buffer("window", window, persistent=False)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        if y.dim() == 1:
-            y = y.unsqueeze(0)
+    @property
+    def stft_spec(self) -> StftSpec:
+        """The STFT this frontend starts from (the onnxruntime backend runs it in numpy)."""
+        c = self.cfg
+        return StftSpec(n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
+                        pad_mode="constant", power=2, drop_last=True)
+
+    def spectrum(self, y: torch.Tensor) -> torch.Tensor:
+        """Waveform ``[B, T]`` -> power spectrum ``[B, T // hop_length, n_fft // 2 + 1]``."""
         with torch.autocast(device_type=y.device.type, enabled=False):
             spec = torch.stft(
                 y.float(), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
@@ -42,10 +53,18 @@ class LogMel(nn.Module):
                 pad_mode="constant", return_complex=True,
             )
             power = spec.real.square() + spec.imag.square()  # [B, F, frames]
-            mel = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)
-            n_frames = y.shape[-1] // self.cfg.hop_length
-            out = torch.log10(1.0 + LOG_SCALE * mel[..., :n_frames])
-        return out.unsqueeze(1)
+            return power[..., : y.shape[-1] // self.cfg.hop_length].transpose(1, 2)
+
+    def from_spectrum(self, power: torch.Tensor) -> torch.Tensor:
+        """Power spectrum ``[B, frames, F]`` -> log-mel ``[B, 1, n_mels, frames]``."""
+        with torch.autocast(device_type=power.device.type, enabled=False):
+            mel = torch.matmul(power.float(), self.mel_fb).transpose(1, 2)
+            return torch.log10(1.0 + LOG_SCALE * mel).unsqueeze(1)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if y.dim() == 1:
+            y = y.unsqueeze(0)
+        return self.from_spectrum(self.spectrum(y))
 
 
 FRONTENDS = {"paper": LogMel}

@@ -34,7 +34,8 @@ SHIFTS = tuple(float(s) for s in range(-6, 7))
 STRETCHES = tuple(float(r) for r in np.geomspace(*TEMPO_RANGE, 25))  # 2 ** (1/12) apart
 _GROUP = 4  # candidates per transform call: bounds the vocoder's memory on long excerpts
 # The middle of each track that a match looks at: bounded cost and memory for long files.
-MATCH_SECONDS = 30.0
+MATCH_SECONDS = 20.0
+TIE_TOLERANCE = 1e-6  # cosine distances this close are the same answer
 # Below this a clip is a one-shot: matched in pitch only (a hit has no tempo to match, and
 # the slowest stretch candidate would need twice its length).
 ONE_SHOT_SECONDS = 1.0
@@ -146,8 +147,14 @@ def best_alignment(
     distances : np.ndarray [len(grid)]
     """
     distances = np.array([cosine_distance(query_vec, v) for v in candidate_vecs])
-    best = float(grid[int(np.argmin(distances))])
     axis = np.log2(grid) if log_scale else np.asarray(grid, dtype=np.float64)
+    # Ties (silence against silence: every candidate is the same) go to the identity,
+    # not to the grid's first value: no evidence means no change.
+    tied = np.flatnonzero(distances <= distances.min() + TIE_TOLERANCE)
+    i = int(tied[np.argmin(np.abs(axis[tied]))])
+    best = float(grid[i])
+    if len(tied) > 1:
+        return best, best, distances
     refined = parabolic_minimum(axis, distances)
     return best, float(2.0 ** refined if log_scale else refined), distances
 
@@ -259,7 +266,7 @@ def match_tracks(
     shifts: Sequence[float] = SHIFTS,
     stretches: Sequence[float] = STRETCHES,
     refine: bool = True,
-    max_seconds: float = MATCH_SECONDS,
+    max_seconds: float | None = None,
 ) -> MatchResult:
     """Find the pitch shift and the stretch of ``result_y`` closest to ``query_y``.
 
@@ -274,8 +281,9 @@ def match_tracks(
         Ratio grid, log-evenly spaced; must contain 1.
     refine : bool
         Try the parabolic refinement of each answer (one more batch of two).
-    max_seconds : float
-        Only the middle ``max_seconds`` of each track are used, bounding the cost.
+    max_seconds : float, optional
+        Only the middle ``max_seconds`` (default MATCH_SECONDS) of each track are used,
+        bounding the cost.
 
     Returns
     -------
@@ -290,7 +298,7 @@ def match_tracks(
             raise ValueError(f"the {name} is too short to match ({y.size / sr:.2f} s;"
                              f" at least {MIN_SECONDS:g} s)")
     key_space, tempo_space = _space(embedder, "pitch"), _space(embedder, "tempo")
-    n = int(max_seconds * sr)
+    n = int((MATCH_SECONDS if max_seconds is None else max_seconds) * sr)
     query = _excerpt(query_full, n)
     result = _excerpt(result_full, n)
     if min(query_full.size, result_full.size) < sr * ONE_SHOT_SECONDS:
@@ -368,8 +376,9 @@ def _refined(axis: Sequence[float], distances: np.ndarray, i: int) -> float:
 
 
 def read_pair(query_path: str | os.PathLike[str], result_path: str | os.PathLike[str], *,
-              seconds: float = MATCH_SECONDS) -> tuple[np.ndarray, np.ndarray]:
-    """The audio a match looks at: the middle ``seconds`` of the query and, for the
+              seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The audio a match looks at: the middle ``seconds`` (default MATCH_SECONDS) of the
+    query and, for the
     result, as much of its middle as the fastest stretch candidate needs to fill that.
 
     A long track is never decoded whole. Raises DecodeError for a bad file.
@@ -378,6 +387,7 @@ def read_pair(query_path: str | os.PathLike[str], result_path: str | os.PathLike
     -------
     query_y, result_y : np.ndarray [T], 16 kHz mono
     """
+    seconds = MATCH_SECONDS if seconds is None else seconds
     return (load_middle(query_path, seconds),
             load_middle(result_path, seconds * max(STRETCHES)))
 

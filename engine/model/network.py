@@ -259,7 +259,7 @@ class LoevNet(nn.Module):
         self.cfg = cfg
         prof = cfg.profile
         self.frontend = build_frontend(cfg.frontend)
-        # First block of stage 4 shared, the rest parallel (DESIGN.md section 2).
+        # First block of stage 4 shared, the rest parallel (docs/DESIGN.md section 2).
         split = max(1, prof.depths[-1] // 2) if cfg.branched else prof.depths[-1]
         self.trunk = SFNFNet(prof, split=split)
         learned = cfg.subspaces if cfg.branches == "learned" else ("invariant",)

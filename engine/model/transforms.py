@@ -354,7 +354,7 @@ def transformed_chunks(path: str, *, shift: float, stretch: float, max_chunks: i
 
     Only those chunks are read and transformed (a one-hour file never sits in memory),
     each cut from enough source audio that the stretched chunk is full (as the trainer
-    does, DESIGN.md section 3). None when the file is shorter than one source chunk.
+    does, docs/DESIGN.md section 3). None when the file is shorter than one source chunk.
 
     Returns
     -------
