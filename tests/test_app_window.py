@@ -433,6 +433,10 @@ def test_cancel_and_remove_folder(qtbot, tmp_path, collection, monkeypatch):
     qtbot.waitUntil(lambda: win.scan_task is None and win.library_model.rowCount() == 13,
                     timeout=10000)  # 9 tracks and 4 problem files
     win.folder_list.setCurrentRow(0)
+    from PySide6.QtWidgets import QMessageBox
+
+    # Remove folder asks first (a modal dialog): the test answers yes.
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     with qtbot.waitSignal(win.tracks_loaded, timeout=10000):
         win.remove_folder_action.trigger()
         qtbot.waitUntil(lambda: win.folder_list.count() == 0, timeout=10000)
