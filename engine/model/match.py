@@ -27,7 +27,7 @@ import numpy as np
 from engine.audio.transforms import source_samples_needed
 from engine.audio.decode import load_middle
 from engine.config import SAMPLE_RATE, TEMPO_RANGE
-from engine.model.transforms import pitch_shift_versions_np, time_stretch_versions_np
+from engine.model.variants import pitch_shift_versions, time_stretch_versions
 
 SHIFTS = tuple(float(s) for s in range(-6, 7))
 # Six semitones either way reach every key; the stretch grid spans the whole tempo range.
@@ -239,12 +239,12 @@ def _excerpt(y: np.ndarray, n: int, centre: int | None = None) -> np.ndarray:
 
 
 def _shifted(y: np.ndarray, shifts: Sequence[float], sr: int) -> list[np.ndarray]:
-    return pitch_shift_versions_np(y, list(shifts), sr=sr, group=_GROUP)
+    return pitch_shift_versions(y, list(shifts), sr=sr, group=_GROUP)
 
 
 def _stretched(y: np.ndarray, rates: Sequence[float], sr: int, out_samples: int
                ) -> list[np.ndarray]:
-    return time_stretch_versions_np(y, list(rates), sr=sr, out_samples=out_samples,
+    return time_stretch_versions(y, list(rates), sr=sr, out_samples=out_samples,
                                     group=_GROUP)
 
 
@@ -378,8 +378,8 @@ def _refined(axis: Sequence[float], distances: np.ndarray, i: int) -> float:
 def read_pair(query_path: str | os.PathLike[str], result_path: str | os.PathLike[str], *,
               seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The audio a match looks at: the middle ``seconds`` (default MATCH_SECONDS) of the
-    query and, for the
-    result, as much of its middle as the fastest stretch candidate needs to fill that.
+    query and, for the result, as much of its middle as the fastest stretch candidate
+    needs to fill that.
 
     A long track is never decoded whole. Raises DecodeError for a bad file.
 
