@@ -206,27 +206,28 @@ HANDLERS: dict[str, Callable[..., Any]] = {
 
 
 def _transformed(embedder: Any, path: str, shift: float, stretch: float) -> dict[str, Any]:
-    """Vectors of ``path`` pitch-shifted / stretched, as ``loev query --shift/--stretch``."""
-    from engine.model.transforms import pitch_shift_np, time_stretch_np, transformed_chunks
+    """Vectors of ``path`` pitch-shifted / stretched, as ``loev query --shift/--stretch``
+    embeds them (torch's vocoders where installed, the player's otherwise)."""
+    from engine.audio.decode import load_audio
+    from engine.model import variants
 
-    if hasattr(embedder, "embed_chunks"):
-        found = transformed_chunks(str(path), shift=float(shift), stretch=float(stretch),
-                                    max_chunks=int(getattr(embedder, "max_chunks", 16)))
+    shift, stretch = float(shift), float(stretch)
+    if hasattr(embedder, "embed_chunks") and variants.torch_transforms is not None:
+        found = variants.torch_transforms.transformed_chunks(
+            str(path), shift=shift, stretch=stretch,
+            max_chunks=int(getattr(embedder, "max_chunks", 16)))
         if found is not None:
-            emb = embedder.embed_chunks(found)
             out = {}
-            for s, v in emb.items():
+            for s, v in embedder.embed_chunks(found).items():
                 m = v.mean(axis=0)
                 out[s] = (m / max(float(np.linalg.norm(m)), 1e-12)).astype(np.float32)
             return out
-    # A short one-shot: the whole signal.
-    from engine.audio.decode import load_audio
-
+    # A short one-shot, or no torch: the whole signal.
     y = load_audio(str(path))
-    if shift:
-        y = pitch_shift_np(y, float(shift))
+    if shift != 0.0:
+        y = variants.pitch_shift_versions(y, [shift])[0]
     if stretch != 1.0:
-        y = time_stretch_np(y, float(stretch))
+        y = variants.time_stretch_versions(y, [stretch])[0]
     return embedder.embed_audio(y)
 
 

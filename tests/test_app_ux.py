@@ -403,3 +403,24 @@ def test_find_same_key_at_a_transposition(qtbot, window, collection, monkeypatch
     assert "+9" in result.by
     assert Path(result.neighbours[0].path).name in ("a4.wav", "A3 é.WAV")
     assert all(Path(n.path).name != "c4.flac" for n in result.neighbours)
+
+
+def test_transposed_query_through_the_embedding_process(tmp_path, tiny_checkpoint):
+    """With the real model the transformed query is embedded in the child process (the
+    window's process never needs the vocoders of the model package)."""
+    from app.window import transposed_query
+
+    music = tmp_path / "music"
+    for name, y in (("a.wav", tone(440.0, 3.5)), ("b.wav", tone(330.0, 3.5)),
+                    ("c.wav", clicks(120, 3.5))):
+        write(music / name, y)
+    backend = Backend(tmp_path / "lib", tiny_checkpoint)
+    try:
+        backend.add_folder(music)
+        backend.scan()
+        assert hasattr(backend.embedder, "session_call")  # the remote embedder
+        result = transposed_query(backend, str(music / "a.wav"), by="key", k=5, shift=2.0)
+        assert result.by == "key at +2 st"
+        assert {Path(n.path).name for n in result.neighbours} == {"b.wav", "c.wav"}
+    finally:
+        backend.close()
