@@ -30,6 +30,7 @@ The GUI calls :func:`scan` from a worker thread with a ``progress`` callback and
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
@@ -313,12 +314,26 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
             if stat.S_ISREG(st.st_mode):
                 files[p] = (st.st_size, st.st_mtime_ns)
     todo: list[str] = []
+    unhashed: list[str] = []
     for path, (size, mtime_ns) in sorted(files.items()):
         t = known.get(path)
         if t is None or t.status == "pending" or (t.size, t.mtime_ns) != (size, mtime_ns):
             todo.append(path)
         else:
             report.unchanged += 1
+            if t.content_hash is None:
+                unhashed.append(path)
+    # Rows scanned before content hashes existed get theirs now, without re-embedding.
+    for i in range(0, len(unhashed), batch_size):
+        if _is_cancelled(cancel):
+            break
+        found = {}
+        for path in unhashed[i:i + batch_size]:
+            try:
+                found[path] = content_hash(path)
+            except OSError:
+                continue  # unreadable now: the next scan tries again
+        lib.set_hashes(found)
     if progress is not None:
         progress(0, len(todo), None)
 
@@ -403,10 +418,27 @@ def _make_embedder(checkpoint: str | None) -> EmbedderLike:
     return Embedder(checkpoint)
 
 
+def content_hash(path: str, *, block: int = 1 << 20) -> str:
+    """BLAKE2b-128 of a file's bytes, read in blocks (hex): the identity of its content.
+
+    Two files with the same hash are exact duplicates; a moved file keeps its hash, so its
+    star and collections follow it (docs/DESIGN.md section 5).
+    """
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int) -> dict[str, Any]:
     """Catalogue fields for one file; a failure becomes status 'error' with its reason."""
-    row: dict[str, Any] = {"size": size, "mtime_ns": mtime_ns, "duration": None}
+    row: dict[str, Any] = {"size": size, "mtime_ns": mtime_ns, "duration": None,
+                           "content_hash": None}
     try:
+        # The bytes, not the decoded audio: no second decode, and the page cache serves
+        # the decoder that follows.
+        row["content_hash"] = content_hash(path)
         row["duration"] = float(audio_info(path).duration)
         vecs = embedder.embed_file(path)
         bad = [k for k, v in vecs.items() if not np.all(np.isfinite(v))]
