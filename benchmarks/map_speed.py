@@ -1,0 +1,138 @@
+"""Map layout time and quality, and the map view's frame time, at 10,000 tracks.
+
+Synthetic library: ``--folders`` folders, each a cluster in a 144-d unit space with a few
+sub-clusters and noise (folder = what a producer would expect to land together). Prints,
+for the engine's layout (exact t-SNE on landmarks + k-NN placement), PCA and, with
+``--sklearn``, scikit-learn's Barnes-Hut t-SNE:
+
+- seconds to lay out ``--n`` points;
+- same-folder@10: the fraction of each point's 10 nearest map neighbours from its folder
+  (in the 144-d space it is printed as the ceiling);
+- trustworthiness@10 (scikit-learn's, on a 2,000-point sample), when scikit-learn is here;
+
+then the incremental update time for 1% new points, and the frame time of
+app.mapview.MapView panning and zooming over the 10k points (offscreen rendering to an
+image, so it measures pyqtgraph's painting, not a compositor).
+
+    python benchmarks/map_speed.py [--n 10000] [--sklearn] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def synthetic(n: int, folders: int, dim: int = 144, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(folders, dim))
+    sub = rng.normal(size=(folders, 4, dim))
+    lab = rng.integers(0, folders, n)
+    x = centres[lab] + 0.7 * sub[lab, rng.integers(0, 4, n)] + 0.9 * rng.normal(size=(n, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), lab
+
+
+def same_folder(y, lab, k: int = 10, sample: int = 1000, seed: int = 1) -> float:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(y), min(sample, len(y)), replace=False)
+    d = ((y[idx, None, :] - y[None, :, :]) ** 2).sum(-1)
+    d[np.arange(len(idx)), idx] = np.inf
+    nn = np.argpartition(d, k, axis=1)[:, :k]
+    return float((lab[nn] == lab[idx, None]).mean())
+
+
+def trust(x, y, seed: int = 2) -> float | None:
+    try:
+        from sklearn.manifold import trustworthiness
+    except ImportError:
+        return None
+    import numpy as np
+
+    idx = np.random.default_rng(seed).choice(len(x), min(2000, len(x)), replace=False)
+    return float(trustworthiness(x[idx], y[idx], n_neighbors=10))
+
+
+def report(name: str, seconds: float, x, y, lab) -> None:
+    t = trust(x, y)
+    print(f"{name:28s} {seconds:7.1f} s   same-folder@10 {same_folder(y, lab):.3f}   "
+          f"trustworthiness@10 {'n/a' if t is None else f'{t:.3f}'}", flush=True)
+
+
+def frame_time(y, lab, frames: int = 60) -> float:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    from app.mapview import MapView
+
+    app = QApplication.instance() or QApplication([])
+    view = MapView()
+    view.resize(1000, 700)
+    view.set_points([f"/lib/folder{int(f)}/sample{i}.wav" for i, f in enumerate(lab)], y)
+    view.show()
+    app.processEvents()
+    vb = view.plot.getViewBox()
+    times = []
+    for i in range(frames):
+        t0 = time.perf_counter()
+        if i % 2:
+            vb.translateBy(x=0.5, y=0.3)
+        else:
+            vb.scaleBy((0.97, 0.97))
+        view.grab()  # one full repaint of the widget
+        times.append(time.perf_counter() - t0)
+    view.close()
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--folders", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sklearn", action="store_true", help="also time scikit-learn's t-SNE")
+    ap.add_argument("--no-gui", action="store_true")
+    args = ap.parse_args()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import numpy as np
+
+    from engine.library.layout import _pca, layout, place
+
+    x, lab = synthetic(args.n, args.folders)
+    print(f"{args.n} points, {args.folders} folders, {x.shape[1]}-d, {args.threads} threads")
+    print(f"{'144-d space (ceiling)':28s} {'':9s} same-folder@10 "
+          f"{same_folder(x, lab):.3f}")
+    t0 = time.perf_counter()
+    y = layout(x)
+    report("engine layout", time.perf_counter() - t0, x, y, lab)
+    t0 = time.perf_counter()
+    p = _pca(x)
+    report("PCA", time.perf_counter() - t0, x, p, lab)
+    if args.sklearn:
+        from sklearn.manifold import TSNE
+
+        t0 = time.perf_counter()
+        s = TSNE(2, init="pca", perplexity=30, max_iter=500, n_jobs=args.threads,
+                 random_state=0).fit_transform(x)
+        report("scikit-learn t-SNE (BH)", time.perf_counter() - t0, x, s, lab)
+    new, new_lab = synthetic(args.n // 100, args.folders, seed=0)
+    t0 = time.perf_counter()
+    place(new, x, y)
+    print(f"incremental: {len(new)} new points placed in {time.perf_counter() - t0:.3f} s")
+    if not args.no_gui:
+        ms = 1000 * frame_time(y, lab)
+        print(f"map view pan/zoom: median {ms:.1f} ms per frame ({1000 / ms:.0f} frames/s)")
+
+
+if __name__ == "__main__":
+    main()
