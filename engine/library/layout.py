@@ -50,6 +50,7 @@ def _affinities(x: np.ndarray, perplexity: float) -> np.ndarray:
     d = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0).astype(np.float64)
     np.fill_diagonal(d, np.inf)
     d -= d.min(axis=1, keepdims=True)  # per-row shift: same P, no underflow
+    np.fill_diagonal(d, 1e30)  # exp(-1e30 beta) = 0 and 1e30 * 0 = 0: no inf * 0
     target = np.log(min(perplexity, (n - 1) / 3.0))
     lo = np.full(n, 0.0)
     hi = np.full(n, np.inf)
@@ -57,7 +58,7 @@ def _affinities(x: np.ndarray, perplexity: float) -> np.ndarray:
     for _ in range(64):  # bisection on each row's precision, all rows at once
         p = np.exp(-d * beta[:, None])
         s = np.maximum(p.sum(1), 1e-300)
-        entropy = np.log(s) + beta * (d * p).sum(1, where=np.isfinite(d)) / s
+        entropy = np.log(s) + beta * (d * p).sum(1) / s
         high = entropy > target  # too flat: raise the precision
         lo = np.where(high, beta, lo)
         hi = np.where(high, hi, beta)
@@ -121,8 +122,8 @@ def place(x_new: np.ndarray, x_ref: np.ndarray, y_ref: np.ndarray, *,
     for i in range(0, len(x_new), 1024):  # blocks: never an n x m matrix at once
         sim = x_new[i:i + 1024] @ x_ref.T
         nn = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        w = np.maximum(np.take_along_axis(sim, nn, axis=1), 0.0) + 1e-3
-        w = w ** 8  # the nearest dominate: a copy lands on its original
+        dist = np.maximum(1.0 - np.take_along_axis(sim, nn, axis=1), 0.0)
+        w = 1.0 / (dist + 1e-4) ** 2  # the nearest dominate: a copy lands on its original
         out[i:i + 1024] = (w[:, :, None] * y_ref[nn]).sum(1) / w.sum(1, keepdims=True)
     return out
 
