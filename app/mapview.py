@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QGraphicsRectItem, QHBoxL
                                QLabel, QPushButton, QVBoxLayout, QWidget)
 
 ASPECTS = ("vibe", "key", "tempo")
+FAVOURITES = "\u2605 Favourites"
 # Points within this many pixels of the cursor count as under it.
 PICK_PIXELS = 6.0
 
@@ -105,6 +106,7 @@ class MapView(QWidget):
         super().__init__(parent)
         self.paths: list[str] = []
         self.positions = np.zeros((0, 2), np.float32)
+        self._colours: list[QColor] = []
         self.selected: list[str] = []
         self._index: dict[str, int] = {}
         self.aspect_box = QComboBox()
@@ -115,10 +117,14 @@ class MapView(QWidget):
         self.hover_label = QLabel("")
         self.hover_label.setTextFormat(Qt.TextFormat.PlainText)  # names are data
         self.refresh_button = QPushButton("Refresh")
+        self.filter_box = QComboBox()
+        self.filter_box.setToolTip("Show all tracks, the starred ones or a collection")
+        self.set_filters([])
         top = QHBoxLayout()
         top.addWidget(QLabel("Map by"))
         top.addWidget(self.aspect_box)
         top.addWidget(self.refresh_button)
+        top.addWidget(self.filter_box)
         top.addWidget(self.status, 1)
         self.viewbox = _MapViewBox(self)
         self.plot = pg.PlotWidget(viewBox=self.viewbox)
@@ -156,13 +162,38 @@ class MapView(QWidget):
         self.paths = list(paths)
         self.positions = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
         self._index = {p: i for i, p in enumerate(self.paths)}
-        brushes = [pg.mkBrush(c) for c in (colours or folder_colours(self.paths))]
+        self._colours = colours or folder_colours(self.paths)
+        brushes = [pg.mkBrush(c) for c in self._colours]
         self.scatter.setData(pos=self.positions, brush=brushes, data=np.arange(len(self.paths)))
         self.highlight.setData([])
         self.query_mark.setData([])
         self.selection_mark.setData([])
         self.status.setText(f"{len(self.paths)} tracks")
         self.viewbox.autoRange(padding=0.05)
+
+    def set_filters(self, collections: list[str]) -> None:
+        """The filter choices: all tracks, the starred ones, then each collection."""
+        current = self.filter_box.currentText()
+        self.filter_box.blockSignals(True)
+        self.filter_box.clear()
+        self.filter_box.addItems(["All tracks", FAVOURITES] + list(collections))
+        found = self.filter_box.findText(current)
+        self.filter_box.setCurrentIndex(max(found, 0))
+        self.filter_box.blockSignals(False)
+
+    def show_only(self, paths: list[str] | None) -> None:
+        """Dim every point not in ``paths`` (None: all at full colour)."""
+        keep = None if paths is None else set(paths)
+        brushes = []
+        for p, c in zip(self.paths, self._colours):
+            if keep is not None and p not in keep:
+                c = QColor(c)
+                c.setAlpha(35)
+            brushes.append(pg.mkBrush(c))
+        self.scatter.setBrush(brushes)
+        if keep is not None:
+            shown = sum(p in keep for p in self.paths)
+            self.status.setText(f"{len(self.paths)} tracks, {shown} shown")
 
     def point_at(self, pos: QPointF) -> int | None:
         """Index of the point nearest ``pos`` (view coordinates) within a few pixels."""
@@ -234,6 +265,7 @@ class MapDock(QDockWidget):
         self.view.audition_requested.connect(window.audition_path)
         self.view.aspect_changed.connect(lambda _a: self.refresh())
         self.view.refresh_button.clicked.connect(self.refresh)
+        self.view.filter_box.currentTextChanged.connect(lambda _t: self.apply_filter())
         window.results_ready.connect(self._results)
         window.scan_finished.connect(lambda _r: self.isVisible() and self.refresh())
         self.visibilityChanged.connect(lambda shown: shown and not self.view.paths
@@ -246,7 +278,33 @@ class MapDock(QDockWidget):
         self.view.status.setText(f"laying out by {aspect}...")
         self.window_.tasks.start(
             Task(self.window_.backend.session.map_layout, aspect, name="map layout"),
-            returned=lambda m: self.view.set_points(m.paths, m.positions))
+            returned=self._laid_out)
+
+    def _laid_out(self, m: Any) -> None:
+        self.view.set_points(m.paths, m.positions)
+        self.apply_filter()
+
+    def apply_filter(self) -> None:
+        """Fetch the marks (a worker) and dim the points outside the chosen filter."""
+        from app.workers import Task
+
+        choice = self.view.filter_box.currentIndex()
+        name = self.view.filter_box.currentText()
+        session = self.window_.backend.session
+
+        def marks() -> tuple[list[str], list[str] | None]:
+            collections = session.collections()
+            if choice <= 0:
+                return list(collections), None
+            if choice == 1:
+                return list(collections), session.favourites()
+            return list(collections), collections.get(name, [])
+
+        def show(found: tuple[list[str], list[str] | None]) -> None:
+            self.view.set_filters(found[0])
+            self.view.show_only(found[1])
+
+        self.window_.tasks.start(Task(marks, name="reading favourites"), returned=show)
 
     def _results(self, result: Any) -> None:
         self.view.highlight_paths(result.query, [n.path for n in result.neighbours])
