@@ -25,6 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--no-embed", action="store_true", help="only the fingerprint distances")
     args = ap.parse_args()
     import numpy as np
     import soundfile as sf
@@ -62,6 +63,20 @@ def main() -> None:
         sf.write(out / f"{k}_44k.flac", soxr.resample(y, sr, 44100), 44100, subtype="PCM_24")
         files[k] = [(str(out / n), dur) for n in (f"{k}.wav", f"{k}_gain.wav", f"{k}.ogg",
                                                    f"{k}_44k.flac")]
+    from engine.library.duplicates import fingerprint, fingerprint_distance
+
+    fps = {f: fingerprint(f) for fs in files.values() for f, _ in fs}
+    same = sorted((fingerprint_distance(fps[a], fps[b]), a, b) for fs in files.values()
+                  for (a, _), (b, _) in itertools.combinations(fs, 2))
+    diff = sorted((fingerprint_distance(fps[a], fps[b]), k1, k2)
+                  for k1, k2 in itertools.combinations(files, 2)
+                  for (a, da), (b, db) in itertools.product(files[k1], files[k2])
+                  if abs(da - db) / max(da, db) <= DURATION_TOLERANCE)
+    print(f"fingerprint copies: max {same[-1][0]:.4f} ({Path(same[-1][1]).name} / "
+          f"{Path(same[-1][2]).name}) | distinct (duration rule): min {diff[0][0]:.4f} "
+          f"({diff[0][1]}/{diff[0][2]}), 5th {diff[4][0]:.4f}", flush=True)
+    if args.no_embed:
+        return
     emb = Embedder(args.checkpoint)
     t0 = time.perf_counter()
     vecs = {f: emb.embed_file(f) for fs in files.values() for f, _ in fs}
