@@ -172,22 +172,23 @@ class Searcher:
         embedder = self.embedder
         if shift == 0.0 and stretch == 1.0:
             return embedder.embed_file(path)
-        # A shifted or stretched query needs the model's vocoders: the model package (and
-        # torch) is reached here only, never for a query on indexed tracks.
-        from engine.model.transforms import pitch_shift_np, time_stretch_np, transformed_chunks
+        # A shifted or stretched query needs the model's vocoders: the model package is
+        # reached here only, never for a query on indexed tracks.
+        from engine.model import variants
 
-        if hasattr(embedder, "embed_chunks"):
-            found = transformed_chunks(path, shift=shift, stretch=stretch,
-                                       max_chunks=int(getattr(embedder, "max_chunks", 16)))
+        if hasattr(embedder, "embed_chunks") and variants.torch_transforms is not None:
+            found = variants.torch_transforms.transformed_chunks(
+                path, shift=shift, stretch=stretch,
+                max_chunks=int(getattr(embedder, "max_chunks", 16)))
             if found is not None:
                 emb = embedder.embed_chunks(found)
                 return {s: _unit(v.mean(axis=0)) for s, v in emb.items()}
-        # A short one-shot (or an embedder without chunk access): the whole signal.
+        # A short one-shot, an embedder without chunk access or no torch: the whole signal.
         y = load_audio(path)
         if shift != 0.0:
-            y = pitch_shift_np(y, float(shift))
+            y = variants.pitch_shift_versions(y, [float(shift)])[0]
         if stretch != 1.0:
-            y = time_stretch_np(y, float(stretch))
+            y = variants.time_stretch_versions(y, [float(stretch)])[0]
         return embedder.embed_audio(y)
 
     # -- searching ------------------------------------------------------------------------

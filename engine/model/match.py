@@ -27,7 +27,7 @@ import numpy as np
 from engine.audio.transforms import source_samples_needed
 from engine.audio.decode import load_middle
 from engine.config import SAMPLE_RATE, TEMPO_RANGE
-from engine.model.transforms import pitch_shift_versions_np, time_stretch_versions_np
+from engine.model.variants import pitch_shift_versions, time_stretch_versions
 
 # Six semitones either way reach every key; the stretch grid spans the whole tempo range.
 SHIFTS = tuple(float(s) for s in range(-6, 7))
@@ -148,12 +148,12 @@ def _excerpt(y: np.ndarray, n: int, centre: int | None = None) -> np.ndarray:
 
 
 def _shifted(y: np.ndarray, shifts: Sequence[float], sr: int) -> list[np.ndarray]:
-    return pitch_shift_versions_np(y, list(shifts), sr=sr, group=_GROUP)
+    return pitch_shift_versions(y, list(shifts), sr=sr, group=_GROUP)
 
 
 def _stretched(y: np.ndarray, rates: Sequence[float], sr: int, out_samples: int
                ) -> list[np.ndarray]:
-    return time_stretch_versions_np(y, list(rates), sr=sr, out_samples=out_samples,
+    return time_stretch_versions(y, list(rates), sr=sr, out_samples=out_samples,
                                     group=_GROUP)
 
 
