@@ -42,3 +42,22 @@ def test_duplicates_dock_finds_an_exact_copy(qtbot, window, collection, tmp_path
     dock.view.find_button.click()
     qtbot.waitUntil(lambda: dock.view.tree.topLevelItemCount() >= 1, timeout=10000)
     assert dock.view.checked_paths() == [os.path.realpath(folder / "b.wav")]
+
+
+def test_the_table_shows_only_the_starred_or_a_collection(qtbot, window, collection):
+    add_and_scan(qtbot, window, collection["a4"].parents[1])
+    total = window.library_proxy.rowCount()
+    a4, c4 = os.path.realpath(collection["a4"]), os.path.realpath(collection["c4"])
+    window.backend.session.set_favourite(a4)
+    window.backend.session.add_to_collection("keys", [a4, c4])
+    window.marks_box.setCurrentText(FAVOURITES)
+    qtbot.waitUntil(lambda: window.library_proxy.rowCount() == 1, timeout=10000)
+    assert window.library_proxy.path_at(0) == a4
+    qtbot.waitUntil(lambda: window.marks_box.findText("keys") >= 0, timeout=10000)
+    window.marks_box.setCurrentText("keys")
+    qtbot.waitUntil(lambda: window.library_proxy.rowCount() == 2, timeout=10000)
+    window.filter_edit.setText("c4")  # the name filter still applies on top
+    assert window.library_proxy.rowCount() == 1
+    window.filter_edit.setText("")
+    window.marks_box.setCurrentIndex(0)
+    qtbot.waitUntil(lambda: window.library_proxy.rowCount() == total, timeout=10000)
