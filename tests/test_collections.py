@@ -92,8 +92,10 @@ def test_star_and_collections_survive_a_rescan_and_a_move(tmp_path):
     moved_kick.parent.mkdir()
     shutil.move(kick, moved_kick)
     shutil.move(pad, music / "pad renamed.wav")
-    report = scan([music], library=lib_dir, embedder=FakeEmbedder())
+    emb = FakeEmbedder()
+    report = scan([music], library=lib_dir, embedder=emb)
     assert report.removed == 2 and report.added == 2
+    assert emb.calls == []  # moved files keep their vectors: nothing embedded again
     with Library(lib_dir, readonly=True) as lib:
         assert lib.favourites() == [os.path.realpath(moved_kick)]
         assert lib.collections() == ["set 1", "warm pads"]
@@ -101,6 +103,9 @@ def test_star_and_collections_survive_a_rescan_and_a_move(tmp_path):
         assert lib.collection("set 1") == sorted([os.path.realpath(music / "pad renamed.wav"),
                                                   os.path.realpath(moved_kick)])
         assert os.path.realpath(other) not in lib.collection("set 1")
+        moved = lib.track_by_path(os.path.realpath(moved_kick))
+        assert moved.status == "ok" and moved.duration == pytest.approx(1.0)
+        assert lib.vector(moved.id, "pitch") is not None
 
 
 def test_a_file_edited_in_place_keeps_its_star(tmp_path):

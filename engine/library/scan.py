@@ -299,6 +299,10 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
             and not _under(p, walk.unreadable)
             and (_under(p, roots) or (t.via is not None and _under(t.via, found_at))
                  or not os.path.exists(p))]
+    # A file that moved or was renamed is the same bytes: it keeps its vectors (read
+    # before its old row becomes a tombstone) instead of being embedded again.
+    gone_set = set(gone)
+    moved = _vectors_by_hash(lib, [t for t in known.values() if t.id in gone_set])
     lib.mark_deleted(gone)
     report.removed = len(gone)
     gone_ids = set(gone)
@@ -350,7 +354,7 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
 
     if todo and embedder is None:
         embedder = _make_embedder(ident["checkpoint"])
-    rows = _embedded_in_order(embedder, todo, files, cancel, workers)
+    rows = _embedded_in_order(embedder, todo, files, cancel, workers, moved)
     try:
         for done, (path, row) in enumerate(rows, 1):
             if row["status"] == "ok":
@@ -381,8 +385,23 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
     return report
 
 
+def _vectors_by_hash(lib: Library, tracks: list[Any]
+                     ) -> dict[str, tuple[float | None, dict[str, np.ndarray]]]:
+    """``{content hash: (duration, {subspace: vector})}`` of ok tracks of the current
+    model (complete vectors only)."""
+    out: dict[str, tuple[float | None, dict[str, np.ndarray]]] = {}
+    for t in tracks:
+        if t.status != "ok" or not t.content_hash or t.model_id != lib.model_id:
+            continue
+        vecs = {name: lib.vector(t.id, name) for name in lib.subspaces}
+        if all(v is not None and len(v) == lib.dims.get(name) for name, v in vecs.items()):
+            out[t.content_hash] = (t.duration, vecs)  # type: ignore[assignment]
+    return out
+
+
 def _embedded_in_order(embedder: EmbedderLike | None, todo: list[str],
-                       stats: dict[str, tuple[int, int]], cancel: Any, workers: int
+                       stats: dict[str, tuple[int, int]], cancel: Any, workers: int,
+                       moved: dict[str, Any] | None = None
                        ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Rows for ``todo`` in order, ``workers`` files in flight, stopping at ``cancel``.
 
@@ -401,7 +420,8 @@ def _embedded_in_order(embedder: EmbedderLike | None, todo: list[str],
                     path = next(queue, None)
                     if path is None:
                         break
-                    futures.append((path, pool.submit(_embed_one, embedder, path, *stats[path])))
+                    futures.append((path, pool.submit(_embed_one, embedder, path, *stats[path],
+                                                              moved)))
                 if not futures or _is_cancelled(cancel):
                     return  # a cancelled scan drops files not yet handed out
                 path, future = futures.popleft()
@@ -431,14 +451,22 @@ def content_hash(path: str, *, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int) -> dict[str, Any]:
-    """Catalogue fields for one file; a failure becomes status 'error' with its reason."""
+def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int,
+               moved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Catalogue fields for one file; a failure becomes status 'error' with its reason.
+
+    A file whose content hash is in ``moved`` takes those vectors without being decoded.
+    """
     row: dict[str, Any] = {"size": size, "mtime_ns": mtime_ns, "duration": None,
                            "content_hash": None}
     try:
         # The bytes, not the decoded audio: no second decode, and the page cache serves
         # the decoder that follows.
         row["content_hash"] = content_hash(path)
+        if moved and row["content_hash"] in moved:
+            duration, vecs = moved[row["content_hash"]]
+            return {**row, "duration": duration, "status": "ok", "error": None,
+                    "vectors": vecs}
         row["duration"] = float(audio_info(path).duration)
         vecs = embedder.embed_file(path)
         bad = [k for k, v in vecs.items() if not np.all(np.isfinite(v))]
