@@ -47,7 +47,8 @@ def main() -> None:
 
     def drum(f0, s=1.0):
         t = np.arange(int(s * sr)) / sr
-        return (0.8 * np.sin(2 * np.pi * f0 * t * np.exp(-t * 3)) * np.exp(-t * 8)).astype(np.float32)
+        y = 0.8 * np.sin(2 * np.pi * f0 * t * np.exp(-t * 3)) * np.exp(-t * 8)
+        return y.astype(np.float32)
 
     src = {"a4": tone(440., 3), "c4": tone(note_hz(60), 3), "e4": tone(note_hz(64), 3),
            "cmaj": chord([60, 64, 67]), "amin": chord([57, 60, 64]), "click120": clicks(120),

@@ -63,7 +63,8 @@ def trust(x, y, seed: int = 2) -> float | None:
 
 def report(name: str, seconds: float, x, y, lab, cpu: float = 0.0) -> None:
     t = trust(x, y)
-    print(f"{name:28s} {seconds:7.1f} s wall {cpu:7.1f} s CPU   same-folder@10 {same_folder(y, lab):.3f}   "
+    print(f"{name:28s} {seconds:7.1f} s wall {cpu:7.1f} s CPU   "
+          f"same-folder@10 {same_folder(y, lab):.3f}   "
           f"trustworthiness@10 {'n/a' if t is None else f'{t:.3f}'}", flush=True)
 
 

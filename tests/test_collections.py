@@ -52,7 +52,8 @@ def test_migration_from_format_2_keeps_every_row(tmp_path):
                          "FROM tracks ORDER BY id").fetchall() == tracks
     assert after.execute("SELECT * FROM vectors ORDER BY track_id").fetchall() == vecs
     assert after.execute("SELECT * FROM problems").fetchall() == problems
-    assert after.execute("SELECT value FROM meta WHERE key='catalogue_id'").fetchone() == catalogue_id
+    assert after.execute(
+        "SELECT value FROM meta WHERE key='catalogue_id'").fetchone() == catalogue_id
     tables = {r[0] for r in after.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"favourites", "collections", "collection_items"} <= tables
 

@@ -99,3 +99,12 @@ def test_a_damaged_cache_is_rebuilt(tmp_path):
     again = map_layout(lib, "invariant")
     assert again.recomputed and np.all(np.isfinite(again.positions))
     lib.close()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_tiny_and_identical_libraries_get_finite_positions(n):
+    x = np.random.default_rng(n).normal(size=(n, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert np.all(np.isfinite(layout_mod.layout(x)))
+    same = np.full((n, 8), 8 ** -0.5, dtype=np.float32)
+    assert np.all(np.isfinite(layout_mod.layout(same)))
