@@ -111,8 +111,6 @@ def main() -> None:
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
-    import numpy as np
-
     from engine.library.layout import _pca, layout, place
 
     x, lab = synthetic(args.n, args.folders)

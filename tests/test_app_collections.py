@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 
 from app.mapview import FAVOURITES
-from tests.test_app_window import (FakePlayer, add_and_scan, collection, row_of,  # noqa: F401
-                                   window)
+# The window and collection fixtures are the main window tests' own.
+from tests.test_app_window import add_and_scan, collection, row_of, window  # noqa: F401
 
 
 def test_map_dock_lays_out_auditions_on_click_and_filters_the_starred(qtbot, window,

@@ -7,7 +7,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from engine.errors import LibraryError

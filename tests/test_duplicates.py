@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import soundfile as sf
 import soxr
 
 from engine.cli import main
