@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QApplication, QDial, QDoubleSpinBox, QFileDialog,
                                QSplitter, QStackedWidget, QToolBar, QToolButton, QVBoxLayout,
                                QWidget)
 
+from app import collections_ui
 from app.audition import AuditionPanel
 from app.backend import Backend, QueryResult, TrackRow
 from app.errors import ErrorHandler, setup_logging
@@ -125,6 +126,7 @@ class MainWindow(QMainWindow):
             self.setWindowIcon(QIcon(str(icon_path("loev-256.png"))))
         self._make_actions()
         self._build()
+        collections_ui.install(self)  # map, duplicates, star, collections
         self._restore_state()
         QApplication.instance().focusChanged.connect(self._focus_changed)
         self.watcher = FolderWatcher(self)
