@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import pyqtgraph as pg
+import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QSlider, QToolButton,
                                QVBoxLayout, QWidget)
 
@@ -43,6 +45,10 @@ class AuditionPanel(QWidget):
         super().__init__(parent)
         self.player: Any = None
         self.path: str | None = None
+        self.output_available = True
+        self.volume = 1.0  # gain applied to the decoded audio before the player gets it
+        # The locked transform, kept while the query plays as it is.
+        self._held: tuple[float, float] | None = None
         self._build()
         self._proxies = [
             pg.SignalProxy(self.pitch_slider.valueChanged, rateLimit=60, slot=self._apply_pitch),
@@ -72,12 +78,14 @@ class AuditionPanel(QWidget):
         self.position_label.setMinimumWidth(110)
 
         lo, hi = PITCH_RANGE
-        self.pitch_slider = _slider(round(lo * PITCH_STEPS), round(hi * PITCH_STEPS), 0)
-        self.pitch_slider.setToolTip(f"Pitch shift, {lo:+g}..{hi:+g} semitones (double-click resets)")
+        self.pitch_slider = ResetSlider(round(lo * PITCH_STEPS), round(hi * PITCH_STEPS), 0)
+        self.pitch_slider.setToolTip(f"Pitch shift, {lo:+g}..{hi:+g} semitones "
+                                     "(double-click resets)")
         self.pitch_label = QLabel()
         lo, hi = TEMPO_RANGE
-        self.tempo_slider = _slider(round(lo * TEMPO_STEPS), round(hi * TEMPO_STEPS), TEMPO_STEPS)
-        self.tempo_slider.setToolTip(f"Tempo ratio, {lo:.1f}x..{hi:.1f}x")
+        self.tempo_slider = ResetSlider(round(lo * TEMPO_STEPS), round(hi * TEMPO_STEPS),
+                                        TEMPO_STEPS)
+        self.tempo_slider.setToolTip(f"Tempo ratio, {lo:.1f}x..{hi:.1f}x (double-click resets)")
         self.tempo_label = QLabel()
         for label in (self.pitch_label, self.tempo_label):
             label.setMinimumWidth(64)
@@ -90,6 +98,10 @@ class AuditionPanel(QWidget):
         self.match_button.setToolTip("Pitch and tempo that bring this result closest to the "
                                      "query in the key and tempo subspaces")
         self.match_button.clicked.connect(self.match_requested)
+        self.lock_button = QToolButton(text="Lock")
+        self.lock_button.setCheckable(True)
+        self.lock_button.setToolTip("Keep this pitch and tempo for the next tracks "
+                                    "(off: every track starts as it is)")
 
         transport = QHBoxLayout()
         for w in (self.play_button, self.stop_button, self.loop_button, self.position_label):
@@ -102,6 +114,7 @@ class AuditionPanel(QWidget):
         sliders.addWidget(QLabel("Tempo"))
         sliders.addWidget(self.tempo_slider, 2)
         sliders.addWidget(self.tempo_label)
+        sliders.addWidget(self.lock_button)
         sliders.addWidget(reset)
         sliders.addWidget(self.match_button)
         layout = QVBoxLayout(self)
@@ -169,24 +182,51 @@ class AuditionPanel(QWidget):
         """The rate to decode tracks at for the player (its sink's)."""
         return int(getattr(self.player, "sr", 44100))
 
-    def load(self, path: str, y: Any, sr: int, *, autoplay: bool = True) -> None:
-        """Open the decoded track ``y`` ([T] or [T, C], ``sr`` Hz) of ``path``; maybe play it."""
+    def set_output_available(self, available: bool, reason: str = "") -> None:
+        """Without an output device the transport is off: nothing pretends to play."""
+        self.output_available = available
+        for button in (self.play_button, self.stop_button):
+            button.setEnabled(available)
+        self.play_button.setToolTip("Play / pause (Space in the results)" if available
+                                    else f"No sound: {reason or 'no audio output'}")
+
+    def load(self, path: str, y: Any, sr: int, *, autoplay: bool = True,
+             as_is: bool = False) -> None:
+        """Open the decoded track ``y`` ([T] or [T, C], ``sr`` Hz) of ``path``; maybe play it.
+
+        A transform belongs to one audition: the new track starts untransformed, unless
+        the lock is on. ``as_is`` (the query on Q) plays untransformed even when locked;
+        the locked transform comes back with the next track.
+        """
         self.path = path
         from pathlib import Path
 
         self.title.setText(Path(path).name)
         self.title.setToolTip(path)
+        if as_is:
+            if self.lock_button.isChecked() and self._held is None:
+                self._held = (self.semitones, self.tempo)
+            self.reset_transform()
+        elif self.lock_button.isChecked():
+            if self._held is not None:
+                self.set_transform(semitones=self._held[0], tempo=self._held[1])
+        else:
+            self.reset_transform()
+        if not as_is:
+            self._held = None
         if self.player is None:
             return
-        self.player.open(y, source_sr=sr)
+        gain = float(self.volume)
+        self.player.open(y if gain == 1.0 else np.asarray(y, dtype=np.float32) * gain,
+                         source_sr=sr)
         self._apply_pitch()
         self._apply_tempo()
         self._apply_loop(self.loop_button.isChecked())
-        if autoplay:
+        if autoplay and self.output_available:
             self.player.play()
 
     def toggle_play(self) -> None:
-        if self.player is None or self.path is None:
+        if self.player is None or self.path is None or not self.output_available:
             return
         if _is_playing(self.player):
             self.player.pause()
@@ -221,10 +261,21 @@ def _is_playing(player: Any) -> bool:
     return player.state == "playing"
 
 
-def _slider(lo: int, hi: int, value: int) -> QSlider:
-    s = QSlider(Qt.Orientation.Horizontal)
-    s.setRange(lo, hi)
-    s.setValue(value)
-    s.setPageStep(max(1, (hi - lo) // 24))
-    s.setMinimumWidth(120)
-    return s
+class ResetSlider(QSlider):
+    """A horizontal slider that a double-click puts back on its default value exactly.
+
+    The first click of a double-click pages the handle towards the cursor; the double
+    click then lands on the default whatever that click did.
+    """
+
+    def __init__(self, lo: int, hi: int, default: int, parent: QWidget | None = None) -> None:
+        super().__init__(Qt.Orientation.Horizontal, parent)
+        self.default = default
+        self.setRange(lo, hi)
+        self.setValue(default)
+        self.setPageStep(max(1, (hi - lo) // 24))
+        self.setMinimumWidth(120)
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
+        self.setValue(self.default)
+        event.accept()

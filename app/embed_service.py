@@ -200,7 +200,35 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     "embed_audio_batch": lambda s, ys: s.embedder.embed_audio_batch(ys),
     "curve": lambda s, path, transform: s.curve(path, transform),
     "match": lambda s, query, result: s.match(query, result),
+    "transformed": lambda s, path, shift, stretch: _transformed(s.embedder, path, shift,
+                                                                 stretch),
 }
+
+
+def _transformed(embedder: Any, path: str, shift: float, stretch: float) -> dict[str, Any]:
+    """Vectors of ``path`` pitch-shifted / stretched, as ``loev query --shift/--stretch``
+    embeds them (torch's vocoders where installed, the player's otherwise)."""
+    from engine.audio.decode import load_audio
+    from engine.model import variants
+
+    shift, stretch = float(shift), float(stretch)
+    if hasattr(embedder, "embed_chunks") and variants.torch_transforms is not None:
+        found = variants.torch_transforms.transformed_chunks(
+            str(path), shift=shift, stretch=stretch,
+            max_chunks=int(getattr(embedder, "max_chunks", 16)))
+        if found is not None:
+            out = {}
+            for s, v in embedder.embed_chunks(found).items():
+                m = v.mean(axis=0)
+                out[s] = (m / max(float(np.linalg.norm(m)), 1e-12)).astype(np.float32)
+            return out
+    # A short one-shot, or no torch: the whole signal.
+    y = load_audio(str(path))
+    if shift != 0.0:
+        y = variants.pitch_shift_versions(y, [shift])[0]
+    if stretch != 1.0:
+        y = variants.time_stretch_versions(y, [stretch])[0]
+    return embedder.embed_audio(y)
 
 
 def serve(conn: Any, checkpoint: str, threads: int) -> None:

@@ -5,6 +5,7 @@ them to Qt's model interface; all filtering, sorting and drawing is Qt's or a de
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QPersistentModelIndex,
@@ -48,10 +49,20 @@ class _RowsTableModel(QAbstractTableModel):
         return None
 
 
-class LibraryTableModel(_RowsTableModel):
-    """Name, duration, folder, status; a problem file's reason is its status tooltip."""
+def folder_context(path: str, depth: int = 2) -> str:
+    """The last ``depth`` folders of ``path``'s parent ("Drums/Kit A"): enough to tell two
+    files of the same name apart without the whole path."""
+    parts = Path(path).parent.parts
+    return "/".join(p for p in parts[-depth:] if p not in ("/", "\\"))
 
-    COLUMNS = ("Name", "Duration", "Folder", "Status")
+
+class LibraryTableModel(_RowsTableModel):
+    """Name, status (with a problem file's reason), duration, folder.
+
+    The status comes second: a problem and its reason are read without scrolling.
+    """
+
+    COLUMNS = ("Name", "Status", "Duration", "Folder")
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -74,20 +85,25 @@ class LibraryTableModel(_RowsTableModel):
         t = self._rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return (t.name, format_duration(t.duration), t.folder,
-                    t.status if t.status == "ok" else f"{t.status}: {t.reason or '?'}")[col]
+            return (t.name,
+                    t.status if t.status == "ok" else f"{t.status}: {t.reason or '?'}",
+                    format_duration(t.duration), t.folder)[col]
         if role == SORT_ROLE:
-            return (t.name.lower(), t.duration if t.duration is not None else -1.0,
-                    t.folder.lower(), t.status)[col]
+            return (t.name.lower(), t.status,
+                    t.duration if t.duration is not None else -1.0, t.folder.lower())[col]
         if role == PATH_ROLE:
             return t.path
         if role == Qt.ItemDataRole.ToolTipRole:
             return t.path if t.status == "ok" else f"{t.path}\n{t.reason or 'unknown problem'}"
         if role == Qt.ItemDataRole.ForegroundRole and t.status != "ok":
             return QBrush(ProblemColour)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col == 1:
+        if role == Qt.ItemDataRole.TextAlignmentRole and col == 2:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+    def flags(self, index: Index) -> Qt.ItemFlag:
+        base = super().flags(index)
+        return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
 
 
 class LibraryFilterProxy(QSortFilterProxyModel):
@@ -119,8 +135,6 @@ class ResultsModel(_RowsTableModel):
     def set_result(self, query: str, by: str, neighbours: list[Neighbour]) -> None:
         self.beginResetModel()
         self.query, self.by = query, by
-        from pathlib import Path
-
         self._rows = [Neighbour(query, Path(query).name, 0.0)] + list(neighbours)
         self.max_distance = max([n.distance for n in neighbours] + [1e-6])
         self.endResetModel()
@@ -132,6 +146,22 @@ class ResultsModel(_RowsTableModel):
 
     def neighbours(self) -> list[Neighbour]:
         return self._rows[1:]
+
+    def remove_under(self, folder: str) -> None:
+        """Drop the results inside ``folder``; all of them when the query is inside."""
+        import os
+
+        roots = {folder.rstrip(os.sep) + os.sep, os.path.realpath(folder).rstrip(os.sep) + os.sep}
+
+        def inside(path: str) -> bool:
+            return any(path.startswith(r) for r in roots)
+
+        if self.query is not None and inside(self.query):
+            self.clear()
+        elif any(inside(n.path) for n in self._rows[1:]):
+            self.beginResetModel()
+            self._rows = [self._rows[0]] + [n for n in self._rows[1:] if not inside(n.path)]
+            self.endResetModel()
 
     def path_at(self, row: int) -> str:
         return self._rows[row].path
@@ -147,7 +177,8 @@ class ResultsModel(_RowsTableModel):
         pinned = index.row() == 0
         if role == Qt.ItemDataRole.DisplayRole:
             if index.column() == 0:
-                return f"▶ query: {n.name}" if pinned else n.name
+                name = f"{n.name} — {folder_context(n.path)}"
+                return f"▶ query: {name}" if pinned else name
             return "" if pinned else f"{n.distance:.3f}"
         if role == DISTANCE_ROLE:
             return None if pinned else n.distance / self.max_distance

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from engine.config import PITCH_RANGE, TEMPO_RANGE
 
@@ -15,6 +15,12 @@ SUBSPACE_LABELS = {"invariant": "vibe (invariant)", "pitch": "key (pitch)",
                    "tempo": "tempo"}
 
 pg.setConfigOptions(antialias=True, background="#1b1d21", foreground="#b8bcc4")
+
+
+def plain_axes(plot: pg.PlotWidget) -> None:
+    """No SI prefixes: a distance of 0.004 reads 0.004, not 4 with "(x0.001)" in the label."""
+    for side in ("left", "bottom"):
+        plot.getAxis(side).enableAutoSIPrefix(False)
 
 
 class InvariancePlot(QWidget):
@@ -32,24 +38,34 @@ class InvariancePlot(QWidget):
         self.plot.hideButtons()
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         xlabel = "pitch shift (semitones)" if transform == "pitch" else "tempo ratio"
-        self.plot.setLabel("bottom", xlabel)
-        self.plot.setLabel("left", "cosine distance")
+        self.plot.setLabel("bottom", xlabel, units=None)
+        self.plot.setLabel("left", "cosine distance", units=None)
+        plain_axes(self.plot)
         if transform == "tempo":
             self.plot.setLogMode(x=True, y=False)
             self.plot.setXRange(*np.log10(TEMPO_RANGE), padding=0.03)
         else:
             self.plot.setXRange(*PITCH_RANGE, padding=0.03)
         self.plot.setYRange(0, 1, padding=0.02)
-        self.legend = self.plot.addLegend(offset=(-4, 4), labelTextSize="8pt")
         self.marker = pg.InfiniteLine(pos=self._x(0.0 if transform == "pitch" else 1.0),
                                       angle=90, pen=pg.mkPen("#e0e0e0", width=1,
                                                              style=pg.QtCore.Qt.PenStyle.DashLine))
         self.plot.addItem(self.marker)
-        self.title = pg.TextItem("", color="#8a8f98", anchor=(0, 0))
+        # Title and key above the plot, not a legend inside it over the curves.
+        self.title_label = QLabel("")
+        self.title_label.setObjectName("emptyHint")
+        self.title_label.setTextFormat(pg.QtCore.Qt.TextFormat.PlainText)  # names are data
+        self.key_label = QLabel("  ".join(
+            f"<span style='color:{SUBSPACE_COLOURS[n]}'>━ {SUBSPACE_LABELS[n]}</span>"
+            for n in ("pitch", "tempo", "invariant")))
+        self.key_label.setObjectName("emptyHint")
         self.curves: dict[str, pg.PlotDataItem] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.plot)
+        layout.setSpacing(0)
+        layout.addWidget(self.title_label)
+        layout.addWidget(self.key_label)
+        layout.addWidget(self.plot, 1)
         self.set_message(f"{transform} invariance: select a track, Ctrl+I")
 
     def _x(self, value: float) -> float:
@@ -57,12 +73,11 @@ class InvariancePlot(QWidget):
         return float(np.log10(value)) if self.transform == "tempo" else float(value)
 
     def set_message(self, text: str) -> None:
-        self.plot.setTitle(f"<span style='font-size:9pt;color:#8a8f98'>{text}</span>")
+        self.title_label.setText(text)
 
     def clear_curves(self) -> None:
         for item in self.curves.values():
             self.plot.removeItem(item)
-        self.legend.clear()
         self.curves.clear()
 
     def set_curve(self, curve: dict[str, Any], *, title: str = "") -> None:
@@ -79,8 +94,7 @@ class InvariancePlot(QWidget):
             width = 2.0 + 2.0 * (len(names) - 1 - i)
             item = self.plot.plot(x, np.asarray(ys, dtype=float),
                                   pen=pg.mkPen(colour, width=width), symbol="o", symbolSize=4,
-                                  symbolBrush=colour, symbolPen=None,
-                                  name=SUBSPACE_LABELS.get(name, name))
+                                  symbolBrush=colour, symbolPen=None)
             self.curves[name] = item
         self.set_message(title)
 
@@ -98,7 +112,8 @@ class WaveformView(QWidget):
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
         self.plot.hideAxis("left")
-        self.plot.setLabel("bottom", "seconds")
+        self.plot.setLabel("bottom", "seconds", units=None)
+        plain_axes(self.plot)
         self.plot.setYRange(-1, 1)
         self.plot.setXRange(0, 1, padding=0)
         self.fill_top = self.plot.plot(pen=pg.mkPen("#56ccf2", width=1))

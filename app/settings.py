@@ -1,9 +1,12 @@
-"""Settings: the checkpoint and the library location, kept in QSettings."""
+"""Settings: the checkpoint, the library location, the audio output and its volume,
+kept in QSettings."""
 from __future__ import annotations
 
-from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLineEdit, QPushButton, QWidget)
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QWidget)
+
+DEFAULT_DEVICE = "System default"
 
 ORG, APP = "loev-explorer", "LOEV Explorer"
 
@@ -15,7 +18,8 @@ def app_settings() -> QSettings:
 class SettingsDialog(QDialog):
     """Checkpoint (empty = the shipped default) and library directory (empty = default)."""
 
-    def __init__(self, checkpoint: str, library: str, parent: QWidget | None = None) -> None:
+    def __init__(self, checkpoint: str, library: str, parent: QWidget | None = None, *,
+                 devices: list[str] | None = None, device: str = "", volume: int = 100) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.checkpoint_edit = QLineEdit(checkpoint)
@@ -25,12 +29,30 @@ class SettingsDialog(QDialog):
         form = QFormLayout(self)
         form.addRow("Checkpoint", _with_browse(self.checkpoint_edit, self._browse_checkpoint))
         form.addRow("Library", _with_browse(self.library_edit, self._browse_library))
+        self.device_combo = QComboBox()
+        names = [DEFAULT_DEVICE] + [d for d in (devices or []) if d != DEFAULT_DEVICE]
+        if device and device not in names:
+            names.append(device)  # remembered, though not plugged in now
+        self.device_combo.addItems(names)
+        self.device_combo.setCurrentText(device or DEFAULT_DEVICE)
+        form.addRow("Audio output", self.device_combo)
+        self.volume_slider = QSlider(Qt.Orientation.Horizontal)
+        self.volume_slider.setRange(0, 100)
+        self.volume_slider.setValue(int(volume))
+        volume_label = QLabel(f"{int(volume)} %")
+        self.volume_slider.valueChanged.connect(lambda v: volume_label.setText(f"{v} %"))
+        row = QWidget()
+        h = QHBoxLayout(row)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(self.volume_slider, 1)
+        h.addWidget(volume_label)
+        form.addRow("Volume", row)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
-        self.resize(560, 120)
+        self.resize(560, 180)
 
     def _browse_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a checkpoint",
@@ -46,6 +68,24 @@ class SettingsDialog(QDialog):
 
     def values(self) -> tuple[str, str]:
         return self.checkpoint_edit.text().strip(), self.library_edit.text().strip()
+
+    def audio_values(self) -> tuple[str, int]:
+        """The output device ("" = the system's default) and the volume in percent."""
+        device = self.device_combo.currentText()
+        return ("" if device == DEFAULT_DEVICE else device), int(self.volume_slider.value())
+
+
+def output_devices() -> list[str]:
+    """Names of the sound card's output devices (none when PortAudio is missing)."""
+    try:
+        import sounddevice
+    except (ImportError, OSError):
+        return []
+    try:
+        return [str(d["name"]) for d in sounddevice.query_devices()
+                if int(d.get("max_output_channels", 0)) > 0]
+    except Exception:  # noqa: BLE001 - no device list is an empty one
+        return []
 
 
 def _with_browse(edit: QLineEdit, browse) -> QWidget:  # noqa: ANN001 - a slot

@@ -23,9 +23,38 @@ def _dense(view: QTableView) -> None:
     view.horizontalHeader().setHighlightSections(False)
 
 
-class LibraryView(QTableView):
+class _DragOut:
+    """A row dragged out of the view carries its file as a URL (rendered with the
+    audition's transform when ``render_for_drag`` says so)."""
+
+    render_for_drag: Callable[[str], Path] | None
+
+    def _enable_drag(self: QTableView) -> None:
+        self.setDragEnabled(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.setDefaultDropAction(Qt.DropAction.CopyAction)
+
+    def drag_mime(self, path: str) -> QMimeData:
+        """The mime data a drag of ``path`` carries (a file URL, rendered if transformed)."""
+        file = self.render_for_drag(path) if self.render_for_drag else Path(path)
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(file))])
+        mime.setText(str(file))
+        return mime
+
+    def startDrag(self, supported: Qt.DropAction) -> None:  # noqa: N802 - Qt API
+        path = self.selected_path()
+        if not path:
+            return
+        drag = QDrag(self)
+        drag.setMimeData(self.drag_mime(path))
+        drag.exec(Qt.DropAction.CopyAction)
+
+
+class LibraryView(_DragOut, QTableView):
     """The library table. Right-click selects the row under the cursor and pops up the
-    track actions (the same QActions as the toolbar and the shortcuts)."""
+    track actions (the same QActions as the toolbar and the shortcuts); a row can be
+    dragged out as a file."""
 
     activated_path = Signal(str)
 
@@ -33,7 +62,9 @@ class LibraryView(QTableView):
         super().__init__(parent)
         self.track_actions = actions
         self.last_menu: QMenu | None = None
+        self.render_for_drag = None
         _dense(self)
+        self._enable_drag()
         self.setSortingEnabled(True)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.DefaultContextMenu)
         header = self.horizontalHeader()
@@ -93,7 +124,7 @@ class DistanceBarDelegate(QStyledItemDelegate):
         super().paint(painter, option, index)
 
 
-class ResultsView(QTableView):
+class ResultsView(_DragOut, QTableView):
     """Neighbours of the query (pinned in row 0). Space auditions the selected row,
     Q the query (A/B); a row can be dragged out as a file.
 
@@ -108,9 +139,7 @@ class ResultsView(QTableView):
         super().__init__(parent)
         _dense(self)
         self.setItemDelegateForColumn(1, DistanceBarDelegate(self))
-        self.setDragEnabled(True)
-        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
-        self.setDefaultDropAction(Qt.DropAction.CopyAction)
+        self._enable_drag()
         self.render_for_drag: Callable[[str], Path] | None = None
         self.track_actions: list[QAction | None] = []
         self.last_menu: QMenu | None = None
@@ -147,19 +176,3 @@ class ResultsView(QTableView):
             self.query_audition_requested.emit()
             return
         super().keyPressEvent(event)
-
-    def drag_mime(self, path: str) -> QMimeData:
-        """The mime data a drag of ``path`` carries (a file URL, rendered if transformed)."""
-        file = self.render_for_drag(path) if self.render_for_drag else Path(path)
-        mime = QMimeData()
-        mime.setUrls([QUrl.fromLocalFile(str(file))])
-        mime.setText(str(file))
-        return mime
-
-    def startDrag(self, supported: Qt.DropAction) -> None:  # noqa: N802 - Qt API
-        path = self.selected_path()
-        if not path:
-            return
-        drag = QDrag(self)
-        drag.setMimeData(self.drag_mime(path))
-        drag.exec(Qt.DropAction.CopyAction)

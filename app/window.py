@@ -14,23 +14,29 @@ from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDial, QFileDialog, QGridLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QListWidget, QMainWindow,
-                               QProgressBar, QPushButton, QSpinBox, QSplitter, QStackedWidget,
-                               QToolBar, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtGui import (QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent,
+                           QIcon, QKeySequence)
+from PySide6.QtWidgets import (QApplication, QDial, QDoubleSpinBox, QFileDialog, QGridLayout,
+                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QSpinBox,
+                               QSplitter, QStackedWidget, QToolBar, QToolButton, QVBoxLayout,
+                               QWidget)
 
+from app import collections_ui
 from app.audition import AuditionPanel
 from app.backend import Backend, QueryResult, TrackRow
 from app.errors import ErrorHandler, setup_logging
-from app.models import LibraryFilterProxy, LibraryTableModel, ResultsModel
+from app.folders import FolderWatcher, folders_of
+from app.models import PATH_ROLE, LibraryFilterProxy, LibraryTableModel, ResultsModel
 from app.plots import SUBSPACE_COLOURS, InvariancePlot, WaveformView, envelope
-from app.settings import SettingsDialog, app_settings
+from app.settings import SettingsDialog, app_settings, output_devices
 from app.views import LibraryView, ResultsView
 from app.workers import Task, TaskError, TaskRunner
 
 APP_TITLE = "LOEV Explorer"
 ASPECTS = (("key", "Key", "pitch"), ("tempo", "Tempo", "tempo"), ("vibe", "Vibe", "invariant"))
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".m4a",
+                    ".opus", ".wv")
 
 
 def icon_path(name: str) -> Path:
@@ -39,17 +45,25 @@ def icon_path(name: str) -> Path:
     return resource_path(f"icons/{name}")
 
 
-def default_player() -> tuple[Any, str | None]:
-    """An audition player on the sound card, or on a silent simulated sink (with the
-    reason) when there is no device. Runs in a worker: opening a device can block."""
+def default_player(device: str = "") -> tuple[Any, str | None, str | None]:
+    """An audition player on the sound card's output ``device`` (its default when empty)
+    and the device's name; without a device, a player on a silent simulated sink and
+    the reason. Runs in a worker: opening a device can block."""
     from engine.audio.player import AuditionPlayer
     from engine.audio.sinks import SimulatedSink, SoundDeviceSink
     from engine.errors import AudioDeviceError
 
     try:
-        return AuditionPlayer(sink=SoundDeviceSink()), None
+        player = AuditionPlayer(sink=SoundDeviceSink(device=device or None))
     except AudioDeviceError as e:
-        return AuditionPlayer(sink=SimulatedSink()), str(e)
+        return AuditionPlayer(sink=SimulatedSink()), str(e), None
+    try:
+        import sounddevice
+
+        name = str(sounddevice.query_devices(device or None, kind="output")["name"])
+    except Exception:  # noqa: BLE001 - the name is only for the status bar
+        name = device or None
+    return player, None, name
 
 
 def load_for_audition(path: str, sr: int) -> tuple[str, Any, int, Any]:
@@ -81,6 +95,8 @@ class MainWindow(QMainWindow):
     audition_loaded = Signal(str)
     player_ready = Signal()
     match_ready = Signal(object)
+    exported = Signal(str)
+    scan_summary = Signal(str)
 
     def __init__(self, backend: Backend | None = None, *, settings: QSettings | None = None,
                  player_factory: Callable[[], tuple[Any, str | None]] | None = None) -> None:
@@ -94,19 +110,31 @@ class MainWindow(QMainWindow):
         self._scan_queued = False
         self._curve_path: str | None = None
         self._active_view: QWidget | None = None
+        self._pending_summary: str | None = None
+        self._player_factory = player_factory
+        self._audition_request: str | None = None
+        self.watch_delay_ms = 1000
+        self._curve_follow = QTimer(self)
+        self._curve_follow.setSingleShot(True)
+        self._curve_follow.setInterval(400)
+        self._curve_follow.timeout.connect(
+            lambda: self.audition.path and self.audition.path != self._curve_path
+            and self.show_curves_for(self.audition.path))
         self.setWindowTitle(APP_TITLE)
         self.setAcceptDrops(True)
         if icon_path("loev-256.png").exists():
             self.setWindowIcon(QIcon(str(icon_path("loev-256.png"))))
         self._make_actions()
         self._build()
+        collections_ui.install(self)  # map, duplicates, star, collections
         self._restore_state()
         QApplication.instance().focusChanged.connect(self._focus_changed)
+        self.watcher = FolderWatcher(self)
+        self.watcher.changed.connect(self._folders_changed)
         self._refresh_folders()
         self.reload_tracks()
         self._say_model()
-        self.tasks.start(Task(player_factory or default_player, name="opening the audio device"),
-                         returned=self._player_opened)
+        self.open_player()
 
     # -- construction ---------------------------------------------------------------------
 
@@ -143,16 +171,38 @@ class MainWindow(QMainWindow):
                                   "Neighbours in the all-invariant subspace")
         self.find_blend_action = a("Find by aspect blend", self.find_blend, "Ctrl+4",
                                    "Neighbours under the aspect dials' weights")
+        self.find_key_shifted_action = a(
+            "Find same key at +N", lambda: self.find("key", shifted=True), "Ctrl+5",
+            "What would fit if this track were transposed by the 'at' semitones")
+        self.find_tempo_stretched_action = a(
+            "Find same tempo at xR", lambda: self.find("tempo", shifted=True), "Ctrl+6",
+            "What would fit if this track were played at the 'at' tempo ratio")
         self.curves_action = a("Show invariance curves", self.show_curves, "Ctrl+I")
         self.reveal_action = a("Reveal in folder", self.reveal, "Ctrl+R")
-        self.export_action = a("Export...", self.export, "Ctrl+E",
-                               "Save the auditioned track with its pitch/tempo transform")
+        self.export_action = a("Export", self.export, "Ctrl+E",
+                               "Save the auditioned track with its pitch/tempo transform "
+                               "(24-bit WAV, the source's channels and rate) to the export "
+                               "folder")
+        self.export_to_action = a("Export to folder...", self.choose_export_folder, None,
+                                  "Choose the folder exports go to")
+        self.autoplay_action = a("Auto-play", lambda: None, None,
+                                 "Play a track as soon as it is selected (arrow keys "
+                                 "move and play)")
+        self.autoplay_action.setCheckable(True)
+        self.autoplay_action.setChecked(
+            str(self.settings.value("autoplay", "true")).lower() != "false")
+        self.autoplay_action.toggled.connect(lambda on: self.settings.setValue("autoplay", on))
+        self.curves_panel_action = a("Curves", lambda: None, None,
+                                     "Show or hide the invariance curves panel")
+        self.curves_panel_action.setCheckable(True)
+        self.curves_panel_action.toggled.connect(self._show_curves_panel)
         self.settings_action = a("Settings...", self.open_settings, "Ctrl+,")
         self.quit_action = a("Quit", self.close, "Ctrl+Q")
         self.track_actions: list[QAction | None] = [
             self.find_key_action, self.find_tempo_action, self.find_vibe_action,
-            self.find_blend_action, None, self.curves_action, self.reveal_action,
-            self.export_action]
+            self.find_blend_action, self.find_key_shifted_action,
+            self.find_tempo_stretched_action, None, self.curves_action, self.reveal_action,
+            self.export_action, self.export_to_action]
 
     def _build(self) -> None:
         toolbar = QToolBar("Main", self)
@@ -161,7 +211,8 @@ class MainWindow(QMainWindow):
         for action in (self.add_folder_action, self.rescan_action, None,
                        self.find_key_action, self.find_tempo_action, self.find_vibe_action,
                        self.find_blend_action, self.curves_action, self.reveal_action, None,
-                       self.export_action, self.settings_action):
+                       self.export_action, self.autoplay_action, self.curves_panel_action,
+                       self.settings_action):
             toolbar.addSeparator() if action is None else toolbar.addAction(action)
         self.addToolBar(toolbar)
 
@@ -173,13 +224,19 @@ class MainWindow(QMainWindow):
         self.top_splitter.setStretchFactor(2, 2)
         self.bottom_splitter = QSplitter(Qt.Orientation.Horizontal)
         self.bottom_splitter.addWidget(self._build_player())
+        # The curves are a panel a producer opens when wanted (Ctrl+I or "Curves"),
+        # not a fixed share of the screen.
         self.pitch_plot = InvariancePlot("pitch")
         self.tempo_plot = InvariancePlot("tempo")
-        self.bottom_splitter.addWidget(self.pitch_plot)
-        self.bottom_splitter.addWidget(self.tempo_plot)
+        self.curves_panel = QWidget()
+        h = QHBoxLayout(self.curves_panel)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(self.pitch_plot)
+        h.addWidget(self.tempo_plot)
+        self.curves_panel.setVisible(False)
+        self.bottom_splitter.addWidget(self.curves_panel)
         self.bottom_splitter.setStretchFactor(0, 3)
-        self.bottom_splitter.setStretchFactor(1, 2)
-        self.bottom_splitter.setStretchFactor(2, 2)
+        self.bottom_splitter.setStretchFactor(1, 3)
         self.main_splitter = QSplitter(Qt.Orientation.Vertical)
         self.main_splitter.addWidget(self.top_splitter)
         self.main_splitter.addWidget(self.bottom_splitter)
@@ -192,6 +249,8 @@ class MainWindow(QMainWindow):
         self.audition.tempo_changed.connect(self.tempo_plot.set_marker)
         self.audition.position_changed.connect(self.waveform.set_position)
         self.audition.match_requested.connect(self.match_to_query)
+        self.audition.lock_button.toggled.connect(lambda on: self.settings.setValue("lock", on))
+        self.audition.lock_button.setChecked(str(self.settings.value("lock", "false")) == "true")
         self.audition.player_error.connect(lambda e: self.errors.handle("Audition", e))
 
     def _build_sidebar(self) -> QWidget:
@@ -213,18 +272,30 @@ class MainWindow(QMainWindow):
         grid = QGridLayout(blend_box)
         grid.setContentsMargins(4, 4, 4, 4)
         self.dials: dict[str, QDial] = {}
+        self.dial_labels: dict[str, QLabel] = {}
         for col, (aspect, label, subspace) in enumerate(ASPECTS):
             dial = QDial()
             dial.setRange(0, 100)
-            dial.setValue(100 if aspect == "vibe" else 50)
+            dial.setValue(int(self.settings.value(f"blend/{aspect}",
+                                                  100 if aspect == "vibe" else 50)))
             dial.setNotchesVisible(True)
             dial.setFixedSize(52, 52)
             dial.setToolTip(f"Weight of {label.lower()} in 'Find by aspect blend'")
-            text = QLabel(f"<span style='color:{SUBSPACE_COLOURS[subspace]}'>{label}</span>")
+            text = QLabel()
             text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            colour = SUBSPACE_COLOURS[subspace]
+
+            def show(value: int, text: QLabel = text, label: str = label,
+                     colour: str = colour, aspect: str = aspect) -> None:
+                text.setText(f"<span style='color:{colour}'>{label} {value}</span>")
+                self.settings.setValue(f"blend/{aspect}", value)
+
+            dial.valueChanged.connect(show)
+            show(dial.value())
             grid.addWidget(dial, 0, col)
             grid.addWidget(text, 1, col)
             self.dials[aspect] = dial
+            self.dial_labels[aspect] = text
         blend = QPushButton("Find by blend")
         blend.clicked.connect(self.find_blend)
         grid.addWidget(blend, 2, 0, 1, 3)
@@ -233,6 +304,28 @@ class MainWindow(QMainWindow):
         self.k_spin.setValue(int(self.settings.value("k", 20)))
         self.k_spin.setPrefix("results: ")
         grid.addWidget(self.k_spin, 3, 0, 1, 3)
+        # "Find same key at +N" / "Find same tempo at xR": the query as if transposed.
+        self.shift_spin = QSpinBox()
+        self.shift_spin.setRange(-12, 12)
+        self.shift_spin.setPrefix("key at ")
+        self.shift_spin.setSuffix(" st")
+        self.shift_spin.setToolTip("Find same key at +N: search as if the track were "
+                                   "transposed by this many semitones")
+        self.stretch_spin = QDoubleSpinBox()
+        self.stretch_spin.setRange(0.5, 2.0)
+        self.stretch_spin.setSingleStep(0.05)
+        self.stretch_spin.setValue(1.0)
+        self.stretch_spin.setPrefix("tempo at x")
+        self.stretch_spin.setToolTip("Find same tempo at xR: search as if the track were "
+                                     "played at this tempo ratio")
+        for row, (spin, action, text) in enumerate((
+                (self.shift_spin, self.find_key_shifted_action, "Find"),
+                (self.stretch_spin, self.find_tempo_stretched_action, "Find"))):
+            button = QToolButton()
+            button.setDefaultAction(action)
+            button.setText(text)
+            grid.addWidget(spin, 4 + row, 0, 1, 2)
+            grid.addWidget(button, 4 + row, 2)
 
         side = QWidget()
         v = QVBoxLayout(side)
@@ -249,12 +342,16 @@ class MainWindow(QMainWindow):
         self.library_view.setModel(self.library_proxy)
         self.library_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.library_view.setColumnWidth(0, 220)
-        self.library_view.setColumnWidth(1, 72)
-        self.library_view.setColumnWidth(2, 220)
+        self.library_view.setColumnWidth(1, 150)
+        self.library_view.setColumnWidth(2, 64)
+        self.library_view.render_for_drag = self._render_for_drag
         self.library_view.doubleClicked.connect(
-            lambda index: self.audition_path(self.library_view.selected_path()))
+            lambda index: self.audition_path(index.data(PATH_ROLE)))
         self.library_view.activated_path.connect(self.audition_path)
-        self.library_view.selectionModel().currentRowChanged.connect(self._library_row_changed)
+        # selectionChanged, not currentRowChanged: on a click Qt moves the current index
+        # before it updates the selection, so reading the selection there gave the
+        # previous row.
+        self.library_view.selectionModel().selectionChanged.connect(self._library_selected)
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("Filter by name, folder or status (Ctrl+F)")
         self.filter_edit.setClearButtonEnabled(True)
@@ -314,11 +411,14 @@ class MainWindow(QMainWindow):
         self.results_view.track_actions = self.track_actions
         self.results_view.audition_requested.connect(self.audition_path)
         self.results_view.query_audition_requested.connect(
-            lambda: self.results_model.query and self.audition_path(self.results_model.query))
+            lambda: self.results_model.query and self.audition_path(self.results_model.query,
+                                                                    as_is=True))
+        self.results_view.selectionModel().selectionChanged.connect(self._result_selected)
         self.results_title = QLabel("Results: right-click a track, Find same key/tempo/vibe")
         self.results_title.setObjectName("paneTitle")
         self.results_title.setWordWrap(True)
-        hint = QLabel("Click or Space: audition · Q: query (A/B) · drag a row into your DAW")
+        hint = QLabel("Click or Space: audition · Q: query as it is (A/B) · drag a row into "
+                      "your DAW · drop a file here to search with it")
         hint.setObjectName("emptyHint")
         box = QWidget()
         v = QVBoxLayout(box)
@@ -354,6 +454,9 @@ class MainWindow(QMainWindow):
         for w in (self.scan_label, self.progress, self.cancel_button):
             w.setVisible(False)
             bar.addPermanentWidget(w)
+        self.sound_label = QLabel("sound: opening...")
+        self.sound_label.setTextFormat(Qt.TextFormat.PlainText)  # a device name is data
+        bar.addPermanentWidget(self.sound_label)
         bar.addPermanentWidget(self.model_label)
 
     # -- messages and errors --------------------------------------------------------------
@@ -377,19 +480,68 @@ class MainWindow(QMainWindow):
             self.errors.once("model", f"No model at {path}: choose a checkpoint in Settings "
                                       "(scanning and curves need one)")
 
-    def _player_opened(self, result: tuple[Any, str | None]) -> None:
-        player, warning = result
+    def open_player(self) -> None:
+        """Open the audition player (on the device chosen in Settings) in a worker."""
+        device = str(self.settings.value("audio/device", "") or "")
+        factory = self._player_factory or functools.partial(default_player, device)
+        self.sound_label.setText("sound: opening...")
+        self.tasks.start(Task(factory, name="opening the audio device"),
+                         returned=self._player_opened)
+
+    def _player_opened(self, result: tuple[Any, ...]) -> None:
+        player, warning, name = (tuple(result) + (None,))[:3]
+        old = self.audition.player
         self.audition.set_player(player)
+        if old is not None and old is not player:
+            close = getattr(old, "close", None)
+            if close is not None:
+                close()
+        self.audition.volume = int(self.settings.value("audio/volume", 100)) / 100
+        self.audition.set_output_available(not warning, warning or "")
         if warning:
-            self.errors.once("audio", f"No sound: {warning}. Everything else works; "
-                                      "the player runs silently")
+            self.sound_label.setText("no audio output")
+            self.sound_label.setToolTip(f"{warning}. Everything else works; choose an "
+                                        "output in Settings")
+            self.errors.once("audio", f"No sound: {warning}. Everything else works")
+        else:
+            name = name or getattr(player, "device_name", None) or "audio output"
+            self.sound_label.setText(f"sound: {name}")
+            self.sound_label.setToolTip(f"Sound goes to {name} (Settings to change it)")
         self.player_ready.emit()
 
     # -- folders and scanning -------------------------------------------------------------
 
     def _refresh_folders(self) -> None:
+        folders = self.backend.folders()
         self.folder_list.clear()
-        self.folder_list.addItems(self.backend.folders())
+        self.folder_list.addItems(folders)
+        self.watcher.delay_ms = self.watch_delay_ms
+        self.watcher.watch(folders, exclude=str(self.backend.library_dir))
+
+    def _adopt_scanned_folders(self, rows: list[TrackRow]) -> None:
+        """A library filled by `loev scan` has tracks but no folder list: list the folders
+        the tracks came from, so they can be rescanned and removed here."""
+        # Only when the list is empty: a folder added here may hold symlinks to files
+        # elsewhere, whose real paths are not a folder the user meant to add.
+        if self.scan_task is not None or self.backend.folders():
+            return
+        found = folders_of(r.path for r in rows if r.status != "deleted")
+        added = False
+        for folder in found:
+            if os.path.isdir(folder):
+                self.backend.add_folder(folder)
+                added = True
+        if added:
+            self._refresh_folders()
+
+    def _folders_changed(self, folders: list[str]) -> None:
+        """Files came, went or changed in watched folders: rescan those."""
+        known = self.backend.folders()
+        wanted = [f for f in known if os.path.realpath(f) in folders]
+        if wanted:
+            self._show_message(f"Changes in {', '.join(Path(f).name for f in wanted)}; "
+                               "scanning...")
+            self.start_scan(wanted)
 
     def add_folder(self, path: str | os.PathLike[str] | None = None) -> None:
         """Add a folder (asks for one when ``path`` is None) and scan it."""
@@ -411,7 +563,14 @@ class MainWindow(QMainWindow):
         if item is None:
             self._show_message("Select a folder in the Folders list to remove it")
             return
-        self.remove_folder(item.text())
+        answer = QMessageBox.question(
+            self, "Remove folder",
+            f"Remove {item.text()} and its tracks from the library?\n"
+            "The files themselves stay where they are.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes:
+            self.remove_folder(item.text())
 
     def remove_folder(self, folder: str) -> None:
         if self.scan_task is not None:
@@ -421,6 +580,7 @@ class MainWindow(QMainWindow):
                          returned=lambda n: self._folder_removed(folder, n))
 
     def _folder_removed(self, folder: str, n: int) -> None:
+        self.results_model.remove_under(folder)
         self._refresh_folders()
         self._show_message(f"Removed {folder} ({n} tracks)")
         self.reload_tracks()
@@ -452,11 +612,14 @@ class MainWindow(QMainWindow):
 
     def _scan_returned(self, report: Any) -> None:
         d = report.to_dict() if hasattr(report, "to_dict") else {}
-        text = (f"Scan {'cancelled' if d.get('cancelled') else 'done'}: "
-                f"{d.get('found', 0)} files, {d.get('added', 0)} added, "
-                f"{d.get('updated', 0)} updated, {d.get('removed', 0)} removed, "
-                f"{len(d.get('failed', []))} problems")
-        self._show_message(text)
+        # The problem count comes from the catalogue once the table is reloaded: the
+        # report's "failed" lists only the files that failed in this scan, not those
+        # that were already known to be bad.
+        self._pending_summary = (f"Scan {'cancelled' if d.get('cancelled') else 'done'}: "
+                                 f"{d.get('found', 0)} files, {d.get('added', 0)} added, "
+                                 f"{d.get('updated', 0)} updated, "
+                                 f"{d.get('removed', 0)} removed")
+        self._show_message(self._pending_summary + "...")
         self.scan_finished.emit(report)
 
     def _scan_done(self) -> None:
@@ -464,6 +627,7 @@ class MainWindow(QMainWindow):
         for w in (self.scan_label, self.progress, self.cancel_button):
             w.setVisible(False)
         self.reload_tracks()
+        self._refresh_folders()  # new subfolders are watched too
         if self._scan_queued:
             self._scan_queued = False
             self.start_scan()
@@ -486,6 +650,13 @@ class MainWindow(QMainWindow):
         if problems:
             text += f", {problems} problem{'s' * (problems != 1)}"
         self.count_label.setText(text)
+        if self._pending_summary and self.scan_task is None:
+            summary = (f"{self._pending_summary}, {problems} "
+                       f"problem{'s' * (problems != 1)} in the library")
+            self._pending_summary = None
+            self._show_message(summary)
+            self.scan_summary.emit(summary)
+        self._adopt_scanned_folders(rows)
         empty = not rows and not self.backend.folders()
         self.library_stack.setCurrentIndex(0 if empty else 1)
         if selected:
@@ -501,15 +672,29 @@ class MainWindow(QMainWindow):
 
     # -- drag and drop of folders ---------------------------------------------------------
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt API
+    @staticmethod
+    def _dropped(event: QDragEnterEvent | QDropEvent) -> tuple[list[str], list[str]]:
+        """The folders and the audio files a drag carries."""
         urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
-        if any(u.isLocalFile() and os.path.isdir(u.toLocalFile()) for u in urls):
+        paths = [u.toLocalFile() for u in urls if u.isLocalFile()]
+        folders = [p for p in paths if os.path.isdir(p)]
+        files = [p for p in paths if os.path.isfile(p)
+                 and Path(p).suffix.lower() in AUDIO_EXTENSIONS]
+        return folders, files
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt API
+        folders, files = self._dropped(event)
+        if folders or files:
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt API
-        for url in event.mimeData().urls():
-            if url.isLocalFile() and os.path.isdir(url.toLocalFile()):
-                self.add_folder(url.toLocalFile())
+        """A folder is added to the library; an audio file (from anywhere) is searched
+        with, embedded on the fly, as ``loev query FILE`` does."""
+        folders, files = self._dropped(event)
+        for folder in folders:
+            self.add_folder(folder)
+        if files:
+            self._run_query(files[0], "vibe")
         event.acceptProposedAction()
 
     # -- queries --------------------------------------------------------------------------
@@ -534,12 +719,19 @@ class MainWindow(QMainWindow):
             self._show_message("Select a track first")
         return path
 
-    def find(self, by: str) -> None:
-        """Neighbours of the selected track by ``key``, ``tempo`` or ``vibe``."""
+    def find(self, by: str, *, shifted: bool = False) -> None:
+        """Neighbours of the selected track by ``key``, ``tempo`` or ``vibe``; ``shifted``:
+        as if the track were transposed by the "key at" semitones (key) or played at the
+        "tempo at" ratio (tempo)."""
         path = self._need_track()
         if path is None:
             return
-        self._run_query(path, by)
+        if not shifted:
+            self._run_query(path, by)
+        elif by == "key":
+            self._run_query(path, by, shift=float(self.shift_spin.value()))
+        else:
+            self._run_query(path, by, stretch=float(self.stretch_spin.value()))
 
     def find_blend(self) -> None:
         path = self._need_track()
@@ -551,10 +743,15 @@ class MainWindow(QMainWindow):
             return
         self._run_query(path, weights)
 
-    def _run_query(self, path: str, by: str | dict[str, float]) -> None:
+    def _run_query(self, path: str, by: str | dict[str, float], *, shift: float = 0.0,
+                   stretch: float = 1.0) -> None:
         self.results_title.setText(f"Searching neighbours of {Path(path).name}...")
-        self.tasks.start(Task(self.backend.query, path, by=by, k=self.k_spin.value(),
-                              name="Query"), returned=self._show_results)
+        if shift == 0.0 and stretch == 1.0:
+            task = Task(self.backend.query, path, by=by, k=self.k_spin.value(), name="Query")
+        else:
+            task = Task(transposed_query, self.backend, path, by=str(by), k=self.k_spin.value(),
+                        shift=shift, stretch=stretch, name="Query")
+        self.tasks.start(task, returned=self._show_results)
 
     def _show_results(self, result: QueryResult) -> None:
         self.results_model.set_result(result.query, result.by, result.neighbours)
@@ -566,11 +763,21 @@ class MainWindow(QMainWindow):
 
     # -- invariance curves ----------------------------------------------------------------
 
+    def _show_curves_panel(self, on: bool) -> None:
+        self.curves_panel.setVisible(on)
+        if on and self.audition.path and self.audition.path != self._curve_path:
+            self.show_curves_for(self.audition.path)
+
     def show_curves(self) -> None:
-        """Pitch and tempo invariance curves of the selected track (cached, background)."""
+        """Open the curves panel on the selected track (then it follows what plays)."""
         path = self._need_track()
         if path is None:
             return
+        self.curves_panel_action.setChecked(True)
+        self.show_curves_for(path)
+
+    def show_curves_for(self, path: str) -> None:
+        """Pitch and tempo invariance curves of ``path`` (cached, background)."""
         self._curve_path = path
         for plot in (self.pitch_plot, self.tempo_plot):
             cached = self.backend.cached_curve(path, plot.transform)
@@ -593,24 +800,42 @@ class MainWindow(QMainWindow):
 
     # -- audition -------------------------------------------------------------------------
 
-    def _library_row_changed(self, *_: Any) -> None:
+    def _library_selected(self, *_: Any) -> None:
+        # Called after Qt updated the selection (a click, an arrow key, selectRow).
         path = self.library_view.selected_path()
-        if path and path != self.waveform.path:
-            self.tasks.start(Task(load_for_audition, path, self.audition.sample_rate,
-                                  name="Loading audio"),
-                             returned=lambda r: self._audio_loaded(r, autoplay=False))
+        if path and path != self.audition.path:
+            self.audition_path(path, autoplay=self.autoplay_action.isChecked())
 
-    def audition_path(self, path: str | None) -> None:
+    def _result_selected(self, *_: Any) -> None:
+        # Arrow keys in the results; a selection the window makes itself stays silent.
+        path = self.results_view.selected_path()
+        if path and self.results_view.hasFocus() and path != self.audition.path:
+            self.audition_path(path, autoplay=self.autoplay_action.isChecked(),
+                               as_is=path == self.results_model.query)
+
+    def audition_path(self, path: str | None, *, autoplay: bool = True,
+                      as_is: bool = False) -> None:
+        """Load ``path`` into the player and the waveform (and play it); ``as_is``: without
+        the audition's transform, even a locked one (the query on Q)."""
         if not path:
             return
+        self._audition_request = path
         self.tasks.start(Task(load_for_audition, path, self.audition.sample_rate,
                               name="Loading audio"),
-                         returned=lambda r: self._audio_loaded(r, autoplay=True))
+                         returned=lambda r: self._audio_loaded(r, autoplay=autoplay,
+                                                               as_is=as_is))
 
-    def _audio_loaded(self, result: tuple[str, Any, int, Any], *, autoplay: bool) -> None:
+    def _audio_loaded(self, result: tuple[str, Any, int, Any], *, autoplay: bool,
+                      as_is: bool = False) -> None:
         path, y, sr, env = result
+        if path != self._audition_request:
+            return  # an older request finished after a newer one: the newer one wins
         self.waveform.set_envelope(path, env, len(y) / sr)
-        self.audition.load(path, y, sr, autoplay=autoplay)
+        self.audition.load(path, y, sr, autoplay=autoplay, as_is=as_is)
+        if self.curves_panel.isVisible() and path != self._curve_path:
+            # The curves follow the track that plays, once the user stops on one: arrowing
+            # through a folder must not queue two dozen embeddings per track.
+            self._curve_follow.start()
         self.audition_loaded.emit(path)
 
     def _waveform_clicked(self, event: Any) -> None:
@@ -625,10 +850,15 @@ class MainWindow(QMainWindow):
         self.tasks.start(Task(self.backend.match, query, result, name="Match to query"),
                          returned=self._matched)
 
-    def _matched(self, m: dict[str, float]) -> None:
+    def _matched(self, m: dict[str, Any]) -> None:
         self.audition.set_transform(semitones=m["shift"], tempo=m["stretch"])
+        mode = m.get("mode", "loop")
+        why = {"one-shot": " (a one-shot: pitch only)",
+               "no tempo": " (no beat to match: pitch only)"}.get(str(mode), "")
+        if not m.get("pitched", True):
+            why += " (no pitch to match: key kept)"
         self._show_message(f"Matched to the query: {m['shift']:+.2f} semitones, "
-                           f"{m['stretch']:.3f}x tempo")
+                           f"{m['stretch']:.3f}x tempo{why}")
         self.match_ready.emit(m)
 
     # -- drag out, export, reveal -----------------------------------------------------------
@@ -647,32 +877,75 @@ class MainWindow(QMainWindow):
         finally:
             QApplication.restoreOverrideCursor()
 
+    def choose_export_folder(self) -> str | None:
+        """Ask for the folder exports go to, and remember it."""
+        start = str(self.settings.value("export/folder", "") or "") or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Export to folder", start)
+        if folder:
+            self.settings.setValue("export/folder", folder)
+        return folder or None
+
     def export(self) -> None:
+        """The auditioned track, with its transform, into the export folder (asked once)."""
         path = self.audition.path or self.selected_track()
         if not path:
             self._show_message("Audition or select a track to export")
             return
         semis, tempo = (self.audition.semitones, self.audition.tempo) \
             if path == self.audition.path else (0.0, 1.0)
-        suggested = str(Path(path).with_name(f"{Path(path).stem} ({semis:+.1f}st {tempo:.2f}x).wav"))
-        out, _ = QFileDialog.getSaveFileName(self, "Export", suggested, "WAV (*.wav)")
-        if out:
-            self.tasks.start(Task(self.backend.render, path, semitones=semis, tempo=tempo,
-                                  out=out, name="Export"),
-                             returned=lambda p: self._show_message(f"Exported {p}"))
+        folder = str(self.settings.value("export/folder", "") or "")
+        if not folder or not os.path.isdir(folder):
+            folder = self.choose_export_folder() or ""
+            if not folder:
+                return
+        def write() -> Path:
+            from app.export import export_path
+
+            out = export_path(path, folder, semitones=semis, tempo=tempo)
+            return self.backend.render(path, semitones=semis, tempo=tempo, out=out)
+
+        self.tasks.start(Task(write, name="Export"), returned=self._exported)
+
+    def _exported(self, out: Path) -> None:
+        self._show_message(f"Exported {out}")
+        self.exported.emit(str(out))
 
     def reveal(self) -> None:
         path = self._need_track()
         if path:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent)))
+            self.reveal_path(path)
+
+    def reveal_path(self, path: str) -> None:
+        """Open ``path``'s folder in the file manager, or say there is none."""
+        folder = str(Path(path).parent)
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(folder)):
+            self.errors.handle("Reveal in folder", RuntimeError(
+                f"no file manager could open {folder}"))
 
     # -- settings and state ---------------------------------------------------------------
 
     def open_settings(self) -> None:
         dialog = SettingsDialog(str(self.settings.value("checkpoint", "") or ""),
-                                str(self.settings.value("library", "") or ""), self)
+                                str(self.settings.value("library", "") or ""), self,
+                                devices=output_devices(),
+                                device=str(self.settings.value("audio/device", "") or ""),
+                                volume=int(self.settings.value("audio/volume", 100)))
         if dialog.exec():
-            self.apply_settings(*dialog.values())
+            device, volume = dialog.audio_values()
+            self.apply_audio_settings(device=device, volume=volume)
+            if dialog.values() != (str(self.settings.value("checkpoint", "") or ""),
+                                   str(self.settings.value("library", "") or "")):
+                self.apply_settings(*dialog.values())
+
+    def apply_audio_settings(self, *, device: str, volume: int) -> None:
+        """Output device ("" = the default) and volume (percent): remembered; a new device
+        reopens the player."""
+        old = str(self.settings.value("audio/device", "") or "")
+        self.settings.setValue("audio/device", device)
+        self.settings.setValue("audio/volume", int(volume))
+        self.audition.volume = int(volume) / 100
+        if device != old:
+            self.open_player()
 
     def apply_settings(self, checkpoint: str, library: str) -> None:
         if self.tasks.busy():
@@ -701,8 +974,10 @@ class MainWindow(QMainWindow):
         for name in ("main_splitter", "top_splitter", "bottom_splitter"):
             if s.value(name) is not None:
                 getattr(self, name).restoreState(s.value(name))
-        if s.value("library_header") is not None:
-            self.library_view.horizontalHeader().restoreState(s.value("library_header"))
+        # v2: the Status column moved next to the name.
+        if s.value("library_header_v2") is not None:
+            self.library_view.horizontalHeader().restoreState(s.value("library_header_v2"))
+        self.curves_panel_action.setChecked(str(s.value("curves_panel", "false")) == "true")
 
     def save_state(self) -> None:
         s = self.settings
@@ -710,7 +985,8 @@ class MainWindow(QMainWindow):
         s.setValue("state", self.saveState())
         for name in ("main_splitter", "top_splitter", "bottom_splitter"):
             s.setValue(name, getattr(self, name).saveState())
-        s.setValue("library_header", self.library_view.horizontalHeader().saveState())
+        s.setValue("library_header_v2", self.library_view.horizontalHeader().saveState())
+        s.setValue("curves_panel", self.curves_panel_action.isChecked())
         s.setValue("k", self.k_spin.value())
         s.sync()
 
@@ -721,6 +997,29 @@ class MainWindow(QMainWindow):
         self.audition.shutdown()
         self.backend.close()
         super().closeEvent(event)
+
+
+def transposed_query(backend: Backend, path: str, *, by: str, k: int, shift: float = 0.0,
+                     stretch: float = 1.0) -> QueryResult:
+    """Neighbours of ``path`` as if it were shifted by ``shift`` semitones or played at
+    ``stretch`` (``loev query --shift/--stretch``); worker thread. The transformed audio is
+    embedded where the network lives: the embedding process when there is one."""
+    from app.backend import Neighbour
+
+    session = backend.session
+    remote = getattr(backend.embedder, "session_call", None)
+    if remote is None:
+        found = session.query(path, by=by, k=k + 1, shift=shift, stretch=stretch)
+    else:
+        # The transform needs the model's vocoders (torch): they run in the child.
+        vecs = remote("transformed", path, shift, stretch)
+        with session._searcher_lock:
+            found = session.searcher().query_blend(vecs, {by: 1.0}, k=k + 1)
+    resolved = os.path.realpath(path)
+    neighbours = [Neighbour(n.path, Path(n.path).name, float(n.distance))
+                  for n in found.neighbours if os.path.realpath(n.path) != resolved][:k]
+    tag = f"{by} at {shift:+g} st" if shift else f"{by} at x{stretch:g}"
+    return QueryResult(path, tag, neighbours)
 
 
 def _smoke_test(app: QApplication, window: MainWindow) -> None:

@@ -331,6 +331,7 @@ def folder_suite(found: dict[str, Callable], folders: list[str], max_files: int,
         return
     results: dict[str, list[dict[str, float]]] = {name: [] for name in found}
     low: list[bool] = []
+    short = 0
     for path in files:
         try:
             y, sr = load_audio_channels(path)
@@ -341,6 +342,7 @@ def folder_suite(found: dict[str, Callable], folders: list[str], max_files: int,
         if y.shape[1] == 1:
             y = y[:, 0]
         if len(y) < sr // 2:
+            short += 1
             continue
         f_in = f0_track(y, sr)
         pitched = bool(np.isfinite(f_in).mean() >= 0.5)
@@ -358,7 +360,8 @@ def folder_suite(found: dict[str, Callable], folders: list[str], max_files: int,
         lows = [r["on_pitch"] for r, is_low in zip(rows, low) if is_low]
         summary[name]["low_f0"] = float(np.mean(lows)) if lows else np.nan
     n_pitched = sum(1 for r in results[next(iter(results))] if "on_pitch" in r)
-    print_table(f"folder: {len(low)} files ({n_pitched} pitched, {sum(low)} below 80 Hz; "
+    print_table(f"folder: {len(low)} files ({short} under 0.5 s left out; {n_pitched} pitched, "
+                f"{sum(low)} below 80 Hz; "
                 f"gross: renders off by > 50 cents of {n_pitched * len(TRANSFORMS)})", summary,
                 COLUMNS + ["low_f0", "gross"])
 

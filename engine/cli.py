@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     library_opt(p)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("duplicates", help="exact and near-duplicate groups of the library")
+    library_opt(p)
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("match", help="pitch shift and stretch that align RESULT to QUERY")
     p.add_argument("query", metavar="QUERY")
     p.add_argument("result", metavar="RESULT")
@@ -201,6 +205,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    groups = Session(args.library).duplicates()
+    if args.json:
+        _print_json({"groups": [g.to_dict() for g in groups]})
+        return 0
+    if not groups:
+        print("no duplicates")
+    for g in groups:
+        print(f"{g.kind} ({len(g.paths)} files)")
+        for path in g.paths:
+            print(f"  {safe_text(path)}")
+    return 0
+
+
 def cmd_match(args: argparse.Namespace) -> int:
     result = Session(checkpoint=args.checkpoint).match(args.query, args.result)
     if args.json:
@@ -222,7 +240,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"scan": cmd_scan, "query": cmd_query, "curve": cmd_curve, "info": cmd_info,
-            "match": cmd_match, "render": cmd_render}
+            "duplicates": cmd_duplicates, "match": cmd_match, "render": cmd_render}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,8 @@ from engine.config import check_semitones, check_tempo
 from engine.errors import DecodeError, LibraryError
 from engine.library import vectors
 from engine.library.catalogue import Library, default_library_dir
+from engine.library.duplicates import duplicates as find_duplicates
+from engine.library.layout import map_layout
 from engine.library.query import BY_SUBSPACE, Searcher
 from engine.library.scan import scan as scan_folders
 from engine.model.checkpoint import read_checkpoint_info
@@ -278,6 +280,86 @@ class Session:
                     raise ValueError("a blended query takes no shift or stretch")
                 return searcher.query_blend(path, blend_weights(by), k=k)
             return searcher.query(path, by=by, k=k, shift=shift, stretch=stretch)
+
+    # -- duplicates, the map, favourites and collections ---------------------------------
+
+    def duplicates(self) -> list[Any]:
+        """Exact (same content) and near (same sound) duplicate groups of the library.
+
+        Returns
+        -------
+        list of engine.library.duplicates.DuplicateGroup
+            ``kind`` "exact" or "near" and the ``paths``, exact groups first.
+        """
+        with Library(self.library_dir, readonly=True) as lib:
+            return find_duplicates(lib)
+
+    def trash(self, paths: list[str]) -> list[str]:
+        """Send files to the desktop's trash (never unlinked) and forget them.
+
+        The caller asks the user first. Returns the paths trashed; a file that cannot be
+        trashed raises LibraryError naming it, after those before it went.
+        """
+        from send2trash import send2trash
+        from send2trash.exceptions import TrashPermissionError
+
+        done: list[str] = []
+        try:
+            for path in paths:
+                try:
+                    send2trash(path)
+                except (OSError, TrashPermissionError) as e:
+                    raise LibraryError(f"{path}: cannot move to the trash ({e})") from None
+                done.append(path)
+        finally:
+            if done and (self.library_dir / CATALOGUE_FILE).exists():
+                with Library(self.library_dir) as lib:
+                    lib.acquire_write_lock(timeout=30.0)
+                    gone = [t.id for t in (lib.track_by_path(os.path.realpath(p)) for p in done)
+                            if t is not None]
+                    lib.mark_deleted(gone)
+                    if lib.model_id is not None:
+                        vectors.export(lib)
+                self.library_changed()
+        return done
+
+    def map_layout(self, by: str = "vibe") -> Any:
+        """The library's 2-D map for an aspect (key, tempo or vibe), cached on disk.
+
+        Returns
+        -------
+        engine.library.layout.MapLayout
+            ``paths`` and ``positions`` [n, 2] (and the catalogue ``labels``).
+        """
+        from engine.library.query import subspace_for
+
+        with Library(self.library_dir) as lib:
+            return map_layout(lib, subspace_for(by, lib.subspaces))
+
+    def set_favourite(self, path: str, on: bool = True) -> None:
+        with Library(self.library_dir) as lib:
+            lib.set_favourite(os.path.realpath(path), on)
+
+    def favourites(self) -> list[str]:
+        if not (self.library_dir / CATALOGUE_FILE).exists():
+            return []
+        with Library(self.library_dir, readonly=True) as lib:
+            return lib.favourites()
+
+    def collections(self) -> dict[str, list[str]]:
+        """``{name: [paths]}`` of every collection."""
+        if not (self.library_dir / CATALOGUE_FILE).exists():
+            return {}
+        with Library(self.library_dir, readonly=True) as lib:
+            return {name: lib.collection(name) for name in lib.collections()}
+
+    def add_to_collection(self, name: str, paths: list[str]) -> None:
+        with Library(self.library_dir) as lib:
+            lib.add_to_collection(name, [os.path.realpath(p) for p in paths])
+
+    def remove_from_collection(self, name: str, paths: list[str]) -> None:
+        with Library(self.library_dir) as lib:
+            lib.remove_from_collection(name, [os.path.realpath(p) for p in paths])
 
     # -- invariance curves ----------------------------------------------------------------
 

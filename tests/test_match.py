@@ -47,6 +47,7 @@ def chroma(y: np.ndarray, sr: int = SR) -> np.ndarray:
 def onset_autocorrelation(y: np.ndarray, sr: int = SR) -> np.ndarray:
     """Autocorrelation of the onset envelope at lags 0.2-2 s, smoothed over lag."""
     hop = sr // 100
+    y = np.pad(y, (0, max(0, int(2.5 * sr) - len(y))))  # a one-shot: as the model pads it
     n = len(y) // hop
     energy = np.log1p(100 * (y[: n * hop].reshape(n, hop) ** 2).mean(axis=1))
     onset = np.maximum(np.diff(energy, prepend=energy[0]), 0)
@@ -145,11 +146,68 @@ def test_parabola_and_alignment_helpers():
     assert refined == pytest.approx(0.8, rel=0.01)
 
 
-def test_too_short_is_a_clear_error():
+def test_an_empty_clip_is_a_clear_error():
     with pytest.raises(ValueError, match="result is too short"):
-        match_tracks(np.zeros(SR), np.zeros(SR // 4), FakeEmbedder())
+        match_tracks(np.zeros(SR), np.zeros(SR // 100), FakeEmbedder())
 
 
 def test_grids_must_contain_identity():
     with pytest.raises(ValueError):
         match_tracks(np.zeros(SR), np.zeros(SR), FakeEmbedder(), shifts=(1.0, 2.0))
+
+
+class OctaveBlindTempo(FakeEmbedder):
+    """A tempo space that, like a real one, cannot tell a tempo from its half or double:
+    the beat period (the onset autocorrelation's peak) is kept only as its position within
+    an octave, so 67.5 and 135 BPM embed identically."""
+
+    def embed_audio(self, y):
+        out = super().embed_audio(y)
+        period = (int(np.argmax(onset_autocorrelation(y))) + 20) / 100  # seconds
+        v = np.full(24, 1e-3)
+        v[int(round(24 * np.log2(period))) % 24] = 1.0
+        out["tempo"] = _unit(v)
+        return out
+
+
+def test_loop_stretch_prefers_the_ratio_near_one_among_half_and_double():
+    query = click_track(135, 8.0)
+    result = click_track(120, 8.0, seed=1)
+    m = match_tracks(query, result, OctaveBlindTempo(), shifts=(0.0,))
+    assert m.mode == "loop"
+    assert m.stretch == pytest.approx(1.125, rel=0.03)  # not 0.5625
+
+
+def test_one_shot_gets_a_pitch_only_match():
+    from tests.signals import harmonic_tone
+
+    query = harmonic_tone(440.0, 0.6)                    # A4, 0.6 s
+    result = harmonic_tone(440.0 * 2 ** (2 / 12), 0.5)  # B4, 0.5 s: two semitones up
+    m = match_tracks(query, result, FakeEmbedder())
+    assert m.mode == "one-shot"
+    assert m.stretch == 1.0
+    assert m.shift == pytest.approx(-2, abs=0.5)
+    assert m.key_distance_after < m.key_distance_before
+
+
+def test_a_sound_with_no_tempo_gets_no_stretch():
+    query = click_track(120, 6.0)
+    result = chord(48, 6.0)  # a sustained bass chord: no pulse to match
+    emb = FakeEmbedder()
+    m = match_tracks(query, result, emb)
+    assert m.mode == "no tempo"
+    assert m.stretch == 1.0 and m.tempo_distance_after == m.tempo_distance_before
+
+
+def test_an_unpitched_loop_keeps_its_pitch_when_no_shift_is_clearly_better():
+    query = chord(60, 6.0) + click_track(120, 6.0) * 0.5
+    result = click_track(120, 6.0, seed=3)  # noise clicks: every shift looks alike
+    m = match_tracks(query, result, FakeEmbedder(), stretches=(0.9, 1.0, 1.1))
+    assert abs(m.shift) < 1.0
+
+
+def test_a_short_hit_is_matched_in_pitch():
+    from tests.signals import harmonic_tone
+
+    m = match_tracks(harmonic_tone(440.0, 0.08), harmonic_tone(415.3, 0.08), FakeEmbedder())
+    assert m.mode == "one-shot" and m.stretch == 1.0 and m.shift == pytest.approx(1, abs=0.5)

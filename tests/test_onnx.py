@@ -7,6 +7,7 @@ shipped default model (structured branches) with its shipped ONNX file.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -120,11 +121,15 @@ def test_backends_find_the_same_neighbours(tmp_path):
         emb = Embedder(backend=backend)
         lib = tmp_path / f"lib-{backend}"
         scan([music], library=lib, embedder=emb)
-        found[backend] = {by: [[Path(n.path).name for n in r.neighbours]
-                               for r in query([outside, music / "0.wav"], by=by, k=4, library=lib, embedder=emb)]
-                          for by in ("key", "tempo", "vibe")}
-    assert found["torch"]["key"][0]  # the query found something
-    assert found["torch"] == found["onnxruntime"]
+        found[backend] = {(by, i): [(Path(n.path).name, n.distance) for n in r.neighbours]
+                          for by in ("key", "tempo", "vibe")
+                          for i, r in enumerate(query([outside, music / "0.wav"], by=by, k=4,
+                                                      library=lib, embedder=emb))}
+    assert len(found["torch"]) == 6 and all(len(v) == 4 for v in found["torch"].values())
+    for q, ref in found["torch"].items():
+        got = found["onnxruntime"][q]
+        assert [name for name, _ in got] == [name for name, _ in ref], q
+        assert np.allclose([d for _, d in got], [d for _, d in ref], atol=1e-3), q
 
 
 def test_export_records_the_checkpoint_and_the_spectra(tiny_export):
@@ -179,7 +184,8 @@ import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in ('torch', 'torchaudio') or name == 'safetensors.torch':
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked: the bundle has no torch)")
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: the bundle has no torch)",
+                                      name=name)
 sys.meta_path.insert(0, Block())
 """
 
@@ -207,3 +213,32 @@ print('torch imported:', 'torch' in sys.modules)
     assert "torch imported: False" in out.stdout
     results = json.loads(out.stdout[out.stdout.index('{"results"'):].splitlines()[0])["results"]
     assert {Path(n["path"]).name for n in results[0]["neighbours"]} == {"1.flac", "2.flac"}
+
+
+def test_without_torch_curve_match_and_shifted_query_run_on_the_players_vocoder(tmp_path):
+    """The bundle has no torch: curves, the match and transposed search use the audition
+    player's vocoder instead of failing."""
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "a.wav", tone(440.0, 4.0), SR)
+    sf.write(music / "b.wav", tone(523.25, 4.0), SR)
+    lib = tmp_path / "lib"
+    code = BLOCK_TORCH + f"""
+from engine.cli import main
+a, b, lib = {str(music / 'a.wav')!r}, {str(music / 'b.wav')!r}, {str(lib)!r}
+assert main(['curve', a, '--transform', 'pitch', '--json']) == 0
+assert main(['match', a, b, '--json']) == 0
+assert main(['scan', {str(music)!r}, '--library', lib]) == 0
+assert main(['query', a, '--by', 'key', '--shift', '2', '--library', lib, '--json']) == 0
+print('torch imported:', 'torch' in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+                              "HOME": str(tmp_path)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "torch imported: False" in out.stdout
+    curve = json.loads(out.stdout[out.stdout.index('{"transform"'):].splitlines()[0])
+    assert len(curve["subspaces"]["pitch"]) == len(curve["values"]) == 25
+    assert all(math.isfinite(d) for d in curve["subspaces"]["pitch"])
+    match = json.loads(out.stdout[out.stdout.index('{"shift"'):].splitlines()[0])
+    assert abs(match["shift"] + 3.0) <= 0.5  # C5 is three semitones above A4

@@ -21,6 +21,7 @@ import os
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
@@ -57,9 +58,9 @@ class SpectralGraph(nn.Module):
             # gets its spectrum in the waveform's place, and starts from it.
             self.net.structured["pitch"] = _FromSpectrum(self.pitch)
 
-    def spectra(self) -> dict[str, object]:
+    def spectra(self) -> dict[str, nn.Module]:
         """Input name -> the module whose ``stft_spec`` and ``spectrum`` produce it."""
-        out: dict[str, object] = {"power": self.net.frontend}
+        out: dict[str, nn.Module] = {"power": self.net.frontend}
         if self.pitch is not None:
             out["pitch_spectrum"] = self.pitch
         return out
@@ -82,8 +83,6 @@ class _FromSpectrum(nn.Module):
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write the ONNX graph of ``checkpoint`` (default: next to it as ``NAME.onnx``)."""
-    import onnx
-
     checkpoint = Path(checkpoint)
     info = read_checkpoint_info(checkpoint)
     net, cfg = load_checkpoint(checkpoint)
@@ -106,6 +105,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str] 
                           dynamic_shapes=tuple({0: batch} for _ in inputs), verbose=False,
                           external_data=False, optimize=True)
     model = onnx.load(str(tmp))
+    _strip_sources(model)
     meta = {"format": ONNX_FORMAT, "loev_model_id": info.model_id,
             "loev_checkpoint": checkpoint.name, "loev_config": json.dumps(info.config),
             "loev_dims": json.dumps(info.dims), "loev_chunk_samples": str(n),
@@ -119,6 +119,25 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str] 
     for extra in tmp.parent.glob(tmp.name + ".data"):
         extra.unlink()
     return out
+
+
+def _strip_sources(model: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node stack traces: they name the files (and the machine) the
+    export ran from, so the same checkpoint exported elsewhere would give another file."""
+    graphs = [model.graph] + [f for f in model.functions]
+    for g in graphs:
+        for node in g.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+    for value in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        del value.metadata_props[:]
+        value.doc_string = ""
+    model.graph.doc_string = ""
+    del model.graph.metadata_props[:]
 
 
 def export(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -397,7 +397,7 @@ class AuditionPlayer:
     def _service(self) -> None:
         with self._lock, self._render_lock:
             voc = self._vocoder
-            seek, self._pending_seek = self._pending_seek, None
+            seek = self._pending_seek
             if voc is not None and seek is not None:
                 voc.loop = self._loop
                 voc.pitch, voc.tempo = 2.0 ** (self._pitch / 12.0), self._tempo
@@ -407,6 +407,9 @@ class AuditionPlayer:
                 self._epoch_start = self._n_frames
                 self._started = False
                 self._snapshots.clear()
+            # Cleared last: ``position`` reads it without the lock, and until the new
+            # epoch is in place it would otherwise compute from the frames before the seek.
+            self._pending_seek = None
         if voc is None or self._state != PLAYING:
             return
         while self._written - self._read < self.readahead and not voc.ended:

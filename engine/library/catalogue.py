@@ -100,8 +100,30 @@ def _migration_2(con: sqlite3.Connection) -> None:
     con.execute("ALTER TABLE tracks ADD COLUMN via")
 
 
+def _migration_3(con: sqlite3.Connection) -> None:
+    # A content hash per track, and the user's own marks keyed by it (not by path or
+    # label): a file that moves or is rescanned keeps its star and its collections.
+    _execute_all(con, """
+        ALTER TABLE tracks ADD COLUMN content_hash TEXT;
+        CREATE INDEX tracks_content_hash ON tracks(content_hash);
+        CREATE TABLE favourites (content_hash TEXT PRIMARY KEY, added_at REAL NOT NULL);
+        CREATE TABLE collections (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE collection_items (
+            collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+            content_hash TEXT NOT NULL,
+            added_at REAL NOT NULL,
+            PRIMARY KEY (collection_id, content_hash)
+        );
+        CREATE INDEX collection_items_hash ON collection_items(content_hash);
+        """)
+
+
 # Versioned migrations, applied in order; PRAGMA user_version records the last applied.
-MIGRATIONS = [_migration_1, _migration_2]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3]
 
 # SQLite result codes (low byte) that mean the file itself is damaged.
 _SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_FULL = 11, 26, 13
@@ -212,13 +234,16 @@ class Track:
     model_id: str | None
     vec_seq: int
     via: str | None = None
+    content_hash: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Track:
-        via = row["via"] if "via" in row.keys() else None
+        keys = row.keys()
+        via = row["via"] if "via" in keys else None
         return cls(row["id"], py_path(row["path"]), row["size"], row["mtime_ns"],
                    row["duration"], row["status"], row["error"], row["model_id"],
-                   row["vec_seq"], None if via is None else py_path(via))
+                   row["vec_seq"], None if via is None else py_path(via),
+                   row["content_hash"] if "content_hash" in keys else None)
 
 
 class Library:
@@ -547,8 +572,11 @@ class Library:
     def record_track(self, path: str, *, size: int, mtime_ns: int, duration: float | None,
                      status: str, error: str | None = None,
                      vectors: dict[str, np.ndarray] | None = None,
-                     via: str | None = None) -> int:
+                     via: str | None = None, content_hash: str | None = None) -> int:
         """Insert or update one file's row (keeping its label) with its vectors.
+
+        A file edited in place (a new ``content_hash`` at the same path) keeps its star
+        and collections: they are copied to the new hash.
 
         Returns the row id. Call inside ``transaction()`` to commit several together.
         """
@@ -557,17 +585,22 @@ class Library:
         with self.transaction() as con:
             seq = self.next_vec_seq()
             model = self.model_id if status == "ok" else None
+            old = con.execute("SELECT content_hash FROM tracks WHERE path = ?",
+                              (db_path(path),)).fetchone()
             con.execute(
                 """INSERT INTO tracks (path, size, mtime_ns, duration, status, error, model_id,
-                                       vec_seq, scanned_at, via)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                       vec_seq, scanned_at, via, content_hash)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(path) DO UPDATE SET size=excluded.size,
                        mtime_ns=excluded.mtime_ns, duration=excluded.duration,
                        status=excluded.status, error=excluded.error,
                        model_id=excluded.model_id, vec_seq=excluded.vec_seq,
-                       scanned_at=excluded.scanned_at, via=excluded.via""",
+                       scanned_at=excluded.scanned_at, via=excluded.via,
+                       content_hash=excluded.content_hash""",
                 (db_path(path), size, mtime_ns, duration, status, _db_text(error), model, seq,
-                 time.time(), None if via is None else db_path(via)))
+                 time.time(), None if via is None else db_path(via), content_hash))
+            if old is not None and old[0] and content_hash and old[0] != content_hash:
+                self._copy_marks(old[0], content_hash)
             tid = con.execute("SELECT id FROM tracks WHERE path = ?",
                               (db_path(path),)).fetchone()[0]
             con.execute("DELETE FROM vectors WHERE track_id = ?", (tid,))
@@ -637,6 +670,108 @@ class Library:
 
     def max_id(self) -> int:
         return int(self._con.execute("SELECT COALESCE(MAX(id), 0) FROM tracks").fetchone()[0])
+
+    # -- content hashes, favourites and collections ---------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._con.execute("PRAGMA user_version").fetchone()[0])
+
+    def _has_marks(self) -> bool:
+        # A read-only reader of a library not yet migrated by a scan sees no marks.
+        return self.schema_version >= 3
+
+    def set_hashes(self, hashes: dict[str, str]) -> None:
+        """Fill in the content hash of rows by path (rows scanned before hashes existed)."""
+        with self.transaction() as con:
+            con.executemany("UPDATE tracks SET content_hash = ? WHERE path = ?",
+                            [(h, db_path(p)) for p, h in hashes.items()])
+
+    def _copy_marks(self, old: str, new: str) -> None:
+        with self.transaction() as con:
+            con.execute("INSERT OR IGNORE INTO favourites SELECT ?, added_at FROM favourites "
+                        "WHERE content_hash = ?", (new, old))
+            con.execute("INSERT OR IGNORE INTO collection_items SELECT collection_id, ?, "
+                        "added_at FROM collection_items WHERE content_hash = ?", (new, old))
+
+    def _hash_of(self, path: str) -> str:
+        row = self._con.execute("SELECT content_hash FROM tracks WHERE path = ? AND "
+                                "status != 'deleted'", (db_path(path),)).fetchone()
+        if row is None:
+            raise LibraryError(f"{path}: not in the library; scan its folder first")
+        if not row[0]:
+            raise LibraryError(f"{path}: not hashed yet; scan its folder again")
+        return str(row[0])
+
+    def _paths_with(self, sql: str, params: tuple[Any, ...] = ()) -> list[str]:
+        """Live track paths whose hash is in the result of ``sql``."""
+        rows = self._con.execute(
+            f"SELECT path FROM tracks WHERE status != 'deleted' AND content_hash IN ({sql}) "
+            "ORDER BY path", params)
+        return [py_path(r[0]) for r in rows]
+
+    def set_favourite(self, path: str, on: bool = True) -> None:
+        """Star (or unstar) a file; every copy with the same content shares the star."""
+        digest = self._hash_of(path)
+        with self.transaction() as con:
+            if on:
+                con.execute("INSERT OR IGNORE INTO favourites VALUES (?, ?)",
+                            (digest, time.time()))
+            else:
+                con.execute("DELETE FROM favourites WHERE content_hash = ?", (digest,))
+
+    def favourites(self) -> list[str]:
+        """Paths of the starred files, sorted."""
+        if not self._has_marks():
+            return []
+        return self._paths_with("SELECT content_hash FROM favourites")
+
+    def collections(self) -> list[str]:
+        """Collection names, sorted."""
+        if not self._has_marks():
+            return []
+        return [r[0] for r in self._con.execute("SELECT name FROM collections ORDER BY name")]
+
+    def create_collection(self, name: str) -> None:
+        name = name.strip()
+        if not name:
+            raise LibraryError("a collection needs a name")
+        with self.transaction() as con:
+            con.execute("INSERT OR IGNORE INTO collections (name, created_at) VALUES (?, ?)",
+                        (_db_text(name), time.time()))
+
+    def delete_collection(self, name: str) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM collections WHERE name = ?", (name,))
+
+    def _collection_id(self, name: str) -> int:
+        row = self._con.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise LibraryError(f"no collection named {name!r}")
+        return int(row[0])
+
+    def add_to_collection(self, name: str, paths: list[str]) -> None:
+        """Put files in a collection (made if missing)."""
+        self.create_collection(name)
+        with self.transaction() as con:
+            cid = self._collection_id(name.strip())
+            for path in paths:
+                con.execute("INSERT OR IGNORE INTO collection_items VALUES (?, ?, ?)",
+                            (cid, self._hash_of(path), time.time()))
+
+    def remove_from_collection(self, name: str, paths: list[str]) -> None:
+        with self.transaction() as con:
+            cid = self._collection_id(name)
+            for path in paths:
+                con.execute("DELETE FROM collection_items WHERE collection_id = ? AND "
+                            "content_hash = ?", (cid, self._hash_of(path)))
+
+    def collection(self, name: str) -> list[str]:
+        """Paths of the files in a collection, sorted."""
+        if not self._has_marks():
+            return []
+        return self._paths_with("SELECT content_hash FROM collection_items WHERE "
+                                "collection_id = ?", (self._collection_id(name),))
 
     # -- problems (folders that could not be read) ----------------------------------------
 

@@ -22,6 +22,7 @@ import numpy as np
 from engine.audio.decode import load_audio
 from engine.errors import DecodeError, LibraryError
 from engine.library.catalogue import Library
+from engine.library.scan import content_hash
 from engine.library.vectors import VectorIndex
 from engine.model.checkpoint import read_checkpoint_info
 from engine.resources import default_checkpoint
@@ -171,41 +172,59 @@ class Searcher:
         embedder = self.embedder
         if shift == 0.0 and stretch == 1.0:
             return embedder.embed_file(path)
-        # A shifted or stretched query needs the model's vocoders: the model package (and
-        # torch) is reached here only, never for a query on indexed tracks.
-        from engine.model.transforms import pitch_shift_np, time_stretch_np, transformed_chunks
+        # A shifted or stretched query needs the model's vocoders: the model package is
+        # reached here only, never for a query on indexed tracks.
+        from engine.model import variants
 
-        if hasattr(embedder, "embed_chunks"):
-            found = transformed_chunks(path, shift=shift, stretch=stretch,
-                                       max_chunks=int(getattr(embedder, "max_chunks", 16)))
+        if hasattr(embedder, "embed_chunks") and variants.torch_transforms is not None:
+            found = variants.torch_transforms.transformed_chunks(
+                path, shift=shift, stretch=stretch,
+                max_chunks=int(getattr(embedder, "max_chunks", 16)))
             if found is not None:
                 emb = embedder.embed_chunks(found)
                 return {s: _unit(v.mean(axis=0)) for s, v in emb.items()}
-        # A short one-shot (or an embedder without chunk access): the whole signal.
+        # A short one-shot, an embedder without chunk access or no torch: the whole signal.
         y = load_audio(path)
         if shift != 0.0:
-            y = pitch_shift_np(y, float(shift))
+            y = variants.pitch_shift_versions(y, [float(shift)])[0]
         if stretch != 1.0:
-            y = time_stretch_np(y, float(stretch))
+            y = variants.time_stretch_versions(y, [float(stretch)])[0]
         return embedder.embed_audio(y)
 
     # -- searching ------------------------------------------------------------------------
 
-    def _valid(self, labels: np.ndarray) -> dict[int, str]:
-        """Paths of labels that are ok tracks covered by the index's generation."""
+    def _valid(self, labels: np.ndarray, exclude_hash: str | None = None) -> dict[int, str]:
+        """Paths of labels that are ok tracks covered by the index's generation, less
+        the exact copies (same content hash) of the query."""
         rows = self.library.paths_by_id([int(x) for x in labels])
         return {tid: t.path for tid, t in rows.items()
-                if t.status == "ok" and t.vec_seq <= self.index.vec_seq}
+                if t.status == "ok" and t.vec_seq <= self.index.vec_seq
+                and (exclude_hash is None or t.content_hash != exclude_hash)}
+
+    def content_hash_of(self, path: str, label: int | None) -> str | None:
+        """The query's content hash: the catalogue's, else read from the file."""
+        if label is not None:
+            track = self.library.paths_by_id([label]).get(label)
+            if track is not None and track.content_hash:
+                return track.content_hash
+        try:
+            return content_hash(path)
+        except OSError:
+            return None
 
     def search(self, vec: np.ndarray, *, subspace: str, k: int = 10,
-               exclude_label: int | None = None, exclude_path: str | None = None
-               ) -> list[Neighbour]:
-        """The ``k`` nearest library tracks to ``vec`` [D] in ``subspace``."""
+               exclude_label: int | None = None, exclude_path: str | None = None,
+               exclude_hash: str | None = None) -> list[Neighbour]:
+        """The ``k`` nearest library tracks to ``vec`` [D] in ``subspace``.
+
+        ``exclude_hash`` leaves out every copy of the query's content: an exact copy is
+        a duplicate (``loev duplicates``), not a neighbour.
+        """
         total = self.index.count(subspace)
         want = k + 1
         while True:
             labels, dists = self.index.search(subspace, vec, k=min(want, total))
-            paths = self._valid(labels)
+            paths = self._valid(labels, exclude_hash)
             out = [Neighbour(paths[int(lab)], float(max(d, 0.0)))
                    for lab, d in zip(labels, dists)
                    if int(lab) in paths and int(lab) != exclude_label
@@ -219,8 +238,12 @@ class Searcher:
         """Nearest tracks to one file by ``key``, ``tempo`` or ``vibe``."""
         subspace = subspace_for(by, self.subspaces)
         resolved, label, vecs = self.vectors_of(path, shift=shift, stretch=stretch)
+        # A shifted query is another sound: its unshifted copies are fair neighbours.
+        same = (self.content_hash_of(resolved, label) if shift == 0.0 and stretch == 1.0
+                else None)
         return QueryResult(resolved, self.search(vecs[subspace], subspace=subspace, k=k,
-                                                 exclude_label=label, exclude_path=resolved))
+                                                 exclude_label=label, exclude_path=resolved,
+                                                 exclude_hash=same))
 
     def query_blend(self, target: str | os.PathLike[str] | dict[str, np.ndarray],
                     weights: dict[str, float], *, k: int = 10) -> QueryResult:
@@ -243,10 +266,12 @@ class Searcher:
                 w[s] = w.get(s, 0.0) + float(weight)
         if not w:
             raise ValueError(f"at least one weight must be > 0, got {weights}")
+        same = None
         if isinstance(target, dict):
             resolved, label, vecs = "<vectors>", None, target
         else:
             resolved, label, vecs = self.vectors_of(target)
+            same = self.content_hash_of(resolved, label)
         total = sum(w.values())
         dist: np.ndarray | None = None
         for s, weight in w.items():
@@ -258,8 +283,13 @@ class Searcher:
         if label is not None and label < len(present):
             present[label] = False
         cand = np.flatnonzero(present)
-        order = cand[np.argsort(dist[cand], kind="stable")][: k + 1]
-        paths = self._valid(order)
+        order = cand[np.argsort(dist[cand], kind="stable")]
+        paths: dict[int, str] = {}
+        end = 0
+        while end < len(order) and len(paths) <= k:  # exact copies dropped: read on
+            paths.update(self._valid(order[end:end + k + 16], same))
+            end += k + 16
+        order = order[:end]
         out = [Neighbour(paths[int(i)], float(max(dist[i], 0.0))) for i in order
                if int(i) in paths and paths[int(i)] != resolved]
         return QueryResult(resolved, out[:k])

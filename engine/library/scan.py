@@ -30,6 +30,7 @@ The GUI calls :func:`scan` from a worker thread with a ``progress`` callback and
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
@@ -298,6 +299,10 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
             and not _under(p, walk.unreadable)
             and (_under(p, roots) or (t.via is not None and _under(t.via, found_at))
                  or not os.path.exists(p))]
+    # A file that moved or was renamed is the same bytes: it keeps its vectors (read
+    # before its old row becomes a tombstone) instead of being embedded again.
+    gone_set = set(gone)
+    moved = _vectors_by_hash(lib, [t for t in known.values() if t.id in gone_set])
     lib.mark_deleted(gone)
     report.removed = len(gone)
     gone_ids = set(gone)
@@ -313,12 +318,26 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
             if stat.S_ISREG(st.st_mode):
                 files[p] = (st.st_size, st.st_mtime_ns)
     todo: list[str] = []
+    unhashed: list[str] = []
     for path, (size, mtime_ns) in sorted(files.items()):
         t = known.get(path)
         if t is None or t.status == "pending" or (t.size, t.mtime_ns) != (size, mtime_ns):
             todo.append(path)
         else:
             report.unchanged += 1
+            if t.content_hash is None:
+                unhashed.append(path)
+    # Rows scanned before content hashes existed get theirs now, without re-embedding.
+    for i in range(0, len(unhashed), batch_size):
+        if _is_cancelled(cancel):
+            break
+        found = {}
+        for path in unhashed[i:i + batch_size]:
+            try:
+                found[path] = content_hash(path)
+            except OSError:
+                continue  # unreadable now: the next scan tries again
+        lib.set_hashes(found)
     if progress is not None:
         progress(0, len(todo), None)
 
@@ -335,7 +354,7 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
 
     if todo and embedder is None:
         embedder = _make_embedder(ident["checkpoint"])
-    rows = _embedded_in_order(embedder, todo, files, cancel, workers)
+    rows = _embedded_in_order(embedder, todo, files, cancel, workers, moved)
     try:
         for done, (path, row) in enumerate(rows, 1):
             if row["status"] == "ok":
@@ -366,8 +385,23 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
     return report
 
 
+def _vectors_by_hash(lib: Library, tracks: list[Any]
+                     ) -> dict[str, tuple[float | None, dict[str, np.ndarray]]]:
+    """``{content hash: (duration, {subspace: vector})}`` of ok tracks of the current
+    model (complete vectors only)."""
+    out: dict[str, tuple[float | None, dict[str, np.ndarray]]] = {}
+    for t in tracks:
+        if t.status != "ok" or not t.content_hash or t.model_id != lib.model_id:
+            continue
+        vecs = {name: lib.vector(t.id, name) for name in lib.subspaces}
+        if all(v is not None and len(v) == lib.dims.get(name) for name, v in vecs.items()):
+            out[t.content_hash] = (t.duration, vecs)  # type: ignore[assignment]
+    return out
+
+
 def _embedded_in_order(embedder: EmbedderLike | None, todo: list[str],
-                       stats: dict[str, tuple[int, int]], cancel: Any, workers: int
+                       stats: dict[str, tuple[int, int]], cancel: Any, workers: int,
+                       moved: dict[str, Any] | None = None
                        ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Rows for ``todo`` in order, ``workers`` files in flight, stopping at ``cancel``.
 
@@ -386,7 +420,8 @@ def _embedded_in_order(embedder: EmbedderLike | None, todo: list[str],
                     path = next(queue, None)
                     if path is None:
                         break
-                    futures.append((path, pool.submit(_embed_one, embedder, path, *stats[path])))
+                    futures.append((path, pool.submit(_embed_one, embedder, path, *stats[path],
+                                                              moved)))
                 if not futures or _is_cancelled(cancel):
                     return  # a cancelled scan drops files not yet handed out
                 path, future = futures.popleft()
@@ -403,10 +438,35 @@ def _make_embedder(checkpoint: str | None) -> EmbedderLike:
     return Embedder(checkpoint)
 
 
-def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int) -> dict[str, Any]:
-    """Catalogue fields for one file; a failure becomes status 'error' with its reason."""
-    row: dict[str, Any] = {"size": size, "mtime_ns": mtime_ns, "duration": None}
+def content_hash(path: str, *, block: int = 1 << 20) -> str:
+    """BLAKE2b-128 of a file's bytes, read in blocks (hex): the identity of its content.
+
+    Two files with the same hash are exact duplicates; a moved file keeps its hash, so its
+    star and collections follow it (docs/DESIGN.md section 5).
+    """
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _embed_one(embedder: EmbedderLike, path: str, size: int, mtime_ns: int,
+               moved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Catalogue fields for one file; a failure becomes status 'error' with its reason.
+
+    A file whose content hash is in ``moved`` takes those vectors without being decoded.
+    """
+    row: dict[str, Any] = {"size": size, "mtime_ns": mtime_ns, "duration": None,
+                           "content_hash": None}
     try:
+        # The bytes, not the decoded audio: no second decode, and the page cache serves
+        # the decoder that follows.
+        row["content_hash"] = content_hash(path)
+        if moved and row["content_hash"] in moved:
+            duration, vecs = moved[row["content_hash"]]
+            return {**row, "duration": duration, "status": "ok", "error": None,
+                    "vectors": vecs}
         row["duration"] = float(audio_info(path).duration)
         vecs = embedder.embed_file(path)
         bad = [k for k, v in vecs.items() if not np.all(np.isfinite(v))]

@@ -2,8 +2,9 @@
 
 For a LOEV++ model the invariant subspace should stay put under both transforms while
 the pitch (tempo) subspace moves with a pitch shift (time stretch): paper Section V's
-picture of what each head keeps. The transforms are the trainer's augmentations
-(engine.model.transforms); every transformed version is embedded in one batch.
+picture of what each head keeps. The transforms are the trainer's augmentations where
+torch is installed, the player's vocoder otherwise (engine.model.variants); every
+transformed version is embedded in one batch.
 """
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
 
 from engine.audio.decode import load_middle
 from engine.config import PITCH_RANGE, SAMPLE_RATE, TEMPO_RANGE
-from engine.model.transforms import pitch_shift, time_stretch
+from engine.model.variants import pitch_shift_versions, time_stretch_versions
 
 PITCH_VALUES = tuple(float(s) for s in range(int(PITCH_RANGE[0]), int(PITCH_RANGE[1]) + 1))
 TEMPO_VALUES = tuple(float(r) for r in np.round(np.geomspace(*TEMPO_RANGE, 13), 4))  # rates
@@ -72,14 +72,10 @@ def invariance_curve(path_or_y: str | os.PathLike[str] | np.ndarray, transform: 
 
 
 def _transformed(y: np.ndarray, transform: str, vals: list[float]
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The clean reference [T'] and the transformed batch [len(vals), T'] in one call."""
-    x = torch.from_numpy(np.ascontiguousarray(y))
-    batch = x[None].expand(len(vals), -1).contiguous()
-    v = torch.tensor(vals, dtype=torch.float32)
-    with torch.inference_mode():
-        if transform == "pitch":
-            return y, pitch_shift(batch, v, sr=SAMPLE_RATE).numpy()
-        # One output length for all rates: as much as the fastest rate can fill.
-        out = int(len(y) / max(max(vals), 1.0))
-        return y[:out], time_stretch(batch, v, out_samples=out, sr=SAMPLE_RATE).numpy()
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The clean reference [T'] and one transformed version [T'] per value."""
+    if transform == "pitch":
+        return y, pitch_shift_versions(y, vals, sr=SAMPLE_RATE)
+    # One output length for all rates: as much as the fastest rate can fill.
+    out = int(len(y) / max(max(vals), 1.0))
+    return y[:out], time_stretch_versions(y, vals, sr=SAMPLE_RATE, out_samples=out)

@@ -27,16 +27,28 @@ import numpy as np
 from engine.audio.transforms import source_samples_needed
 from engine.audio.decode import load_middle
 from engine.config import SAMPLE_RATE, TEMPO_RANGE
-from engine.model.transforms import pitch_shift_versions_np, time_stretch_versions_np
+from engine.model.variants import pitch_shift_versions, time_stretch_versions
 
-# Six semitones either way reach every key; the stretch grid spans the whole tempo range.
 SHIFTS = tuple(float(s) for s in range(-6, 7))
+# Six semitones either way reach every key; the stretch grid spans the whole tempo range.
 STRETCHES = tuple(float(r) for r in np.geomspace(*TEMPO_RANGE, 25))  # 2 ** (1/12) apart
 _GROUP = 4  # candidates per transform call: bounds the vocoder's memory on long excerpts
-MIN_SECONDS = 1.0  # the slowest stretch candidate still needs half of it
 # The middle of each track that a match looks at: bounded cost and memory for long files.
 MATCH_SECONDS = 20.0
 TIE_TOLERANCE = 1e-6  # cosine distances this close are the same answer
+# Below this a clip is a one-shot: matched in pitch only (a hit has no tempo to match, and
+# the slowest stretch candidate would need twice its length).
+ONE_SHOT_SECONDS = 1.0
+MIN_SECONDS = 0.05  # shorter is not a sound but a click of the mouse
+# Candidates whose distance lies within this fraction of the grid's range above the best
+# count as equally good: among them the one nearest the identity wins. An embedding cannot
+# tell a tempo from its half or double, nor an unpitched loop's keys apart; a producer
+# wants the smallest change that fits, not 0.56x where 1.125x sounds the same.
+NEAR_BEST = 0.1
+RIPPLE = 0.2  # fraction of the strongest onset below which a rise is ripple, not an onset
+ONSET_MIN = 0.2  # an onset adds this fraction of an average frame's log spectrum at least
+PULSE_MIN = 0.3  # onset autocorrelation peak (0..1) above which a sound has a beat
+FLATNESS_MAX = 0.3  # spectral flatness above which a sound has no pitch to shift
 
 
 class EmbedderLike(Protocol):
@@ -61,6 +73,12 @@ class MatchResult:
         The same in the tempo subspace, untransformed / stretched.
     key_subspace, tempo_subspace : str
         The subspaces used ("all" for a single-space checkpoint).
+    mode : str
+        ``"loop"`` (pitch and stretch matched), ``"one-shot"`` (shorter than
+        ONE_SHOT_SECONDS: pitch only) or ``"no tempo"`` (one of the two has no beat:
+        pitch only).
+    pitched : bool
+        False when the result has no pitch (noise, drums): the shift is then 0.
     """
 
     shift: float
@@ -71,6 +89,8 @@ class MatchResult:
     tempo_distance_after: float
     key_subspace: str = "pitch"
     tempo_subspace: str = "tempo"
+    mode: str = "loop"
+    pitched: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +159,77 @@ def best_alignment(
     return best, float(2.0 ** refined if log_scale else refined), distances
 
 
+def nearest_identity(values: Sequence[float], distances: Sequence[float], identity: float,
+                     *, log_scale: bool = False, near: float = NEAR_BEST) -> int:
+    """Index of the candidate nearest ``identity`` among those about as close as the best.
+
+    "About as close" is within ``near`` times the spread of ``distances`` above their
+    minimum; distances in log2 when ``log_scale`` (a ratio of 0.5 is as far from 1 as 2).
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if log_scale:
+        v, identity = np.log2(v), math.log2(identity)
+    ok = np.flatnonzero(d <= d.min() + near * (d.max() - d.min()))
+    return int(ok[np.argmin(np.abs(v[ok] - identity))])
+
+
+def _onset_envelope(y: np.ndarray, sr: int) -> np.ndarray:
+    """Spectral flux (64 ms frames every 10 ms, log magnitude) above its median: a held
+    note's or a chord's ripple sits at the median, so only onsets stand out."""
+    hop, n_fft = max(1, sr // 100), 1024
+    if y.size < n_fft + 3 * hop:
+        return np.zeros(0)
+    frames = np.lib.stride_tricks.sliding_window_view(y.astype(np.float64), n_fft)[::hop]
+    mag = np.log1p(100.0 * np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)))
+    flux = np.maximum(np.diff(mag, axis=0), 0.0).sum(axis=1)
+    floor = float(np.median(flux))
+    peak = float(flux.max())
+    level = float(mag.sum(axis=1).mean())
+    if peak - floor < ONSET_MIN * level:
+        return np.zeros(0)  # no rise stands out of the ripple
+    return np.maximum(flux - floor - RIPPLE * (peak - floor), 0.0)
+
+
+def pulse_strength(y: np.ndarray, sr: int = SAMPLE_RATE) -> float:
+    """How periodic the onsets of ``y`` are: the peak of the onset envelope's normalised
+    autocorrelation over beat periods of 0.25-2 s (240-30 BPM), 0..1.
+
+    A loop scores near 1, a sustained note or a single hit near 0.
+    """
+    env = _onset_envelope(np.asarray(y, dtype=np.float32), sr)
+    lo, hi = 25, min(200, env.size // 2)
+    if env.size < 2 * lo or hi <= lo:
+        return 0.0
+    env = env - env.mean()
+    power = float(np.dot(env, env))
+    if power <= 1e-12:
+        return 0.0
+    ac = np.array([np.dot(env[:-k], env[k:]) for k in range(lo, hi + 1)])
+    # Unbiased: a lag has fewer overlapping frames than lag 0.
+    ac = ac / power * env.size / (env.size - np.arange(lo, hi + 1))
+    return float(max(0.0, ac.max()))
+
+
+def spectral_flatness(y: np.ndarray, sr: int = SAMPLE_RATE) -> float:
+    """Median spectral flatness (geometric / arithmetic mean of power, 60 Hz-5 kHz) of
+    the loud frames of ``y``: near 0 for a tone, about 0.5 for noise."""
+    y = np.asarray(y, dtype=np.float64)
+    n_fft = 1024
+    if y.size < n_fft:
+        y = np.pad(y, (0, n_fft - y.size))
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[:: n_fft // 2]
+    rms = np.sqrt((frames ** 2).mean(axis=1))
+    loud = frames[rms >= 0.25 * rms.max()] if rms.max() > 0 else frames[:0]
+    if len(loud) == 0:
+        return 1.0
+    power = np.abs(np.fft.rfft(loud * np.hanning(n_fft), axis=1)) ** 2
+    freqs = np.fft.rfftfreq(n_fft, 1 / sr)
+    power = power[:, (freqs >= 60) & (freqs <= 5000)] + 1e-12
+    flat = np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1)
+    return float(np.median(flat))
+
+
 def _excerpt(y: np.ndarray, n: int, centre: int | None = None) -> np.ndarray:
     """``n`` samples around the middle (or ``centre``) of ``y``, inside it."""
     n = min(n, y.size)
@@ -148,12 +239,12 @@ def _excerpt(y: np.ndarray, n: int, centre: int | None = None) -> np.ndarray:
 
 
 def _shifted(y: np.ndarray, shifts: Sequence[float], sr: int) -> list[np.ndarray]:
-    return pitch_shift_versions_np(y, list(shifts), sr=sr, group=_GROUP)
+    return pitch_shift_versions(y, list(shifts), sr=sr, group=_GROUP)
 
 
 def _stretched(y: np.ndarray, rates: Sequence[float], sr: int, out_samples: int
                ) -> list[np.ndarray]:
-    return time_stretch_versions_np(y, list(rates), sr=sr, out_samples=out_samples,
+    return time_stretch_versions(y, list(rates), sr=sr, out_samples=out_samples,
                                     group=_GROUP)
 
 
@@ -200,34 +291,61 @@ def match_tracks(
     """
     if 0.0 not in shifts or 1.0 not in [round(r, 9) for r in stretches]:
         raise ValueError("the shift grid must contain 0 and the stretch grid 1")
-    for name, y in (("query", query_y), ("result", result_y)):
-        if np.asarray(y).size < sr * MIN_SECONDS:
-            raise ValueError(f"the {name} is too short to match ({np.asarray(y).size / sr:.2f} s;"
+    query_full = np.asarray(query_y, dtype=np.float32)
+    result_full = np.asarray(result_y, dtype=np.float32)
+    for name, y in (("query", query_full), ("result", result_full)):
+        if y.size < sr * MIN_SECONDS:
+            raise ValueError(f"the {name} is too short to match ({y.size / sr:.2f} s;"
                              f" at least {MIN_SECONDS:g} s)")
     key_space, tempo_space = _space(embedder, "pitch"), _space(embedder, "tempo")
     n = int((MATCH_SECONDS if max_seconds is None else max_seconds) * sr)
-    query = _excerpt(np.asarray(query_y, dtype=np.float32), n)
-    result_full = np.asarray(result_y, dtype=np.float32)
+    query = _excerpt(query_full, n)
     result = _excerpt(result_full, n)
+    if min(query_full.size, result_full.size) < sr * ONE_SHOT_SECONDS:
+        mode = "one-shot"
+    elif min(pulse_strength(query, sr), pulse_strength(result, sr)) < PULSE_MIN:
+        mode = "no tempo"
+    else:
+        mode = "loop"
+    pitched = spectral_flatness(result, sr) < FLATNESS_MAX
+    if not pitched:
+        shifts = (0.0,)
+    if mode != "loop":
+        stretches = (1.0,)
+    if mode == "one-shot":
+        # Silence after the hit, as a sampler plays it: the vocoder needs a few frames.
+        pad = int(sr * ONE_SHOT_SECONDS)
+        query, result = (np.pad(y, (0, max(0, pad - y.size))) for y in (query, result))
+        result_full = result
+
     # The stretched candidates share one length: what the fastest rate can fill.
     stretch_len = min(n, int(math.floor(result_full.size / max(stretches))))
     stretch_src = _excerpt(result_full, source_samples_needed(stretch_len, max(stretches)))
-
-    candidates = _shifted(result, shifts, sr) + _stretched(stretch_src, stretches, sr,
-                                                            stretch_len)
+    stretch_grid = [r for r in stretches if round(r, 9) != 1.0]
+    # The unstretched candidate is the result itself at the stretched candidates' length.
+    unstretched = [_excerpt(result_full, stretch_len)] if stretch_grid else []
+    candidates = (_shifted(result, shifts, sr) + unstretched
+                  + _stretched(stretch_src, stretch_grid, sr, stretch_len))
     vecs = embedder.embed_audio_batch([query] + candidates)
-    q, shift_vecs, stretch_vecs = vecs[0], vecs[1: 1 + len(shifts)], vecs[1 + len(shifts):]
+    q, shift_vecs = vecs[0], vecs[1: 1 + len(shifts)]
+    rest = vecs[1 + len(shifts):]
+    identity = rest[0] if stretch_grid else shift_vecs[list(shifts).index(0.0)]
+    extra = iter(rest[1:])
+    stretch_vecs = [identity if round(r, 9) == 1.0 else next(extra) for r in stretches]
 
-    shift, shift_ref, key_d = best_alignment(
-        q[key_space], [v[key_space] for v in shift_vecs], shifts)
-    stretch, stretch_ref, tempo_d = best_alignment(
-        q[tempo_space], [v[tempo_space] for v in stretch_vecs], stretches, log_scale=True)
-    key_after, tempo_after = float(key_d.min()), float(tempo_d.min())
+    key_d = np.array([cosine_distance(q[key_space], v[key_space]) for v in shift_vecs])
+    tempo_d = np.array([cosine_distance(q[tempo_space], v[tempo_space]) for v in stretch_vecs])
+    i_shift = nearest_identity(shifts, key_d, 0.0)
+    i_stretch = nearest_identity(stretches, tempo_d, 1.0, log_scale=True)
+    shift, stretch = float(shifts[i_shift]), float(stretches[i_stretch])
+    key_after, tempo_after = float(key_d[i_shift]), float(tempo_d[i_stretch])
+    shift_ref = _refined(shifts, key_d, i_shift)
+    stretch_ref = 2.0 ** _refined(np.log2(stretches), tempo_d, i_stretch)
 
-    if refine and (shift_ref != shift or stretch_ref != stretch):
-        extra = _shifted(result, [shift_ref], sr) + _stretched(stretch_src, [stretch_ref], sr,
-                                                               stretch_len)
-        e_shift, e_stretch = embedder.embed_audio_batch(extra)
+    if refine and (abs(shift_ref - shift) > 1e-6 or abs(stretch_ref - stretch) > 1e-6):
+        extra_y = _shifted(result, [shift_ref], sr) + _stretched(stretch_src, [stretch_ref], sr,
+                                                                   stretch_len)
+        e_shift, e_stretch = embedder.embed_audio_batch(extra_y)
         d = cosine_distance(q[key_space], e_shift[key_space])
         if d < key_after:
             shift, key_after = shift_ref, d
@@ -244,14 +362,24 @@ def match_tracks(
         tempo_distance_after=tempo_after,
         key_subspace=key_space,
         tempo_subspace=tempo_space,
+        mode=mode,
+        pitched=pitched,
     )
+
+
+def _refined(axis: Sequence[float], distances: np.ndarray, i: int) -> float:
+    """Parabolic refinement around grid index ``i`` (the grid value itself at an edge)."""
+    axis = np.asarray(axis, dtype=np.float64)
+    if i == 0 or i == len(axis) - 1:
+        return float(axis[i])
+    return parabolic_minimum(axis[i - 1: i + 2], distances[i - 1: i + 2])
 
 
 def read_pair(query_path: str | os.PathLike[str], result_path: str | os.PathLike[str], *,
               seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The audio a match looks at: the middle ``seconds`` (default MATCH_SECONDS) of the
-    query and, for the
-    result, as much of its middle as the fastest stretch candidate needs to fill that.
+    query and, for the result, as much of its middle as the fastest stretch candidate
+    needs to fill that.
 
     A long track is never decoded whole. Raises DecodeError for a bad file.
 
@@ -265,4 +393,5 @@ def read_pair(query_path: str | os.PathLike[str], result_path: str | os.PathLike
 
 
 __all__ = ["MatchResult", "best_alignment", "match_tracks", "read_pair", "parabolic_minimum",
-           "cosine_distance", "SHIFTS", "STRETCHES", "MATCH_SECONDS"]
+           "cosine_distance", "nearest_identity", "pulse_strength", "spectral_flatness",
+           "SHIFTS", "STRETCHES", "MATCH_SECONDS"]
