@@ -12,7 +12,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QComboBox, QInputDialog, QToolBar
 
 from app.duplicates_view import DuplicatesDock
-from app.mapview import FAVOURITES, MapDock
+from app.mapview import FAVOURITES, MapDock, read_marks
 from app.models import PATH_ROLE
 from app.workers import Task
 
@@ -132,12 +132,7 @@ def refresh_marks(window: Any) -> None:
     session = window.backend.session
 
     def read() -> tuple[list[str], list[str] | None]:
-        collections = session.collections()
-        if choice <= 0:
-            return list(collections), None
-        if choice == 1:
-            return list(collections), session.favourites()
-        return list(collections), collections.get(name, [])
+        return read_marks(session, choice, name)
 
     def show(found: tuple[list[str], list[str] | None]) -> None:
         names, allowed = found

@@ -293,12 +293,7 @@ class MapDock(QDockWidget):
         session = self.window_.backend.session
 
         def marks() -> tuple[list[str], list[str] | None]:
-            collections = session.collections()
-            if choice <= 0:
-                return list(collections), None
-            if choice == 1:
-                return list(collections), session.favourites()
-            return list(collections), collections.get(name, [])
+            return read_marks(session, choice, name)
 
         def show(found: tuple[list[str], list[str] | None]) -> None:
             self.view.set_filters(found[0])
@@ -308,3 +303,17 @@ class MapDock(QDockWidget):
 
     def _results(self, result: Any) -> None:
         self.view.highlight_paths(result.query, [n.path for n in result.neighbours])
+
+
+def read_marks(session: Any, choice: int, name: str) -> tuple[list[str], list[str] | None]:
+    """The collection names and the paths a marks filter lets through (worker thread).
+
+    ``choice`` is the filter box's index: 0 every track (None: no filter), 1 the
+    favourites, otherwise the collection called ``name``.
+    """
+    collections = session.collections()
+    if choice <= 0:
+        return list(collections), None
+    if choice == 1:
+        return list(collections), session.favourites()
+    return list(collections), collections.get(name, [])

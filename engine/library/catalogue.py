@@ -611,25 +611,22 @@ class Library:
 
     def mark_deleted(self, ids: list[int]) -> None:
         """Turn rows into tombstones (their labels stay reserved, their vectors go)."""
-        if not ids:
-            return
-        with self.transaction() as con:
-            seq = self.next_vec_seq()
-            for tid in ids:
-                con.execute("DELETE FROM vectors WHERE track_id = ?", (tid,))
-                con.execute("UPDATE tracks SET status='deleted', error=NULL, model_id=NULL, "
-                            "vec_seq=? WHERE id=?", (seq, tid))
+        self._reset_rows(ids, "deleted")
 
     def mark_pending(self, ids: list[int]) -> None:
         """Send rows back to be embedded again (their vectors go, their labels stay)."""
+        self._reset_rows(ids, "pending")
+
+    def _reset_rows(self, ids: list[int], status: str) -> None:
+        """Drop the rows' vectors and give them ``status`` under a new vector generation."""
         if not ids:
             return
         with self.transaction() as con:
             seq = self.next_vec_seq()
             for tid in ids:
                 con.execute("DELETE FROM vectors WHERE track_id = ?", (tid,))
-                con.execute("UPDATE tracks SET status='pending', error=NULL, model_id=NULL, "
-                            "vec_seq=? WHERE id=?", (seq, tid))
+                con.execute("UPDATE tracks SET status=?, error=NULL, model_id=NULL, "
+                            "vec_seq=? WHERE id=?", (status, seq, tid))
 
     def damaged_vectors(self, dims: dict[str, int]) -> list[int]:
         """Ok rows whose vector of some subspace is missing or not ``dim`` float32 long."""
