@@ -156,6 +156,17 @@ def open_key(index: int) -> str:
     return f"{_wheel_number(i)}{'m' if i >= 12 else 'd'}"
 
 
+def compatible_keys(index: int) -> list[int]:
+    """The keys a DJ mixes ``index`` with: itself, its Camelot neighbours (a fifth up and
+    down, same mode) and its relative major or minor, in that order.
+
+    >>> [camelot(k) for k in compatible_keys(parse_key("A minor"))]
+    ['8A', '9A', '7A', '8B']
+    """
+    i = _check(index)
+    return [i, transpose(i, 7), transpose(i, -7), relative(i)]
+
+
 def _from_code(number: int, letter: str) -> int | None:
     if not 1 <= number <= 12:
         return None
@@ -168,5 +179,5 @@ def _from_code(number: int, letter: str) -> int | None:
     return relative(major) if minor else major
 
 
-__all__ = ["KEY_NAMES", "MODES", "N_KEYS", "PITCH_CLASSES", "camelot", "canonical_key", "key_name", "make_key",
+__all__ = ["KEY_NAMES", "MODES", "N_KEYS", "PITCH_CLASSES", "camelot", "canonical_key", "compatible_keys", "key_name", "make_key",
            "mode", "open_key", "parallel", "parse_key", "relative", "tonic", "transpose"]

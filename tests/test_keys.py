@@ -94,3 +94,12 @@ def test_the_trainers_batched_key_shift_agrees_with_transpose():
     shift = torch.arange(-12, 13).repeat(24).float()
     moved = shifted_keys(idx, shift).tolist()
     assert moved == [keys.transpose(int(i), int(s)) for i, s in zip(idx, shift)]
+
+
+def test_compatible_keys_are_the_camelot_neighbours_and_the_relative_key():
+    for i in range(24):
+        codes = [keys.camelot(k) for k in keys.compatible_keys(i)]
+        number, letter = int(keys.camelot(i)[:-1]), keys.camelot(i)[-1]
+        up, down = number % 12 + 1, (number - 2) % 12 + 1
+        other = "B" if letter == "A" else "A"
+        assert codes == [f"{number}{letter}", f"{up}{letter}", f"{down}{letter}", f"{number}{other}"]
