@@ -49,6 +49,8 @@ class AuditionPanel(QWidget):
         self.volume = 1.0  # gain applied to the decoded audio before the player gets it
         # The locked transform, kept while the query plays as it is.
         self._held: tuple[float, float] | None = None
+        # The last values set exactly (set_transform), finer than the sliders' steps.
+        self._exact: tuple[float | None, float | None] = (None, None)
         self._build()
         self._proxies = [
             pg.SignalProxy(self.pitch_slider.valueChanged, rateLimit=60, slot=self._apply_pitch),
@@ -129,17 +131,34 @@ class AuditionPanel(QWidget):
 
     @property
     def semitones(self) -> float:
+        """The pitch shift: the exact value last set, until the slider moves off it."""
+        exact = self._exact[0]
+        if exact is not None and round(exact * PITCH_STEPS) == self.pitch_slider.value():
+            return exact
         return self.pitch_slider.value() / PITCH_STEPS
 
     @property
     def tempo(self) -> float:
+        """The tempo ratio: the exact value last set (a project's x1.0417 is not rounded to
+        the slider's 0.01), until the slider moves off it."""
+        exact = self._exact[1]
+        if exact is not None and round(exact * TEMPO_STEPS) == self.tempo_slider.value():
+            return exact
         return self.tempo_slider.value() / TEMPO_STEPS
 
     def set_transform(self, *, semitones: float | None = None, tempo: float | None = None) -> None:
+        """Set the pitch shift and/or the tempo ratio (clipped to their ranges); the player
+        gets the exact values, the sliders the nearest of their steps."""
         if semitones is not None:
-            self.pitch_slider.setValue(round(min(max(semitones, PITCH_RANGE[0]), PITCH_RANGE[1]) * PITCH_STEPS))
+            semitones = min(max(float(semitones), PITCH_RANGE[0]), PITCH_RANGE[1])
+            self._exact = (semitones, self._exact[1])
+            self.pitch_slider.setValue(round(semitones * PITCH_STEPS))
+            self._apply_pitch()
         if tempo is not None:
-            self.tempo_slider.setValue(round(min(max(tempo, TEMPO_RANGE[0]), TEMPO_RANGE[1]) * TEMPO_STEPS))
+            tempo = min(max(float(tempo), TEMPO_RANGE[0]), TEMPO_RANGE[1])
+            self._exact = (self._exact[0], tempo)
+            self.tempo_slider.setValue(round(tempo * TEMPO_STEPS))
+            self._apply_tempo()
 
     def reset_transform(self) -> None:
         self.set_transform(semitones=0.0, tempo=1.0)
@@ -191,12 +210,16 @@ class AuditionPanel(QWidget):
                                     else f"No sound: {reason or 'no audio output'}")
 
     def load(self, path: str, y: Any, sr: int, *, autoplay: bool = True,
-             as_is: bool = False) -> None:
+             as_is: bool = False,
+             project: tuple[float | None, float | None] = (None, None)) -> None:
         """Open the decoded track ``y`` ([T] or [T, C], ``sr`` Hz) of ``path``; maybe play it.
 
         A transform belongs to one audition: the new track starts untransformed, unless
         the lock is on. ``as_is`` (the query on Q) plays untransformed even when locked;
-        the locked transform comes back with the next track.
+        the locked transform comes back with the next track. ``project`` is the shift and
+        the ratio that play this track in the project's key and BPM (engine.sync); each
+        one given (not None) is where the track starts, locked or not, the query included:
+        in a project every preview sounds in the project.
         """
         self.path = path
         from pathlib import Path
@@ -214,6 +237,7 @@ class AuditionPanel(QWidget):
             self.reset_transform()
         if not as_is:
             self._held = None
+        self.set_transform(semitones=project[0], tempo=project[1])
         if self.player is None:
             return
         gain = float(self.volume)

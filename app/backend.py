@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.embed_service import RemoteEmbedder
+from engine.model.heads import Estimate
 from engine.session import Session, blend_weights
 
 
@@ -27,6 +28,7 @@ class TrackRow:
     duration: float | None
     status: str
     reason: str | None
+    estimate: Estimate | None = None  # key, BPM and type; None until the heads ran
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,22 @@ class Backend:
         return self.session.scan(folders, progress=progress, cancel=cancel)
 
     def tracks(self) -> list[TrackRow]:
-        """Every known file with its status and, for a problem file, its reason."""
-        return [_track_row(*row) for row in self.session.tracks()]
+        """Every known file with its status, its estimate and, for a problem file, its reason."""
+        estimates = self.estimates()
+        return [_track_row(*row, estimates.get(row[0])) for row in self.session.tracks()]
+
+    def estimates(self) -> dict[str, Estimate]:
+        """Key, BPM and sound type of every analysed track, by path."""
+        read = getattr(self.session, "estimates", None)  # TRANSITIONAL until Session.estimates lands
+        return {} if read is None else read()
+
+    def compatible(self, path: str, *, k: int = 20) -> QueryResult:
+        """Tracks in keys compatible with ``path``'s (its Camelot neighbours and relative),
+        ranked by pitch-space similarity (worker thread)."""
+        found = self.session.compatible(path, k=k)
+        neighbours = [Neighbour(n.path, Path(n.path).name, float(n.distance))
+                      for n in found.neighbours]
+        return QueryResult(found.query, "compatible keys", neighbours)
 
     def query(self, path: str, *, by: str | dict[str, float], k: int = 20) -> QueryResult:
         """Nearest neighbours of ``path`` by key, tempo, vibe, or a blend (worker thread)."""
@@ -133,6 +149,7 @@ class Backend:
         return self.session.render(path, semitones=semitones, tempo=tempo, out=out)
 
 
-def _track_row(path: str, duration: float | None, status: str, reason: str | None) -> TrackRow:
+def _track_row(path: str, duration: float | None, status: str, reason: str | None,
+               estimate: Estimate | None = None) -> TrackRow:
     p = Path(path)
-    return TrackRow(path, p.name, str(p.parent), duration, status, reason)
+    return TrackRow(path, p.name, str(p.parent), duration, status, reason, estimate)

@@ -1,12 +1,16 @@
-"""Settings: the checkpoint, the library location, the audio output and its volume,
-kept in QSettings."""
+"""Settings: the checkpoint, the library location, the audio output and its volume, the key
+notation, kept in QSettings."""
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QWidget)
 
+from app.models import NOTATIONS
+
 DEFAULT_DEVICE = "System default"
+NOTATION_KEY = "display/key_notation"
+DEFAULT_NOTATION = "camelot"
 
 ORG, APP = "loev-explorer", "LOEV Explorer"
 
@@ -15,11 +19,18 @@ def app_settings() -> QSettings:
     return QSettings(ORG, APP)
 
 
+def key_notation(settings: QSettings) -> str:
+    """The remembered key notation (a name of app.models.NOTATIONS); Camelot by default."""
+    value = str(settings.value(NOTATION_KEY, DEFAULT_NOTATION) or DEFAULT_NOTATION)
+    return value if value in NOTATIONS else DEFAULT_NOTATION
+
+
 class SettingsDialog(QDialog):
     """Checkpoint (empty = the shipped default) and library directory (empty = default)."""
 
     def __init__(self, checkpoint: str, library: str, parent: QWidget | None = None, *,
-                 devices: list[str] | None = None, device: str = "", volume: int = 100) -> None:
+                 devices: list[str] | None = None, device: str = "", volume: int = 100,
+                 notation: str = DEFAULT_NOTATION) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.checkpoint_edit = QLineEdit(checkpoint)
@@ -47,6 +58,13 @@ class SettingsDialog(QDialog):
         h.addWidget(self.volume_slider, 1)
         h.addWidget(volume_label)
         form.addRow("Volume", row)
+        self.notation_combo = QComboBox()
+        for name, label in NOTATIONS.items():
+            self.notation_combo.addItem(label, name)
+        self.notation_combo.setCurrentIndex(max(0, self.notation_combo.findData(notation)))
+        self.notation_combo.setToolTip("How keys are written in the table, the project key "
+                                       "and the filter's examples")
+        form.addRow("Key notation", self.notation_combo)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -68,6 +86,10 @@ class SettingsDialog(QDialog):
 
     def values(self) -> tuple[str, str]:
         return self.checkpoint_edit.text().strip(), self.library_edit.text().strip()
+
+    def notation_value(self) -> str:
+        """The key notation chosen (a name of app.models.NOTATIONS)."""
+        return str(self.notation_combo.currentData())
 
     def audio_values(self) -> tuple[str, int]:
         """The output device ("" = the system's default) and the volume in percent."""

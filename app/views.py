@@ -156,6 +156,8 @@ class ResultsView(_DragOut, QTableView):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Fixed)
         header.resizeSection(1, 110)
+        for column in range(2, header.count()):  # "vs query", "Plays at": short labels
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
 
     def selected_path(self) -> str | None:
         rows = self.selectionModel().selectedRows() if self.selectionModel() else []

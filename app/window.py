@@ -16,7 +16,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent,
                            QIcon, QKeySequence)
-from PySide6.QtWidgets import (QApplication, QDial, QDoubleSpinBox, QFileDialog, QGridLayout,
+from PySide6.QtWidgets import (QApplication, QComboBox, QDial, QDoubleSpinBox, QFileDialog, QGridLayout,
                                QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSpinBox,
                                QSplitter, QStackedWidget, QToolBar, QToolButton, QVBoxLayout,
@@ -27,14 +27,18 @@ from app.audition import AuditionPanel
 from app.backend import Backend, QueryResult, TrackRow
 from app.errors import ErrorHandler, setup_logging
 from app.folders import FolderWatcher, folders_of
-from app.models import PATH_ROLE, LibraryFilterProxy, LibraryTableModel, ResultsModel
+from app.models import (PATH_ROLE, LibraryFilterProxy, LibraryTableModel, ResultsModel, key_label,
+                        keys_in_order)
 from app.plots import SUBSPACE_COLOURS, InvariancePlot, WaveformView, envelope
-from app.settings import SettingsDialog, app_settings, output_devices
+from app.settings import NOTATION_KEY, SettingsDialog, app_settings, key_notation, output_devices
 from app.views import LibraryView, ResultsView
 from app.workers import Task, TaskError, TaskRunner
+from engine import keys, sync
 
 APP_TITLE = "LOEV Explorer"
 ASPECTS = (("key", "Key", "pitch"), ("tempo", "Tempo", "tempo"), ("vibe", "Vibe", "invariant"))
+# The project BPM box's lowest value stands for "no project BPM".
+NO_BPM = 39.0
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".m4a",
                     ".opus", ".wv")
 
@@ -75,6 +79,11 @@ def load_for_audition(path: str, sr: int) -> tuple[str, Any, int, Any]:
     return path, y, sr, envelope(y.mean(axis=1))
 
 
+FILTER_HELP = ("Words match the name, folder or status. Fields: key:Am, key:8A, key:1m, "
+               "key:none; bpm:128, bpm:120-128, bpm:none; type:kick (a prefix will do: "
+               "type:perc). Commas give alternatives: key:8A,9A")
+
+
 class MainWindow(QMainWindow):
     """LOEV Explorer's window.
 
@@ -113,6 +122,8 @@ class MainWindow(QMainWindow):
         self._pending_summary: str | None = None
         self._player_factory = player_factory
         self._audition_request: str | None = None
+        self.notation = key_notation(self.settings)
+        self.filter_error = ""
         self.watch_delay_ms = 1000
         self._curve_follow = QTimer(self)
         self._curve_follow.setSingleShot(True)
@@ -128,6 +139,7 @@ class MainWindow(QMainWindow):
         self._build()
         collections_ui.install(self)  # map, duplicates, star, collections
         self._restore_state()
+        self._project_changed()  # the remembered project applies to the results
         QApplication.instance().focusChanged.connect(self._focus_changed)
         self.watcher = FolderWatcher(self)
         self.watcher.changed.connect(self._folders_changed)
@@ -177,6 +189,10 @@ class MainWindow(QMainWindow):
         self.find_tempo_stretched_action = a(
             "Find same tempo at xR", lambda: self.find("tempo", shifted=True), "Ctrl+6",
             "What would fit if this track were played at the 'at' tempo ratio")
+        self.find_compatible_action = a(
+            "Find compatible keys", self.find_compatible, "Ctrl+7",
+            "Tracks in keys that mix with this one's (same, a fifth up or down, the relative "
+            "major or minor), nearest in the pitch space first")
         self.curves_action = a("Show invariance curves", self.show_curves, "Ctrl+I")
         self.reveal_action = a("Reveal in folder", self.reveal, "Ctrl+R")
         self.export_action = a("Export", self.export, "Ctrl+E",
@@ -201,7 +217,8 @@ class MainWindow(QMainWindow):
         self.track_actions: list[QAction | None] = [
             self.find_key_action, self.find_tempo_action, self.find_vibe_action,
             self.find_blend_action, self.find_key_shifted_action,
-            self.find_tempo_stretched_action, None, self.curves_action, self.reveal_action,
+            self.find_tempo_stretched_action, self.find_compatible_action, None,
+            self.curves_action, self.reveal_action,
             self.export_action, self.export_to_action]
 
     def _build(self) -> None:
@@ -214,6 +231,8 @@ class MainWindow(QMainWindow):
                        self.export_action, self.autoplay_action, self.curves_panel_action,
                        self.settings_action):
             toolbar.addSeparator() if action is None else toolbar.addAction(action)
+        toolbar.addSeparator()
+        self._build_project(toolbar)
         self.addToolBar(toolbar)
 
         self.top_splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -252,6 +271,89 @@ class MainWindow(QMainWindow):
         self.audition.lock_button.toggled.connect(lambda on: self.settings.setValue("lock", on))
         self.audition.lock_button.setChecked(str(self.settings.value("lock", "false")) == "true")
         self.audition.player_error.connect(lambda e: self.errors.handle("Audition", e))
+
+    def _build_project(self, toolbar: QToolBar) -> None:
+        """The project key and BPM: when set, every preview plays in them (engine.sync)."""
+        self.project_key_combo = QComboBox()
+        self.project_key_combo.setToolTip(
+            "Project key: every preview is transposed to it (or to its relative major or "
+            "minor) by at most 6 semitones")
+        self.project_bpm_spin = QDoubleSpinBox()
+        self.project_bpm_spin.setRange(NO_BPM, 300.0)
+        self.project_bpm_spin.setDecimals(1)
+        self.project_bpm_spin.setSingleStep(1.0)
+        self.project_bpm_spin.setSpecialValueText("BPM: none")
+        self.project_bpm_spin.setSuffix(" BPM")
+        self.project_bpm_spin.setToolTip(
+            "Project BPM: every preview with a tempo is stretched to it (counted in half or "
+            "double time when that is nearer); lowest value = none")
+        self._fill_project_keys(self._saved_project_key())
+        bpm = float(self.settings.value("project/bpm", NO_BPM) or NO_BPM)
+        self.project_bpm_spin.setValue(bpm if bpm > NO_BPM else NO_BPM)
+        self.project_key_combo.currentIndexChanged.connect(lambda _i: self._project_changed())
+        self.project_bpm_spin.valueChanged.connect(lambda _v: self._project_changed())
+        label = QLabel(" Project ")
+        label.setObjectName("paneTitle")
+        for w in (label, self.project_key_combo, self.project_bpm_spin):
+            toolbar.addWidget(w)
+
+    def _saved_project_key(self) -> int | None:
+        try:
+            value = int(self.settings.value("project/key", -1))
+        except (TypeError, ValueError):
+            return None
+        return value if 0 <= value < keys.N_KEYS else None
+
+    def _fill_project_keys(self, selected: int | None) -> None:
+        """The key chooser in the current notation: "none", then the 24 keys."""
+        combo = self.project_key_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("Key: none", -1)
+        for k in keys_in_order(self.notation):
+            combo.addItem(f"Key: {key_label(k, self.notation)}", k)
+            combo.setItemData(combo.count() - 1, keys.key_name(k), Qt.ItemDataRole.ToolTipRole)
+        combo.setCurrentIndex(max(0, combo.findData(-1 if selected is None else selected)))
+        combo.blockSignals(False)
+
+    def project(self) -> tuple[int | None, float | None]:
+        """The project key (engine.keys index) and BPM; None for what is not set."""
+        k = self.project_key_combo.currentData()
+        bpm = self.project_bpm_spin.value()
+        return (None if k is None or k < 0 else int(k)), (None if bpm <= NO_BPM else float(bpm))
+
+    def set_project(self, key: int | None, bpm: float | None) -> None:
+        """Set the toolbar's project key and BPM (None: not set)."""
+        self.project_key_combo.setCurrentIndex(
+            max(0, self.project_key_combo.findData(-1 if key is None else key)))
+        self.project_bpm_spin.setValue(NO_BPM if bpm is None else float(bpm))
+
+    def project_transform(self, path: str) -> tuple[float | None, float | None]:
+        """The shift and ratio that play ``path`` in the project (engine.sync); None for
+        what the project leaves to the audition (no project key / BPM)."""
+        key, bpm = self.project()
+        e = self.results_model.estimates.get(path)
+        s = sync.project_sync(e.key if e else None, e.bpm if e else None, key, bpm)
+        return (None if key is None else float(s.semitones)), (None if bpm is None else s.tempo)
+
+    def _project_changed(self) -> None:
+        key, bpm = self.project()
+        self.settings.setValue("project/key", -1 if key is None else key)
+        self.settings.setValue("project/bpm", NO_BPM if bpm is None else bpm)
+        self.results_model.set_project(key, bpm)
+        self.results_view.setColumnHidden(ResultsModel.PLAYS_AT, key is None and bpm is None)
+        path = self.audition.path
+        if path:  # the track that plays follows the project at once
+            shift, ratio = self.project_transform(path)
+            self.audition.set_transform(semitones=0.0 if shift is None else shift,
+                                        tempo=1.0 if ratio is None else ratio)
+
+    def set_notation(self, notation: str) -> None:
+        """Write keys in ``notation`` (app.models.NOTATIONS) everywhere, and remember it."""
+        self.library_model.set_notation(notation)
+        self.notation = notation
+        self.settings.setValue(NOTATION_KEY, notation)
+        self._fill_project_keys(self.project()[0])
 
     def _build_sidebar(self) -> QWidget:
         folders_box = QGroupBox("Folders")
@@ -336,14 +438,14 @@ class MainWindow(QMainWindow):
 
     def _build_library(self) -> QWidget:
         self.library_model = LibraryTableModel(self)
+        self.library_model.set_notation(self.notation)
         self.library_proxy = LibraryFilterProxy(self)
         self.library_proxy.setSourceModel(self.library_model)
         self.library_view = LibraryView(self.track_actions)
         self.library_view.setModel(self.library_proxy)
         self.library_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-        self.library_view.setColumnWidth(0, 220)
-        self.library_view.setColumnWidth(1, 150)
-        self.library_view.setColumnWidth(2, 64)
+        for column, width in enumerate((220, 110, 48, 56, 80, 64)):
+            self.library_view.setColumnWidth(column, width)
         self.library_view.render_for_drag = self._render_for_drag
         self.library_view.doubleClicked.connect(
             lambda index: self.audition_path(index.data(PATH_ROLE)))
@@ -353,9 +455,11 @@ class MainWindow(QMainWindow):
         # previous row.
         self.library_view.selectionModel().selectionChanged.connect(self._library_selected)
         self.filter_edit = QLineEdit()
-        self.filter_edit.setPlaceholderText("Filter by name, folder or status (Ctrl+F)")
+        self.filter_edit.setPlaceholderText("Filter: name, folder, key:8A bpm:120-128 type:kick "
+                                            "(Ctrl+F)")
         self.filter_edit.setClearButtonEnabled(True)
-        self.filter_edit.textChanged.connect(self.library_proxy.setFilterFixedString)
+        self.filter_edit.setToolTip(FILTER_HELP)
+        self.filter_edit.textChanged.connect(self.apply_filter)
         focus = QAction(self)
         focus.setShortcut(QKeySequence.StandardKey.Find)
         focus.triggered.connect(lambda: self.filter_edit.setFocus())
@@ -376,6 +480,17 @@ class MainWindow(QMainWindow):
         self.library_stack.addWidget(self._build_empty_state())
         self.library_stack.addWidget(table_page)
         return self.library_stack
+
+    def apply_filter(self, text: str) -> None:
+        """Filter the table by the box's text; a word it cannot read is said (status bar,
+        tooltip, orange text) and left out, while the rest filters."""
+        parsed = self.library_proxy.set_filter_text(text)
+        self.filter_error = "; ".join(parsed.errors)
+        self.filter_edit.setStyleSheet("QLineEdit { color: #e0a040; }" if parsed.errors else "")
+        self.filter_edit.setToolTip(f"{self.filter_error}\n\n{FILTER_HELP}" if parsed.errors
+                                    else FILTER_HELP)
+        if parsed.errors:
+            self._show_message(f"Filter: {self.filter_error}")
 
     def _build_empty_state(self) -> QWidget:
         page = QWidget()
@@ -644,6 +759,7 @@ class MainWindow(QMainWindow):
     def _tracks_loaded(self, rows: list[TrackRow]) -> None:
         selected = self.library_view.selected_path()
         self.library_model.set_rows(rows)
+        self.results_model.set_estimates({r.path: r.estimate for r in rows if r.estimate is not None})
         ok = sum(r.status == "ok" for r in rows)
         problems = len(rows) - ok
         text = f"{ok} tracks"
@@ -753,10 +869,26 @@ class MainWindow(QMainWindow):
                         shift=shift, stretch=stretch, name="Query")
         self.tasks.start(task, returned=self._show_results)
 
+    def find_compatible(self) -> None:
+        """Tracks in keys compatible with the selected track's, nearest in the pitch space
+        first (Session.compatible)."""
+        path = self._need_track()
+        if path is None:
+            return
+        self.results_title.setText(f"Searching compatible keys of {Path(path).name}...")
+        self.tasks.start(Task(self.backend.compatible, path, k=self.k_spin.value(),
+                              name="Find compatible keys"), returned=self._show_results)
+
     def _show_results(self, result: QueryResult) -> None:
         self.results_model.set_result(result.query, result.by, result.neighbours)
-        self.results_title.setText(f"{len(result.neighbours)} nearest by {result.by} to "
-                                   f"{Path(result.query).name}")
+        name = Path(result.query).name
+        e = self.results_model.estimates.get(result.query)
+        if result.by == "compatible keys" and e is not None and e.key is not None:
+            wheel = " ".join(key_label(k, self.notation) for k in keys.compatible_keys(e.key))
+            self.results_title.setText(f"{len(result.neighbours)} in keys compatible with "
+                                       f"{name} ({wheel})")
+        else:
+            self.results_title.setText(f"{len(result.neighbours)} nearest by {result.by} to {name}")
         if result.neighbours:
             self.results_view.selectRow(1)
         self.results_ready.emit(result)
@@ -831,7 +963,8 @@ class MainWindow(QMainWindow):
         if path != self._audition_request:
             return  # an older request finished after a newer one: the newer one wins
         self.waveform.set_envelope(path, env, len(y) / sr)
-        self.audition.load(path, y, sr, autoplay=autoplay, as_is=as_is)
+        self.audition.load(path, y, sr, autoplay=autoplay, as_is=as_is,
+                           project=self.project_transform(path))
         if self.curves_panel.isVisible() and path != self._curve_path:
             # The curves follow the track that plays, once the user stops on one: arrowing
             # through a folder must not queue two dozen embeddings per track.
@@ -929,10 +1062,13 @@ class MainWindow(QMainWindow):
                                 str(self.settings.value("library", "") or ""), self,
                                 devices=output_devices(),
                                 device=str(self.settings.value("audio/device", "") or ""),
-                                volume=int(self.settings.value("audio/volume", 100)))
+                                volume=int(self.settings.value("audio/volume", 100)),
+                                notation=self.notation)
         if dialog.exec():
             device, volume = dialog.audio_values()
             self.apply_audio_settings(device=device, volume=volume)
+            if dialog.notation_value() != self.notation:
+                self.set_notation(dialog.notation_value())
             if dialog.values() != (str(self.settings.value("checkpoint", "") or ""),
                                    str(self.settings.value("library", "") or "")):
                 self.apply_settings(*dialog.values())
@@ -974,9 +1110,9 @@ class MainWindow(QMainWindow):
         for name in ("main_splitter", "top_splitter", "bottom_splitter"):
             if s.value(name) is not None:
                 getattr(self, name).restoreState(s.value(name))
-        # v2: the Status column moved next to the name.
-        if s.value("library_header_v2") is not None:
-            self.library_view.horizontalHeader().restoreState(s.value("library_header_v2"))
+        # v3: the Key, BPM and Type columns (v2: the Status column moved next to the name).
+        if s.value("library_header_v3") is not None:
+            self.library_view.horizontalHeader().restoreState(s.value("library_header_v3"))
         self.curves_panel_action.setChecked(str(s.value("curves_panel", "false")) == "true")
 
     def save_state(self) -> None:
@@ -985,7 +1121,7 @@ class MainWindow(QMainWindow):
         s.setValue("state", self.saveState())
         for name in ("main_splitter", "top_splitter", "bottom_splitter"):
             s.setValue(name, getattr(self, name).saveState())
-        s.setValue("library_header_v2", self.library_view.horizontalHeader().saveState())
+        s.setValue("library_header_v3", self.library_view.horizontalHeader().saveState())
         s.setValue("curves_panel", self.curves_panel_action.isChecked())
         s.setValue("k", self.k_spin.value())
         s.sync()
