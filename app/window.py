@@ -16,11 +16,11 @@ from typing import Any, Callable
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent,
                            QIcon, QKeySequence)
-from PySide6.QtWidgets import (QApplication, QComboBox, QDial, QDoubleSpinBox, QFileDialog, QGridLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QSpinBox,
-                               QSplitter, QStackedWidget, QToolBar, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QApplication, QComboBox, QDial, QDoubleSpinBox, QFileDialog,
+                               QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                               QListWidget, QMainWindow, QMessageBox, QProgressBar, QPushButton,
+                               QSpinBox, QSplitter, QStackedWidget, QToolBar, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from app import collections_ui
 from app.audition import AuditionPanel
@@ -759,7 +759,8 @@ class MainWindow(QMainWindow):
     def _tracks_loaded(self, rows: list[TrackRow]) -> None:
         selected = self.library_view.selected_path()
         self.library_model.set_rows(rows)
-        self.results_model.set_estimates({r.path: r.estimate for r in rows if r.estimate is not None})
+        self.results_model.set_estimates({r.path: r.estimate for r in rows
+                                          if r.estimate is not None})
         ok = sum(r.status == "ok" for r in rows)
         problems = len(rows) - ok
         text = f"{ok} tracks"

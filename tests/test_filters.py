@@ -138,3 +138,10 @@ def test_bad_words_say_why_and_the_rest_still_filters(text, message):
 def test_a_drive_letter_or_a_time_is_text():
     assert parse_filter(r"C:\Samples").terms == (r"c:\samples",)
     assert parse_filter("take 1:30").errors == ()
+
+
+def test_a_bad_value_leaves_its_field_unconstrained():
+    f = parse_filter("bass key:H")
+    assert f.keys is None and f.matches("/d bass.wav", est("D major"))
+    f = parse_filter("key:8A,H")  # one bad alternative: the whole word is left out
+    assert f.keys is None and len(f.errors) == 1

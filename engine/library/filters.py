@@ -132,10 +132,11 @@ def parse_filter(text: str) -> LibraryFilter:
             errors.append(f"{word} needs a value (e.g. {_EXAMPLES[field]})")
             continue
         try:
-            found.setdefault(field, []).extend(_READERS[field](v.strip()) for v in value.split(",")
-                                               if v.strip())
+            values = [_READERS[field](v.strip()) for v in value.split(",") if v.strip()]
         except ValueError as e:
             errors.append(f"{word}: {e}")
+            continue
+        found.setdefault(field, []).extend(values)
     types = found.get("type")
     return LibraryFilter(
         terms=tuple(terms),
