@@ -225,9 +225,18 @@ class MainWindow(QMainWindow):
         toolbar = QToolBar("Main", self)
         toolbar.setObjectName("mainToolbar")
         toolbar.setMovable(False)
+        # Short labels on the toolbar (the menus and tooltips keep the full ones), and the
+        # selected track's curves left to the "Curves" panel, Ctrl+I and the context menu:
+        # room for the project key and BPM without pushing the marks chooser off the edge.
+        for action, short in ((self.find_key_action, "Same key"),
+                              (self.find_tempo_action, "Same tempo"),
+                              (self.find_vibe_action, "Similar vibe"),
+                              (self.find_blend_action, "Blend"),
+                              (self.reveal_action, "Reveal")):
+            action.setIconText(short)
         for action in (self.add_folder_action, self.rescan_action, None,
                        self.find_key_action, self.find_tempo_action, self.find_vibe_action,
-                       self.find_blend_action, self.curves_action, self.reveal_action, None,
+                       self.find_blend_action, self.reveal_action, None,
                        self.export_action, self.autoplay_action, self.curves_panel_action,
                        self.settings_action):
             toolbar.addSeparator() if action is None else toolbar.addAction(action)
@@ -444,7 +453,7 @@ class MainWindow(QMainWindow):
         self.library_view = LibraryView(self.track_actions)
         self.library_view.setModel(self.library_proxy)
         self.library_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-        for column, width in enumerate((220, 110, 48, 56, 80, 64)):
+        for column, width in enumerate((200, 70, 44, 52, 78, 64)):
             self.library_view.setColumnWidth(column, width)
         self.library_view.render_for_drag = self._render_for_drag
         self.library_view.doubleClicked.connect(
