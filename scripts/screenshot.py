@@ -7,9 +7,9 @@ Runs under Xvfb (it re-executes itself through ``xvfb-run`` when there is no dis
 The library is built in a temporary directory from the game soundtracks and sound effects
 of Debian's extremetuxracer-data and frozen-bubble-data (when installed) plus generated
 tones in known keys and click tracks at known tempos. The window adds the folder through
-the same slot as "Add folder...", scans it in the background, runs "Find same key" on a
-track, auditions the nearest result with a pitch shift, shows the invariance curves, and
-grabs itself.
+the same slot as "Add folder...", scans it in the background, sets a project key and BPM
+(A minor, 120), runs "Find same key" on a track, auditions the nearest result (the project
+sync sets its pitch and tempo), shows the invariance curves, and grabs itself.
 """
 from __future__ import annotations
 
@@ -131,6 +131,10 @@ def main() -> int:
 
     rows = [r.path for r in win.library_model.rows() if r.status == "ok"]
     query = next((p for p in rows if Path(p).name == args.query), rows[0])
+    # The project: every preview plays in A minor at 120 BPM, each result says at what.
+    from engine.keys import parse_key
+
+    win.set_project(parse_key("A minor"), 120.0)
     win.select_path(query)
     results = []
     win.results_ready.connect(results.append)
@@ -144,8 +148,6 @@ def main() -> int:
     else:
         win.audition_path(query)
     wait(lambda: loaded, "the audition", 60)
-    # A transform belongs to the audition: set once the track is loaded.
-    win.audition.set_transform(semitones=3.0, tempo=1.12)
     curves: list[str] = []
     win.curve_ready.connect(curves.append)
     win.curves_panel_action.setChecked(True)  # the panel shows the track that plays
