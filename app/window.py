@@ -296,8 +296,12 @@ class MainWindow(QMainWindow):
         self.project_bpm_spin.setToolTip(
             "Project BPM: every preview with a tempo is stretched to it (counted in half or "
             "double time when that is nearer); lowest value = none")
+        self.project_bpm_spin.setKeyboardTracking(False)  # "128" typed is one change, not three
         self._fill_project_keys(self._saved_project_key())
-        bpm = float(self.settings.value("project/bpm", NO_BPM) or NO_BPM)
+        try:
+            bpm = float(self.settings.value("project/bpm", NO_BPM) or NO_BPM)
+        except (TypeError, ValueError):
+            bpm = NO_BPM
         self.project_bpm_spin.setValue(bpm if bpm > NO_BPM else NO_BPM)
         self.project_key_combo.currentIndexChanged.connect(lambda _i: self._project_changed())
         self.project_bpm_spin.valueChanged.connect(lambda _v: self._project_changed())
