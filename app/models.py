@@ -61,6 +61,11 @@ def format_bpm(bpm: float) -> str:
     return f"{bpm:.1f}"
 
 
+def status_text(t: TrackRow) -> str:
+    """The Status column: "ok", or the problem and its reason."""
+    return t.status if t.status == "ok" else f"{t.status}: {t.reason or '?'}"
+
+
 def _uncertain(confidence: float) -> bool:
     return confidence < LOW_CONFIDENCE
 
@@ -114,6 +119,8 @@ class LibraryTableModel(_RowsTableModel):
         super().__init__(parent)
         self._rows: list[TrackRow] = []
         self.notation = "camelot"
+        self._sort: tuple[int, Qt.SortOrder] | None = None
+        self.version = 0  # counts changes of the rows or their order
 
     def set_notation(self, notation: str) -> None:
         """Write keys in ``notation`` from now on (the display and the sort order change)."""
@@ -122,11 +129,60 @@ class LibraryTableModel(_RowsTableModel):
         self.notation = notation
         if self._rows:
             self.dataChanged.emit(self.index(0, self.KEY), self.index(len(self._rows) - 1, self.KEY))
+            if self._sort is not None and self._sort[0] == self.KEY:
+                self.sort(*self._sort)  # each notation sorts round its own wheel
 
     def set_rows(self, rows: list[TrackRow]) -> None:
         self.beginResetModel()
         self._rows = list(rows)
+        self.version += 1
+        if self._sort is not None:
+            self._rows.sort(key=self._sort_key(self._sort[0]),
+                            reverse=self._sort[1] == Qt.SortOrder.DescendingOrder)
         self.endResetModel()
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort the rows here, in one Python sort on SORT_ROLE's values.
+
+        A QSortFilterProxyModel sorting a Python model calls ``data()`` twice per comparison
+        (seconds for tens of thousands of rows); the library proxy hands its sort down here
+        instead (:meth:`LibraryFilterProxy.sort`). Rows set later keep the order.
+        """
+        if not 0 <= column < len(self.COLUMNS):
+            self._sort = None
+            return
+        self._sort = (column, order)
+        self.layoutAboutToBeChanged.emit()
+        self.version += 1
+        before = list(self._rows)
+        self._rows.sort(key=self._sort_key(column), reverse=order == Qt.SortOrder.DescendingOrder)
+        where = {id(r): i for i, r in enumerate(self._rows)}
+        old = self.persistentIndexList()
+        self.changePersistentIndexList(
+            old, [self.index(where[id(before[i.row()])], i.column()) for i in old])
+        self.layoutChanged.emit()
+
+    def _sort_key(self, column: int) -> Any:
+        return lambda t: self._sort_value(t, column)
+
+    def _sort_value(self, t: TrackRow, col: int) -> Any:
+        if col == 0:
+            return t.name.lower()
+        if col == 1:
+            return t.status
+        if col == 5:
+            return t.duration if t.duration is not None else -1.0
+        if col == 6:
+            return t.folder.lower()
+        # Unanalysed rows sort after every estimate; "no key"/"no tempo" just before them.
+        e = t.estimate
+        if e is None:
+            return 1000.0
+        if col == self.KEY:
+            return 999.0 if e.key is None else float(key_order(e.key, self.notation))
+        if col == self.BPM:
+            return 999.0 if e.bpm is None else float(e.bpm)
+        return float(SOUND_TYPES.index(e.type)) if e.type in SOUND_TYPES else 999.0
 
     def rows(self) -> list[TrackRow]:
         return list(self._rows)
@@ -139,15 +195,14 @@ class LibraryTableModel(_RowsTableModel):
             return None
         t = self._rows[index.row()]
         col = index.column()
+        if role == SORT_ROLE:
+            return self._sort_value(t, col)
         if self.KEY <= col <= self.TYPE:
             return self._estimate_data(t.estimate, col, role, t.path)
         if role == Qt.ItemDataRole.DisplayRole:
             return (t.name,
-                    t.status if t.status == "ok" else f"{t.status}: {t.reason or '?'}",
+                    status_text(t),
                     None, None, None, format_duration(t.duration), t.folder)[col]
-        if role == SORT_ROLE:
-            return (t.name.lower(), t.status, None, None, None,
-                    t.duration if t.duration is not None else -1.0, t.folder.lower())[col]
         if role == PATH_ROLE:
             return t.path
         if role == ESTIMATE_ROLE:
@@ -165,15 +220,6 @@ class LibraryTableModel(_RowsTableModel):
             return path
         if role == ESTIMATE_ROLE:
             return e
-        if role == SORT_ROLE:
-            # Unanalysed rows sort after every estimate; "no key"/"no tempo" just before them.
-            if e is None:
-                return 1000.0
-            if col == self.KEY:
-                return 999.0 if e.key is None else float(key_order(e.key, self.notation))
-            if col == self.BPM:
-                return 999.0 if e.bpm is None else float(e.bpm)
-            return float(SOUND_TYPES.index(e.type)) if e.type in SOUND_TYPES else 999.0
         if e is None:
             return None
         confidence = (e.key_confidence, e.bpm_confidence, e.type_confidence)[col - self.KEY]
@@ -208,23 +254,41 @@ class LibraryTableModel(_RowsTableModel):
 
 class LibraryFilterProxy(QSortFilterProxyModel):
     """The filter box's filter (engine.library.filters: words in the path or status, and
-    ``key:``, ``bpm:``, ``type:`` on the estimates); sorts on SORT_ROLE."""
+    ``key:``, ``bpm:``, ``type:`` on the estimates); the sort is the table model's.
+
+    The proxy may sit on other proxies over a :class:`LibraryTableModel` (the marks'). The
+    filter is worked out over that table's rows in one Python pass, kept until they
+    change, and ``filterAcceptsRow`` only looks its row up: a call into Python per row
+    that reads three cells through the proxies costs about a second per keystroke at
+    50 000 rows (benchmarks/library_table.py).
+    """
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.setSortRole(SORT_ROLE)
         self.setDynamicSortFilter(True)
         self.filter = LibraryFilter()
+        self._table: LibraryTableModel | None = None
+        # (the table's version, whether each of its rows passes), worked out on first use
+        self._accepted: tuple[int, list[bool]] | None = None
+
+    def setSourceModel(self, model: Any) -> None:  # noqa: N802 - Qt API
+        super().setSourceModel(model)
+        table = model
+        while isinstance(table, QSortFilterProxyModel):
+            table = table.sourceModel()
+        self._table = table if isinstance(table, LibraryTableModel) else None
+        self._accepted = None
 
     def set_filter_text(self, text: str) -> LibraryFilter:
         """Filter by the box's ``text``; returns the parsed filter (its ``errors`` to show)."""
         parsed = parse_filter(text)
         if not hasattr(self, "beginFilterChange"):  # Qt < 6.9
-            self.filter = parsed
+            self.filter, self._accepted = parsed, None
             self.invalidateFilter()
         else:
             self.beginFilterChange()  # invalidateFilter() is deprecated from Qt 6.9
-            self.filter = parsed
+            self.filter, self._accepted = parsed, None
             self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
         return parsed
 
@@ -232,9 +296,29 @@ class LibraryFilterProxy(QSortFilterProxyModel):
         if self.filter.empty:
             return True
         source = self.sourceModel()
-        first = source.index(row, 0, parent)
-        status = source.index(row, 1, parent).data(Qt.ItemDataRole.DisplayRole) or ""
-        return self.filter.matches(first.data(PATH_ROLE) or "", first.data(ESTIMATE_ROLE), status)
+        if self._table is None:  # not over a library table: read the cells
+            first = source.index(row, 0, parent)
+            status = source.index(row, 1, parent).data(Qt.ItemDataRole.DisplayRole) or ""
+            return self.filter.matches(first.data(PATH_ROLE) or "", first.data(ESTIMATE_ROLE),
+                                       status)
+        # Checked by version, not by signals: a proxy between may re-filter this one before
+        # a slot here would hear that the table changed.
+        if self._accepted is None or self._accepted[0] != self._table.version:
+            self._accepted = (self._table.version,
+                              [self.filter.matches(t.path, t.estimate, status_text(t))
+                               for t in self._table.rows()])
+        index = source.index(row, 0, parent)
+        while index.model() is not self._table:
+            index = index.model().mapToSource(index)
+        return self._accepted[1][index.row()]
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sorted by the table model underneath (one Python sort, not a comparison per call
+        into Python); this proxy and any between keep its order."""
+        if self._table is not None:
+            self._table.sort(column, order)
+        else:
+            super().sort(column, order)
 
     def path_at(self, row: int) -> str:
         return self.data(self.index(row, 0), PATH_ROLE)

@@ -272,3 +272,30 @@ def test_result_rows_say_what_they_will_be_played_at(qtbot, window, library, mon
     assert model.index(2, plays).data() == "as is"         # no key, no tempo
     window.set_notation("standard")  # labels do not depend on the notation
     assert model.index(1, plays).data() == "-2 st, x1.04"
+
+
+def test_sorting_keeps_the_selection_and_a_reload_keeps_the_order(qtbot, window, library):
+    paths, _ = library
+    window.select_path(paths["d bass.wav"])
+    window.library_view.sortByColumn(BPM, Qt.SortOrder.DescendingOrder)
+    order = shown(window)
+    assert order[0] == "unknown.wav" and order[-4:] == ["am loop.wav", "d bass.wav", "c kick.wav",
+                                                        "abm keys.wav"]
+    assert window.library_view.selected_path() == paths["d bass.wav"]
+    with qtbot.waitSignal(window.tracks_loaded, timeout=5000):
+        window.reload_tracks()
+    assert shown(window) == order
+    assert window.library_view.selected_path() == paths["d bass.wav"]
+
+
+def test_the_filter_follows_a_reload_of_other_rows(qtbot, window, library, monkeypatch):
+    paths, _ = library
+    window.filter_edit.setText("type:kick,bass")
+    assert sorted(shown(window)) == ["c kick.wav", "d bass.wav"]
+    fewer = [(p, 0.5, "ok", None) for n, p in reversed(paths.items()) if n != "d bass.wav"]
+    monkeypatch.setattr(window.backend.session, "tracks", lambda: fewer)
+    with qtbot.waitSignal(window.tracks_loaded, timeout=5000):
+        window.reload_tracks()
+    assert shown(window) == ["c kick.wav"]
+    window.filter_edit.setText("")
+    assert len(shown(window)) == len(TRACKS) - 1
