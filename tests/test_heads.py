@@ -1,0 +1,182 @@
+"""The key, tempo and type heads: their file format (pickle-free, checked before use), the
+model id they leave alone, and the shipped heads on synthetic signals with known answers."""
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import keys
+from engine.errors import CheckpointError
+from engine.model.checkpoint import read_checkpoint_info, save_with_heads
+from engine.model.heads import (HEADS_FORMAT, NO_KEY, NO_TEMPO, SOUND_TYPES, Estimate, Heads,
+                                load_heads)
+
+BPM_BINS = [60.0 * 2 ** (i / 12) for i in range(25)]  # 60..240, a coarse test grid
+
+
+def hand_heads(dims: dict[str, int], *, seed: int = 0, hidden: int = 8,
+               ) -> tuple[dict[str, np.ndarray], str]:
+    """Heads tensors and metadata built by hand: random MLPs, except that the key head's
+    output follows the first pitch dimension (class = 0 when it is large)."""
+    rng = np.random.default_rng(seed)
+    labels = {"key": list(keys.KEY_NAMES) + [NO_KEY],
+              "tempo": [f"{b:.2f}" for b in BPM_BINS] + [NO_TEMPO],
+              "type": list(SOUND_TYPES)}
+    subspace = {"key": "pitch", "tempo": "tempo", "type": "invariant"}
+    tensors = {}
+    for head, labs in labels.items():
+        d = dims[subspace[head]]
+        tensors[f"estimators.{head}.mean"] = np.zeros(d, np.float32)
+        tensors[f"estimators.{head}.scale"] = np.ones(d, np.float32)
+        tensors[f"estimators.{head}.0.weight"] = rng.standard_normal((hidden, d)).astype(np.float32)
+        tensors[f"estimators.{head}.0.bias"] = np.zeros(hidden, np.float32)
+        tensors[f"estimators.{head}.1.weight"] = rng.standard_normal((len(labs), hidden)).astype(np.float32)
+        tensors[f"estimators.{head}.1.bias"] = np.zeros(len(labs), np.float32)
+    meta = {"format": HEADS_FORMAT, "provenance": {"trainer": "by hand"}}
+    for head, labs in labels.items():
+        meta[head] = {"subspace": subspace[head], "hidden": [hidden], "labels": labs}
+    meta["tempo"]["bpm"] = BPM_BINS
+    return tensors, json.dumps(meta)
+
+
+@pytest.fixture(scope="module")
+def with_heads(tiny_checkpoint, tmp_path_factory):
+    info = read_checkpoint_info(tiny_checkpoint)
+    tensors, meta = hand_heads(info.dims)
+    out = tmp_path_factory.mktemp("heads") / "with-heads.safetensors"
+    return save_with_heads(out, tiny_checkpoint, tensors, meta)
+
+
+def unit_vectors(dims: dict[str, int], n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s, d in dims.items():
+        v = rng.standard_normal((n, d)).astype(np.float32)
+        out[s] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
+
+
+def test_heads_keep_the_model_id_and_the_network(tiny_checkpoint, with_heads):
+    """Adding heads (or training them again) must not change what the model is."""
+    import torch
+
+    from engine.model.checkpoint import load_checkpoint
+
+    before, after = read_checkpoint_info(tiny_checkpoint), read_checkpoint_info(with_heads)
+    assert after.model_id == before.model_id
+    assert after.dims == before.dims and after.config == before.config
+    # Again, on a checkpoint that already has heads: they are replaced, the id stays.
+    tensors, meta = hand_heads(before.dims, seed=5)
+    again = save_with_heads(with_heads.with_name("again.safetensors"), with_heads, tensors, meta)
+    assert read_checkpoint_info(again).model_id == before.model_id
+    assert load_heads(again).heads_id != load_heads(with_heads).heads_id
+    # The encoder loads exactly as before: the heads tensors are not the network's.
+    a, _ = load_checkpoint(tiny_checkpoint)
+    b, _ = load_checkpoint(again)
+    y = torch.randn(1, 48000)
+    with torch.inference_mode():
+        ea, eb = a(y)["embeddings"], b(y)["embeddings"]
+    assert all(torch.equal(ea[s], eb[s]) for s in ea)
+
+
+def test_changed_encoder_bytes_change_the_id(with_heads, tmp_path):
+    """The id is recomputed from the encoder's bytes, not read from the record: an edited
+    weight is refused rather than passed off as the original model."""
+    bad = tmp_path / "edited.safetensors"
+    data = bytearray(with_heads.read_bytes())
+    (n,) = struct.unpack("<Q", data[:8])
+    data[8 + n + 100] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="not those of the model"):
+        read_checkpoint_info(bad)
+
+
+def test_predict_returns_one_estimate_per_track(with_heads):
+    info = read_checkpoint_info(with_heads)
+    heads = load_heads(with_heads)
+    assert isinstance(heads, Heads) and len(heads.heads_id) == 16
+    est = heads.predict(unit_vectors(info.dims, 7))
+    assert len(est) == 7 and all(isinstance(e, Estimate) for e in est)
+    for e in est:
+        assert e.key is None or 0 <= e.key < 24
+        assert e.bpm is None or 50.0 <= e.bpm <= 260.0
+        assert e.type in SOUND_TYPES
+        assert all(0.0 <= c <= 1.0 for c in (e.key_confidence, e.bpm_confidence, e.type_confidence))
+        json.dumps(e.to_dict())
+    # The same vectors give the same estimates; one vector alone gives the same answer.
+    one = heads.predict({s: v[:1] for s, v in unit_vectors(info.dims, 7).items()})
+    assert (one[0].key, one[0].type, one[0].bpm is None) == (est[0].key, est[0].type, est[0].bpm is None)
+    assert one[0].key_confidence == pytest.approx(est[0].key_confidence, abs=1e-5)
+
+
+def test_predict_refuses_vectors_of_the_wrong_size(with_heads):
+    info = read_checkpoint_info(with_heads)
+    vectors = unit_vectors(info.dims, 2)
+    vectors["pitch"] = vectors["pitch"][:, :-1]
+    with pytest.raises(ValueError, match="pitch vectors must be"):
+        load_heads(with_heads).predict(vectors)
+
+
+def test_checkpoint_without_heads_has_none(tiny_checkpoint):
+    assert load_heads(tiny_checkpoint) is None
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t, m: t.update({"estimators.key.0.weight": t["estimators.key.0.weight"][:, :-1]}), "estimators.key.0.weight"),
+    (lambda t, m: t.pop("estimators.type.1.bias"), "missing tensor"),
+    (lambda t, m: t.update({"estimators.extra": np.zeros(3, np.float32)}), "unexpected tensor"),
+    (lambda t, m: m["type"].update(labels=["kick", "not a type"]), "type head"),
+    (lambda t, m: m["key"].update(subspace="tempo"), "key head reads"),
+    (lambda t, m: m["tempo"].update(bpm=[120.0, 60.0, 90.0]), "tempo head"),
+    (lambda t, m: t.update({"estimators.tempo.mean": np.full(t["estimators.tempo.mean"].shape, np.nan, np.float32)}),
+     "non-finite"),
+])
+def test_damaged_heads_are_refused(tiny_checkpoint, tmp_path, damage, message):
+    info = read_checkpoint_info(tiny_checkpoint)
+    tensors, raw = hand_heads(info.dims)
+    meta = json.loads(raw)
+    damage(tensors, meta)
+    path = save_with_heads(tmp_path / "bad.safetensors", tiny_checkpoint, tensors, json.dumps(meta))
+    with pytest.raises(CheckpointError, match="damaged key/tempo/type heads") as e:
+        load_heads(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_heads_load_without_pickle_or_torch(with_heads):
+    """The heads are read by safetensors' numpy API in a process that has no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pickle; sys.modules['torch'] = None\n"
+            "def refuse(*a, **k): raise AssertionError('unpickled')\n"
+            "pickle.load = pickle.loads = pickle.Unpickler = refuse\n"
+            "from engine.model.heads import load_heads\n"
+            f"h = load_heads({str(with_heads)!r}); print(h.heads_id)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == load_heads(with_heads).heads_id
+
+
+def test_heads_checkpoint_runs_on_the_onnx_export_of_its_encoder(tmp_path):
+    """The shipped ONNX export names the encoder's model id: a checkpoint with heads
+    beside it (same id) is accepted by the onnxruntime backend."""
+    pytest.importorskip("onnxruntime")
+    from engine.model.embed import Embedder
+    from engine.resources import default_checkpoint
+
+    src = default_checkpoint()
+    info = read_checkpoint_info(src)
+    tensors, meta = hand_heads(info.dims)
+    out = save_with_heads(tmp_path / "m.safetensors", src, tensors, meta)
+    shutil.copy(src.with_suffix(".onnx"), out.with_suffix(".onnx"))
+    emb = Embedder(out, backend="onnxruntime")
+    assert emb.model_id == info.model_id
+    v = emb.embed_audio(np.zeros(16000, np.float32) + 0.01 * np.sin(np.arange(16000) * 0.3).astype(np.float32))
+    assert set(v) == set(info.dims)
