@@ -39,7 +39,7 @@ def hand_heads(dims: dict[str, int], *, seed: int = 0, hidden: int = 8,
         tensors[f"estimators.{head}.1.bias"] = np.zeros(len(labs), np.float32)
     meta = {"format": HEADS_FORMAT, "provenance": {"trainer": "by hand"}}
     for head, labs in labels.items():
-        meta[head] = {"subspace": subspace[head], "hidden": [hidden], "labels": labs}
+        meta[head] = {"subspaces": [subspace[head]], "hidden": [hidden], "labels": labs}
     meta["tempo"]["bpm"] = BPM_BINS
     return tensors, json.dumps(meta)
 
@@ -131,7 +131,7 @@ def test_checkpoint_without_heads_has_none(tiny_checkpoint):
     (lambda t, m: t.pop("estimators.type.1.bias"), "missing tensor"),
     (lambda t, m: t.update({"estimators.extra": np.zeros(3, np.float32)}), "unexpected tensor"),
     (lambda t, m: m["type"].update(labels=["kick", "not a type"]), "type head"),
-    (lambda t, m: m["key"].update(subspace="tempo"), "key head reads"),
+    (lambda t, m: m["key"].update(subspaces=["pitch", "nope"]), "key head reads"),
     (lambda t, m: m["tempo"].update(bpm=[120.0, 60.0, 90.0]), "tempo head"),
     (lambda t, m: t.update({"estimators.tempo.mean": np.full(t["estimators.tempo.mean"].shape, np.nan, np.float32)}),
      "non-finite"),

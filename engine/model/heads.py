@@ -60,7 +60,8 @@ class Estimate:
 
 
 HEADS_FORMAT = "loev-heads/1"
-HEAD_SUBSPACES = {"key": "pitch", "tempo": "tempo", "type": "invariant"}
+# What each head reads by default (the metadata names each head's subspaces).
+HEAD_SUBSPACES = {"key": ("pitch",), "tempo": ("tempo",), "type": ("invariant",)}
 NO_KEY, NO_TEMPO = "no key", "no tempo"
 BPM_TOLERANCE = 0.04  # acc1's: a BPM within 4 % is right
 
@@ -75,7 +76,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 class _Mlp:
     """One head: standardise, then dense layers with ReLU between them."""
 
-    subspace: str
+    subspaces: tuple[str, ...]
     labels: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
@@ -105,22 +106,27 @@ class Heads:
         self.bpm_bins = np.asarray(bpm_bins, dtype=np.float64)
         self.heads_id = heads_id
         self.provenance = dict(provenance or {})
-        self.subspaces = {name: h.subspace for name, h in heads.items()}
+        self.subspaces = {name: h.subspaces for name, h in heads.items()}
         self._key_index = [None if lab == NO_KEY else keys.parse_key(lab) for lab in heads["key"].labels]
 
     def probabilities(self, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each head's class probabilities ``{head: [N, classes]}``."""
         out = {}
         for name, head in self._heads.items():
-            if head.subspace not in vectors:
-                raise ValueError(f"the {name} head reads the {head.subspace!r} subspace, "
-                                 f"absent from the vectors given ({sorted(vectors)})")
-            x = np.asarray(vectors[head.subspace], dtype=np.float32)
-            if x.ndim == 1:
-                x = x[None]
-            if x.ndim != 2 or x.shape[1] != head.mean.shape[0]:
-                raise ValueError(f"{head.subspace} vectors must be [N, {head.mean.shape[0]}], "
-                                 f"got {list(x.shape)}")
+            parts = []
+            for s in head.subspaces:
+                if s not in vectors:
+                    raise ValueError(f"the {name} head reads the {s!r} subspace, absent from "
+                                     f"the vectors given ({sorted(vectors)})")
+                x = np.asarray(vectors[s], dtype=np.float32)
+                parts.append(x[None] if x.ndim == 1 else x)
+            d = head.mean.shape[0]
+            if any(x.ndim != 2 for x in parts) or len({len(x) for x in parts}) > 1:
+                raise ValueError(f"{'+'.join(head.subspaces)} vectors must be [N, D] arrays of one N")
+            x = np.concatenate(parts, axis=1)
+            if x.shape[1] != d:
+                raise ValueError(f"{'+'.join(head.subspaces)} vectors must be [N, {d}] together, "
+                                 f"got {[list(p.shape) for p in parts]}")
             out[name] = head.probabilities(x)
         lengths = {len(p) for p in out.values()}
         if len(lengths) > 1:
@@ -226,7 +232,7 @@ def load_heads(checkpoint: str | os.PathLike[str] | None = None) -> Heads | None
     heads = {}
     for head, (subspace, labels, n_layers) in layouts.items():
         p = f"{HEADS_PREFIX}{head}."
-        heads[head] = _Mlp(subspace=subspace, labels=labels, mean=arrays[p + "mean"],
+        heads[head] = _Mlp(subspaces=subspace, labels=labels, mean=arrays[p + "mean"],
                            scale=arrays[p + "scale"],
                            layers=tuple((arrays[f"{p}{i}.weight"], arrays[f"{p}{i}.bias"])
                                         for i in range(n_layers)))
@@ -235,20 +241,24 @@ def load_heads(checkpoint: str | os.PathLike[str] | None = None) -> Heads | None
 
 
 def _expected_tensors(spec: dict[str, Any], dims: dict[str, int]
-                      ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[str, tuple[str, ...], int]]]:
+                      ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[tuple[str, ...], tuple[str, ...], int]]]:
     """The heads tensors the metadata promises (name -> shape), and each head's
     (subspace, labels, number of layers); ValueError where the metadata is inconsistent."""
     from engine.model.checkpoint import HEADS_PREFIX
 
     expected: dict[str, tuple[int, ...]] = {}
     layouts = {}
-    for head, subspace in HEAD_SUBSPACES.items():
+    for head in HEAD_SUBSPACES:
         h = spec.get(head)
         if not isinstance(h, dict):
             raise ValueError(f"no {head} head")
-        if h.get("subspace") != subspace or subspace not in dims:
-            raise ValueError(f"the {head} head reads {str(h.get('subspace'))[:40]!r}; expected "
-                             f"{subspace!r}, a subspace of this checkpoint")
+        subspace = h.get("subspaces")
+        if (not isinstance(subspace, list) or not subspace or len(set(map(str, subspace))) != len(subspace)
+                or not all(isinstance(s, str) and s in dims for s in subspace)):
+            raise ValueError(f"the {head} head reads {str(subspace)[:60]}; expected distinct "
+                             f"subspaces of this checkpoint ({sorted(dims)})")
+        subspace = tuple(subspace)
+        d_in = sum(dims[s] for s in subspace)
         hidden = h.get("hidden")
         if not isinstance(hidden, list) or len(hidden) > 4 or not all(
                 type(n) is int and 1 <= n <= 4096 for n in hidden):
@@ -272,10 +282,10 @@ def _expected_tensors(spec: dict[str, Any], dims: dict[str, int]
                 raise ValueError("tempo head: bpm must be >= 3 increasing bin centres")
             if len(labels) != len(bpm) + 1 or labels[-1] != NO_TEMPO:
                 raise ValueError("tempo head: labels must be its bins then 'no tempo'")
-        sizes = [dims[subspace], *hidden, len(labels)]
+        sizes = [d_in, *hidden, len(labels)]
         p = f"{HEADS_PREFIX}{head}."
-        expected[p + "mean"] = (dims[subspace],)
-        expected[p + "scale"] = (dims[subspace],)
+        expected[p + "mean"] = (d_in,)
+        expected[p + "scale"] = (d_in,)
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
             expected[f"{p}{i}.weight"] = (b, a)
             expected[f"{p}{i}.bias"] = (b,)
