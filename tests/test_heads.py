@@ -114,6 +114,20 @@ def test_predict_returns_one_estimate_per_track(with_heads):
     assert one[0].key_confidence == pytest.approx(est[0].key_confidence, abs=1e-5)
 
 
+def test_zero_vectors_have_no_key_and_no_tempo(with_heads):
+    """Digital silence normalises to a zero pitch (and tempo) vector: no key, no tempo,
+    whatever the MLP's weights say about the origin."""
+    info = read_checkpoint_info(with_heads)
+    heads = load_heads(with_heads)
+    vectors = unit_vectors(info.dims, 3)
+    vectors["pitch"][1] = 0.0
+    vectors["tempo"][2] = 0.0
+    est = heads.predict(vectors)
+    assert est[1].key is None and est[1].key_confidence == 1.0
+    assert est[2].bpm is None and est[2].bpm_confidence == 1.0
+    assert heads.predict({s: v[:1] for s, v in vectors.items()})[0].key == est[0].key
+
+
 def test_predict_refuses_vectors_of_the_wrong_size(with_heads):
     info = read_checkpoint_info(with_heads)
     vectors = unit_vectors(info.dims, 2)
@@ -180,3 +194,60 @@ def test_heads_checkpoint_runs_on_the_onnx_export_of_its_encoder(tmp_path):
     assert emb.model_id == info.model_id
     v = emb.embed_audio(np.zeros(16000, np.float32) + 0.01 * np.sin(np.arange(16000) * 0.3).astype(np.float32))
     assert set(v) == set(info.dims)
+
+
+# ------------------------------------------------------------- the shipped heads
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from engine.model.embed import Embedder
+
+    heads = load_heads()
+    assert heads is not None, "the shipped checkpoint has no heads (loev-train heads)"
+    return Embedder(), heads
+
+
+def estimate(shipped, y: np.ndarray) -> Estimate:
+    embedder, heads = shipped
+    return heads.predict({s: v[None] for s, v in embedder.embed_audio(y).items()})[0]
+
+
+@pytest.mark.parametrize("tonic, mode", [(60, "major"), (57, "minor"), (67, "major"), (64, "minor")])
+def test_shipped_heads_find_the_key_of_a_cadence(shipped, tonic, mode):
+    from tests.signals import cadence
+
+    e = estimate(shipped, np.tile(cadence(tonic, mode), 2))
+    assert e.key is not None, "a cadence has a key"
+    assert keys.key_name(e.key) == keys.key_name(keys.make_key(tonic, mode))
+
+
+@pytest.mark.parametrize("bpm", [100.0, 128.0])
+def test_shipped_heads_find_the_tempo_of_a_click_track(shipped, bpm):
+    from tests.signals import click_track
+
+    e = estimate(shipped, click_track(bpm, 12.0))
+    assert e.bpm is not None, "a click track has a tempo"
+    assert abs(e.bpm - bpm) <= 0.04 * bpm, e.bpm
+    assert e.key is None, "a click track has no key"
+
+
+@pytest.mark.parametrize("what", ["silence", "drum hit"])
+def test_shipped_heads_say_no_key_and_no_tempo(shipped, what):
+    from tests.signals import drum_hit
+
+    y = np.zeros(3 * 16000, np.float32) if what == "silence" else drum_hit(1.0)
+    e = estimate(shipped, y)
+    assert e.key is None and e.bpm is None, e
+
+
+def test_shipped_heads_keep_the_model_id_the_onnx_export_names():
+    import onnx
+
+    from engine.resources import default_checkpoint
+
+    info = read_checkpoint_info(default_checkpoint())
+    model = onnx.load(str(default_checkpoint().with_suffix(".onnx")), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["loev_model_id"] == info.model_id
+    assert load_heads() is not None

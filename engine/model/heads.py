@@ -157,16 +157,25 @@ class Heads:
         """One :class:`Estimate` per track of ``vectors`` (``{subspace: [N, D]}``, the
         L2-normalised track vectors as the library stores them)."""
         probs = self.probabilities(vectors)
+        # A zero vector is what normalising nothing gives (digital silence has no chroma
+        # and no onsets): no key and no tempo for certain, whatever the MLP would say.
+        empty = {name: self._empty(vectors, name) for name in ("key", "tempo")}
         out = []
         type_labels = self._heads["type"].labels
-        for pk, pt, py in zip(probs["key"], probs["tempo"], probs["type"]):
+        for i, (pk, pt, py) in enumerate(zip(probs["key"], probs["tempo"], probs["type"])):
             k = int(np.argmax(pk))
-            bpm, bpm_conf = self._tempo(pt)
+            key, key_conf = (None, 1.0) if empty["key"][i] else (self._key_index[k], float(pk[k]))
+            bpm, bpm_conf = (None, 1.0) if empty["tempo"][i] else self._tempo(pt)
             t = int(np.argmax(py))
-            out.append(Estimate(key=self._key_index[k], key_confidence=float(pk[k]),
-                                bpm=bpm, bpm_confidence=bpm_conf,
+            out.append(Estimate(key=key, key_confidence=key_conf, bpm=bpm, bpm_confidence=bpm_conf,
                                 type=type_labels[t], type_confidence=float(py[t])))
         return out
+
+    def _empty(self, vectors: dict[str, np.ndarray], head: str) -> np.ndarray:
+        """[N] bool: the head's vectors are all zero (their norm well below 1)."""
+        norms = [np.linalg.norm(np.atleast_2d(np.asarray(vectors[s], dtype=np.float32)), axis=1)
+                 for s in self._heads[head].subspaces]
+        return np.all(np.stack(norms) < 0.5, axis=0)
 
 
 def _heads_error(path: Path, reason: str) -> CheckpointError:
@@ -225,6 +234,26 @@ def load_heads(checkpoint: str | os.PathLike[str] | None = None) -> Heads | None
     for name, a in arrays.items():
         if not np.isfinite(a).all():
             raise _heads_error(path, f"{name} holds non-finite values")
+    return _assemble(raw, spec, arrays, layouts)
+
+
+def heads_from_arrays(raw: str, arrays: dict[str, np.ndarray], dims: dict[str, int]) -> Heads:
+    """:class:`Heads` from metadata text and ``estimators.*`` arrays held in memory (the
+    trainer's model selection runs the shipped decoding this way). ValueError when they
+    do not fit each other or ``dims``."""
+    spec = json.loads(raw)
+    expected, layouts = _expected_tensors(spec, dims)
+    for name, shape in expected.items():
+        if name not in arrays or tuple(np.shape(arrays[name])) != shape:
+            raise ValueError(f"{name}: expected shape {list(shape)}")
+    return _assemble(raw, spec, {k: np.asarray(arrays[k], dtype=np.float32) for k in sorted(expected)},
+                     layouts)
+
+
+def _assemble(raw: str, spec: dict[str, Any], arrays: dict[str, np.ndarray],
+              layouts: dict[str, tuple[tuple[str, ...], tuple[str, ...], int]]) -> Heads:
+    from engine.model.checkpoint import HEADS_PREFIX
+
     digest = hashlib.sha256(raw.encode("utf-8"))
     for name, a in arrays.items():
         digest.update(name.encode("utf-8"))
