@@ -13,7 +13,7 @@ one-shots and loops (``--sounds``: a folder with ``oneshots/`` and ``loops/``). 
 and, on the same files, essentia's KeyExtractor (defaults) and RhythmExtractor2013
 (``multifeature``). Essentia has no "no key" or "no tempo": its figures are on the pitched
 files (key) and the files with a tempo (BPM) only. Our vectors are computed as a scan
-stores them (``Embedder.embed_file``); essentia's results are cached in ``--cache``.
+stores them (``Embedder.embed_file``); they and essentia's results are cached in ``--cache``.
 
 Usage::
 
@@ -48,12 +48,26 @@ def read_set(folder: Path) -> list[dict[str, str]]:
     return rows
 
 
-def embed(rows: list[dict[str, str]], checkpoint: Path | None) -> dict[str, np.ndarray]:
+def embed(rows: list[dict[str, str]], checkpoint: Path | None, cache: Path) -> dict[str, np.ndarray]:
+    """The files' vectors as a scan stores them, cached by model id and file list (the
+    heads do not change them)."""
+    from engine.model.checkpoint import read_checkpoint_info
     from engine.model.embed import Embedder
+    from engine.resources import default_checkpoint
 
+    model_id = read_checkpoint_info(checkpoint or default_checkpoint()).model_id
+    tag = hashlib.sha256(json.dumps([[r["path"], Path(r["path"]).stat().st_mtime_ns] for r in rows])
+                         .encode()).hexdigest()[:16]
+    path = cache / f"vectors-{model_id}-{tag}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
     emb = Embedder(checkpoint)
     vecs = [emb.embed_file(r["path"]) for r in rows]
-    return {s: np.stack([v[s] for v in vecs]) for s in emb.subspaces}
+    out = {s: np.stack([v[s] for v in vecs]) for s in emb.subspaces}
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    return out
 
 
 def essentia_results(rows: list[dict[str, str]], cache: Path) -> list[dict[str, object]]:
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sounds", type=Path, required=True, help="folder with oneshots/ and loops/")
     ap.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     ap.add_argument("--no-essentia", action="store_true")
-    ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "essentia-cache")
+    ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "analyze-cache")
     args = ap.parse_args(argv)
 
     heads = load_heads(args.checkpoint)
@@ -113,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
             "one-shots": read_set(args.sounds / "oneshots")}
     print(f"heads {heads.heads_id}; files: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
     t0 = time.time()
-    ours = {name: heads.predict(embed(rows, args.checkpoint)) for name, rows in sets.items()}
+    ours = {name: heads.predict(embed(rows, args.checkpoint, args.cache)) for name, rows in sets.items()}
     print(f"embedded and estimated in {time.time() - t0:.0f} s")
     theirs = None
     if not args.no_essentia:
         t0 = time.time()
-        theirs = {name: essentia_results(rows, args.cache) for name, rows in sets.items()}
+        theirs = {name: essentia_results(rows, args.cache / "essentia") for name, rows in sets.items()}
         print(f"essentia in {time.time() - t0:.0f} s")
 
     lines = []

@@ -251,3 +251,72 @@ def test_shipped_heads_keep_the_model_id_the_onnx_export_names():
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["loev_model_id"] == info.model_id
     assert load_heads() is not None
+
+
+# ------------------------------------------------------------------- loev-train heads
+
+
+def write_corpus(folder: Path, rows: list[tuple[str, np.ndarray, str, str, str]], split: str = "train") -> Path:
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["file,key,tempo,program,family,source,seed,soundfont,programs,duration,split,type,pitch"]
+    for name, y, key, tempo, typ in rows:
+        sf.write(folder / name, y, 16000)
+        lines.append(f"{name},{key},{tempo},0,x,test,0,FluidR3_GM.sf2,0,{len(y) / 16000:.2f},{split},{typ},")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def tiny_corpus(folder: Path, split: str = "train") -> Path:
+    from tests.signals import cadence, click_track, drum_hit
+
+    return write_corpus(folder, [
+        ("a.wav", click_track(120.0, 5.0), "no key", "120", "drum_loop"),
+        ("b.wav", cadence(60, "major"), "C major", "100", "song"),
+        ("c.wav", drum_hit(1.0), "no key", "no tempo", "kick"),
+        ("d.wav", cadence(57, "minor"), "A minor", "90", "music_loop"),
+    ], split)
+
+
+def test_loev_train_heads_adds_heads_and_keeps_the_model_id(tiny_checkpoint, tmp_path, one_torch_thread):
+    from trainer.cli import main
+
+    data = tiny_corpus(tmp_path / "corpus")
+    out = tmp_path / "with-heads.safetensors"
+    args = ["heads", str(tiny_checkpoint), "--data", str(data), "--out", str(out), "--epochs", "2",
+            "--synthetic", "10", "--stretches", "1", "--cache", str(tmp_path / "cache"),
+            "--val-fraction", "0.3"]
+    assert main(args) == 0
+    heads = load_heads(out)
+    assert heads is not None
+    assert read_checkpoint_info(out).model_id == read_checkpoint_info(tiny_checkpoint).model_id
+    assert heads.provenance["trainer"] == "loev-train heads"
+    # Rerun from the cache into the same file: the heads are replaced, the id stays.
+    assert main(args[:5] + [str(out)] + args[6:]) == 0
+    assert read_checkpoint_info(out).model_id == read_checkpoint_info(tiny_checkpoint).model_id
+
+
+def test_loev_train_heads_refuses_held_out_material(tiny_checkpoint, tmp_path, capsys):
+    from trainer.cli import main
+
+    data = tiny_corpus(tmp_path / "bench", split="bench")
+    out = tmp_path / "never.safetensors"
+    assert main(["heads", str(tiny_checkpoint), "--data", str(data), "--out", str(out)]) == 2
+    assert "held-out" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_key_roll_moves_the_label_with_the_bins():
+    """The key augmentation: rolling pitch-class bins by 2 s is a shift of s semitones."""
+    import torch
+
+    from trainer.heads import _roll_keys
+
+    x = torch.zeros(3, 2 * 24)
+    x[:, 0] = 1.0  # energy on pitch class C (bin 0) in the first channel
+    key = torch.tensor([keys.parse_key("C major"), keys.parse_key("A minor"), 24])
+    xr, moved = _roll_keys(x, key, 24, torch.Generator().manual_seed(1))
+    for row, k0, k in zip(xr, key.tolist(), moved.tolist()):
+        s = int(torch.argmax(row[:24])) // 2
+        assert k == (24 if k0 == 24 else keys.transpose(k0, s))

@@ -136,23 +136,24 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def versions(row: dict[str, str], rng: np.random.Generator, *, shifts: int, stretches: int
-             ) -> list[tuple[int, float, int]]:
-    """(semitones, rate, max chunks) of the copies embedded for one file: the original with
-    every chunk a library would use; for music, ``shifts`` pitch-shifted copies and
-    ``stretches`` stretched (and shifted) ones; for drum loops, stretched copies only."""
-    out = [(0, 1.0, 16)]
+def versions(row: dict[str, str], rng: np.random.Generator, *, shifts: int, stretches: int,
+             original_chunks: int = 16, copy_chunks: int = 3) -> list[tuple[int, float, int]]:
+    """(semitones, rate, max chunks) of the copies embedded for one file: the original (up
+    to ``original_chunks`` chunks; a library uses 16); for music, ``shifts`` pitch-shifted
+    copies and ``stretches`` stretched (and shifted) ones; for drum loops, stretched copies
+    only. Copies average fewer chunks (``copy_chunks``): more copies for the same time."""
+    out = [(0, 1.0, original_chunks)]
     kind = row.get("type") or "song"
     tempo = bpm_value(row.get("tempo", ""))
     rates = _rates(tempo, stretches, rng) if tempo > 0 else []
     if kind in MUSIC_TYPES:
         amounts = [s for s in range(-6, 6) if s != 0]
         for s in rng.choice(amounts, size=min(shifts, len(amounts)), replace=False):
-            out.append((int(s), 1.0, 6))
+            out.append((int(s), 1.0, copy_chunks))
         for r in rates:
-            out.append((int(rng.integers(-6, 6)), r, 6))
+            out.append((int(rng.integers(-6, 6)), r, copy_chunks))
     elif kind == "drum_loop":
-        out.extend((0, r, 6) for r in rates)
+        out.extend((0, r, copy_chunks) for r in rates)
     return out
 
 
@@ -243,46 +244,66 @@ def _load(path: Path) -> Labelled:
 
 
 def embed_labels(embedder: Any, csv_path: Path, *, cache: Path, shifts: int, stretches: int,
-                 seed: int, group_base: int, log: Any = print) -> Labelled:
-    """Embed one labels file's files and their copies (from the cache when there)."""
+                 seed: int, group_base: int, original_chunks: int = 16, copy_chunks: int = 3,
+                 max_files: int = 0, block: int = 100, log: Any = print) -> Labelled:
+    """Embed one labels file's files and their copies, ``block`` files per cache entry (a
+    killed run resumes); at most ``max_files`` files (a seeded draw) when > 0."""
+    rows = read_rows(csv_path)
+    stat = csv_path.stat()
+    order = np.random.default_rng([seed, 7]).permutation(len(rows))
+    if max_files > 0:
+        order = np.sort(order[:max_files])
+    else:
+        order = np.arange(len(rows))
+    parts = []
+    t0 = time.time()
+    for start in range(0, len(order), block):
+        idx = order[start:start + block]
+        params = {"csv": str(csv_path), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+                  "rows": idx.tolist(), "shifts": shifts, "stretches": stretches, "seed": seed,
+                  "chunks": [original_chunks, copy_chunks], "v": 2}
+        path = _cache_path(cache, embedder.model_id, "labels", params)
+        if path.is_file():
+            parts.append(_load(path))
+            continue
+        data = _embed_rows(embedder, csv_path, rows, idx, shifts=shifts, stretches=stretches, seed=seed,
+                           original_chunks=original_chunks, copy_chunks=copy_chunks)
+        _save(path, data)
+        parts.append(data)
+        log(f"  {csv_path.parent.name}: {min(start + block, len(order))}/{len(order)} files, "
+            f"{sum(len(p) for p in parts)} examples, {time.time() - t0:.0f} s")
+    data = Labelled.concat(parts)
+    data.group = data.group + group_base  # row indices within the file -> global file ids
+    log(f"  {csv_path}: {len(data)} examples from {len(order)} files")
+    return data
+
+
+def _embed_rows(embedder: Any, csv_path: Path, rows: list[dict[str, str]], idx: np.ndarray, *,
+                shifts: int, stretches: int, seed: int, original_chunks: int, copy_chunks: int) -> Labelled:
     from engine.audio.decode import load_audio
     from engine.errors import DecodeError
 
-    stat = csv_path.stat()
-    params = {"csv": str(csv_path), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-              "shifts": shifts, "stretches": stretches, "seed": seed, "v": 1}
-    path = _cache_path(cache, embedder.model_id, "labels", params)
-    rows = read_rows(csv_path)
-    if path.is_file():
-        data = _load(path)
-        data.group = data.group - data.group.min() + group_base if len(data) else data.group
-        log(f"  {csv_path}: {len(data)} examples (cached)")
-        return data
-    rng = np.random.default_rng([seed, int(hashlib.sha256(str(csv_path).encode()).hexdigest()[:8], 16)])
     batcher = _Batcher(embedder)
     key, bpm, typ, group = [], [], [], []
-    t0 = time.time()
-    for i, row in enumerate(rows):
+    for i in idx:
+        row = rows[int(i)]
+        rng = np.random.default_rng([seed, int(i), int(hashlib.sha256(str(csv_path).encode()).hexdigest()[:8], 16)])
         try:
             y = load_audio(csv_path.parent / row["file"], sr=SAMPLE_RATE)
         except DecodeError as e:
-            log(f"  skipped {e}")
+            print(f"  skipped {e}")
             continue
         k0, b0, t = key_class(row.get("key", "")), bpm_value(row.get("tempo", "")), type_class(row.get("type", ""))
-        for shift, rate, max_chunks in versions(row, rng, shifts=shifts, stretches=stretches):
+        for shift, rate, max_chunks in versions(row, rng, shifts=shifts, stretches=stretches,
+                                                original_chunks=original_chunks, copy_chunks=copy_chunks):
             batcher.add(version_chunks(y, shift, rate, max_chunks))
             key.append(keys.transpose(k0, shift) if 0 <= k0 < NO_KEY_CLASS else k0)
             bpm.append(b0 * rate if b0 > 0 else b0)
             typ.append(t)
-            group.append(group_base + i)
-        if (i + 1) % 200 == 0:
-            log(f"  {csv_path.parent.name}: {i + 1}/{len(rows)} files, {len(key)} examples, "
-                f"{time.time() - t0:.0f} s")
-    data = Labelled(batcher.vectors(), np.array(key, np.int64), np.array(bpm, np.float64),
+            group.append(int(i))
+    vectors = batcher.vectors()
+    return Labelled(vectors, np.array(key, np.int64), np.array(bpm, np.float64),
                     np.array(typ, np.int64), np.array(group, np.int64))
-    _save(path, data)
-    log(f"  {csv_path}: {len(data)} examples in {time.time() - t0:.0f} s")
-    return data
 
 
 # ------------------------------------------------------------------ synthetic set
@@ -502,9 +523,16 @@ def _head_inputs(data: Labelled, subspaces: tuple[str, ...]) -> np.ndarray:
 def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs: int = 60,
                 hidden: int = 256, seed: int = 0, lr: float = 2e-3, weight_decay: float = 1e-2,
                 dropout: float = 0.3, noise: float = 0.3, subspaces: dict[str, tuple[str, ...]] | None = None,
-                log: Any = print) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+                key_roll: int = 0, log: Any = print) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
     """Train the three heads; return their tensors, their metadata (without provenance)
-    and the validation figures of the epoch kept for each."""
+    and the validation figures of the epoch kept for each.
+
+    ``key_roll`` > 0: the key head's input is ``[channels, key_roll]`` pitch-class bins
+    (the structured pitch branch: 24 per octave, a shift of s semitones rolls them by
+    2 s), and each example is transposed at random every epoch by rolling them, its key
+    label with it; so every key is seen from every song. Its standardisation is then per
+    channel, so that it commutes with the roll.
+    """
     import torch
     from torch import nn
 
@@ -532,6 +560,10 @@ def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs:
     for head in HEAD_SUBSPACES:
         x = _head_inputs(train, subspaces[head])
         mean, std = x.mean(axis=0), x.std(axis=0)
+        if head == "key" and key_roll:
+            xc = x.reshape(len(x), -1, key_roll)
+            mean = np.repeat(xc.mean(axis=(0, 2)), key_roll)
+            std = np.repeat(xc.std(axis=(0, 2)), key_roll)
         scale = 1.0 / np.maximum(std, 1e-3 * max(float(std.max()), 1e-9))
         stats[head] = (mean.astype(np.float32), scale.astype(np.float32))
         xs[head] = torch.from_numpy((x - mean) * scale)
@@ -568,9 +600,11 @@ def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs:
             loss = 0.0
             for head, net in nets.items():
                 x = xs[head][idx]
+                tgt, w = targets[head][0][idx], targets[head][1][idx]
+                if head == "key" and key_roll:
+                    x, tgt = _roll_keys(x, tgt, key_roll, gen)
                 x = x + noise * torch.randn(x.shape, generator=gen)
                 logits = net(x)
-                tgt, w = targets[head][0][idx], targets[head][1][idx]
                 if head == "tempo":
                     per = -(tgt * torch.log_softmax(logits, dim=1)).sum(dim=1)
                 else:
@@ -600,6 +634,23 @@ def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs:
     return tensors, meta, report
 
 
+def _roll_keys(x: Any, key: Any, bins: int, gen: Any) -> tuple[Any, Any]:
+    """Transpose each example by a random 0..11 semitones: roll its pitch-class bins
+    (``bins`` per octave) and move its key label with it ("no key" and unknown stay)."""
+    import torch
+
+    b = x.shape[0]
+    s = torch.randint(0, 12, (b,), generator=gen)
+    per = bins // 12
+    j = torch.arange(bins)
+    src = (j[None, :] - per * s[:, None]) % bins  # out[j] = in[j - 2 s]: np.roll by +2 s
+    xr = x.reshape(b, -1, bins)
+    xr = torch.gather(xr, 2, src[:, None, :].expand(-1, xr.shape[1], -1)).reshape(b, -1)
+    keyed = (key >= 0) & (key < NO_KEY_CLASS)
+    moved = (key % 12 + s) % 12 + 12 * (key // 12)
+    return xr, torch.where(keyed, moved, key)
+
+
 def _mean_finite(*xs: float) -> float:
     v = [x for x in xs if not math.isnan(x)]
     return float(np.mean(v)) if v else 0.0
@@ -626,6 +677,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=256, help="hidden units of each head")
     p.add_argument("--shifts", type=int, default=6, help="pitch-shifted copies per song or music loop")
     p.add_argument("--stretches", type=int, default=4, help="time-stretched copies per song or loop")
+    p.add_argument("--original-chunks", type=int, default=16,
+                   help="chunks averaged for a file itself (a library uses 16)")
+    p.add_argument("--copy-chunks", type=int, default=3, help="chunks averaged for a shifted or stretched copy")
+    p.add_argument("--max-files", type=int, default=0,
+                   help="at most this many files per labels.csv (a seeded draw; 0: all)")
     p.add_argument("--synthetic", type=int, default=1500,
                    help="synthetic examples (progressions, click tracks, hits, silence)")
     p.add_argument("--val-fraction", type=float, default=0.15,
@@ -655,7 +711,9 @@ def run(args: argparse.Namespace) -> int:
     parts, base = [], 0
     for csv_path in find_labels(args.data):
         d = embed_labels(embedder, csv_path, cache=cache, shifts=args.shifts,
-                         stretches=args.stretches, seed=args.seed, group_base=base)
+                         stretches=args.stretches, seed=args.seed, group_base=base,
+                         original_chunks=args.original_chunks, copy_chunks=args.copy_chunks,
+                         max_files=args.max_files)
         parts.append(d)
         base = int(d.group.max()) + 1 if len(d) else base
     if args.synthetic > 0:
@@ -665,14 +723,21 @@ def run(args: argparse.Namespace) -> int:
     tr, va = split_groups(data, args.val_fraction, args.seed)
     print(f"{len(data)} examples ({len(tr)} train, {len(va)} validation) embedded in {t_embed:.0f} s")
     t1 = time.time()
+    from engine.model.branches import BINS_PER_OCTAVE
+
+    roll = BINS_PER_OCTAVE if (info.config.get("branches") == "structured"
+                               and info.dims.get("pitch", 1) % BINS_PER_OCTAVE == 0) else 0
     tensors, meta, report = train_heads(data.take(tr), data.take(va), info.dims, epochs=args.epochs,
-                                        hidden=args.hidden, seed=args.seed, subspaces={"type": type_sub})
+                                        hidden=args.hidden, seed=args.seed, subspaces={"type": type_sub},
+                                        key_roll=roll)
     t_train = time.time() - t1
     meta["provenance"] = {
         "trainer": "loev-train heads", "encoder": info.model_id,
         "data": [str(p) for p in find_labels(args.data)], "examples": int(len(data)),
         "synthetic": args.synthetic, "shifts": args.shifts, "stretches": args.stretches,
-        "epochs": args.epochs, "seed": args.seed, "hidden": args.hidden,
+        "original_chunks": args.original_chunks, "copy_chunks": args.copy_chunks,
+        "max_files": args.max_files,
+        "epochs": args.epochs, "seed": args.seed, "hidden": args.hidden, "key_roll": roll,
         "selection": {h: {"epoch": r["epoch"], **{k: round(v, 4) for k, v in r["val"].items()
                                                   if not math.isnan(v)}} for h, r in report.items()},
         "train_seconds": round(t_train, 1), "embed_seconds": round(t_embed, 1)}
