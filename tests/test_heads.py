@@ -162,11 +162,12 @@ def test_damaged_heads_are_refused(tiny_checkpoint, tmp_path, damage, message):
 
 
 def test_heads_load_without_pickle_or_torch(with_heads):
-    """The heads are read by safetensors' numpy API in a process that has no torch."""
+    """The heads are read with numpy alone, as in the bundled app: no torch, no safetensors
+    package, nothing unpickled."""
     import subprocess
     import sys
 
-    code = ("import sys, pickle; sys.modules['torch'] = None\n"
+    code = ("import sys, pickle; sys.modules['torch'] = sys.modules['safetensors'] = None\n"
             "def refuse(*a, **k): raise AssertionError('unpickled')\n"
             "pickle.load = pickle.loads = pickle.Unpickler = refuse\n"
             "from engine.model.heads import load_heads\n"

@@ -60,6 +60,8 @@ class CheckpointInfo:
     dims: dict[str, int]
     tensors: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict, compare=False)
     metadata: dict[str, str] = field(default_factory=dict, compare=False)
+    # Where each tensor's bytes lie in the file (absolute start, end), from the checked header.
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(self.config)
@@ -258,7 +260,9 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
             raise CheckpointError(f"{path}: its encoder weights are not those of the model it "
                                   "records (a damaged or hand-edited checkpoint)")
     return CheckpointInfo(path=path, model_id=model_id, config=config,
-                          subspaces=tuple(dims), dims=dims, tensors=tensors, metadata=meta)
+                          subspaces=tuple(dims), dims=dims, tensors=tensors, metadata=meta,
+                          spans={k: (8 + len(header.text) + a, 8 + len(header.text) + b)
+                                 for k, (a, b) in header.offsets.items()})
 
 
 def _one_line(e: BaseException) -> str:

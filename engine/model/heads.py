@@ -187,7 +187,7 @@ def load_heads(checkpoint: str | os.PathLike[str] | None = None) -> Heads | None
 
     Pickle-free: the header is checked first (:func:`engine.model.checkpoint.read_checkpoint_info`),
     then the ``loev_heads`` metadata, then every ``estimators.*`` tensor's name, dtype and shape
-    against it, and only then are the tensors read, with safetensors' numpy API.
+    against it, and only then are the tensors' bytes read, as little-endian float32 arrays.
 
     Raises
     ------
@@ -227,10 +227,20 @@ def load_heads(checkpoint: str | os.PathLike[str] | None = None) -> Heads | None
     if extra:
         raise _heads_error(path, f"unexpected tensor {extra[0][:60]!r}")
 
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as f:
-        arrays = {name: np.asarray(f.get_tensor(name), dtype=np.float32) for name in sorted(expected)}
+    # The bytes are read here, at the places the checked header gives, rather than through
+    # the safetensors package: the bundled app ships without it (it only has numpy).
+    arrays = {}
+    try:
+        with open(path, "rb") as f:
+            for name in sorted(expected):
+                start, stop = info.spans[name]
+                f.seek(start)
+                buf = f.read(stop - start)
+                if len(buf) != stop - start:
+                    raise _heads_error(path, f"{name} is cut short")
+                arrays[name] = np.frombuffer(buf, dtype="<f4").reshape(expected[name]).astype(np.float32)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     for name, a in arrays.items():
         if not np.isfinite(a).all():
             raise _heads_error(path, f"{name} holds non-finite values")
