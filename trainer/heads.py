@@ -521,8 +521,8 @@ def _head_inputs(data: Labelled, subspaces: tuple[str, ...]) -> np.ndarray:
 
 
 def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs: int = 60,
-                hidden: int = 256, seed: int = 0, lr: float = 2e-3, weight_decay: float = 1e-2,
-                dropout: float = 0.3, noise: float = 0.3, subspaces: dict[str, tuple[str, ...]] | None = None,
+                hidden: int = 1024, seed: int = 0, lr: float = 2e-3, weight_decay: float = 1e-2,
+                dropout: float = 0.3, noise: float = 0.2, subspaces: dict[str, tuple[str, ...]] | None = None,
                 key_roll: int = 0, log: Any = print) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
     """Train the three heads; return their tensors, their metadata (without provenance)
     and the validation figures of the epoch kept for each.
@@ -674,15 +674,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training corpora: folders holding labels.csv files (loev-train corpus)")
     p.add_argument("--out", required=True, help="the checkpoint to write (may be CHECKPOINT itself)")
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--hidden", type=int, default=256, help="hidden units of each head")
-    p.add_argument("--shifts", type=int, default=6, help="pitch-shifted copies per song or music loop")
-    p.add_argument("--stretches", type=int, default=4, help="time-stretched copies per song or loop")
-    p.add_argument("--original-chunks", type=int, default=16,
+    p.add_argument("--hidden", type=int, default=1024, help="hidden units of each head")
+    p.add_argument("--shifts", type=int, default=0,
+                   help="vocoded pitch-shifted copies per song or music loop (the key head already "
+                        "sees every transposition by rolling pitch-class bins)")
+    p.add_argument("--stretches", type=int, default=2, help="time-stretched copies per song or loop")
+    p.add_argument("--original-chunks", type=int, default=8,
                    help="chunks averaged for a file itself (a library uses 16)")
     p.add_argument("--copy-chunks", type=int, default=3, help="chunks averaged for a shifted or stretched copy")
-    p.add_argument("--max-files", type=int, default=0,
+    p.add_argument("--max-files", type=int, default=1200,
                    help="at most this many files per labels.csv (a seeded draw; 0: all)")
-    p.add_argument("--synthetic", type=int, default=1500,
+    p.add_argument("--synthetic", type=int, default=800,
                    help="synthetic examples (progressions, click tracks, hits, silence)")
     p.add_argument("--val-fraction", type=float, default=0.15,
                    help="files of the training corpora held out for model selection")
