@@ -5,7 +5,8 @@ benchmarks/sample_bench.py for the commands): songs (``--songs``, a labels.csv f
 one-shots and loops (``--sounds``: a folder with ``oneshots/`` and ``loops/``). Prints:
 
 - key: mir_eval's weighted score (``mir_eval.key.weighted_score``; an estimate of "no key"
-  scores 0) on songs and music loops; "no key" accuracy on drum one-shots and drum loops;
+  scores 0) on songs and music loops with a key; "no key" accuracy on drum one-shots, drum
+  loops and songs labelled "X";
 - BPM: acc1 (within 4 %) and acc2 (within 4 % of x1, x2, x3, x1/2 or x1/3) on songs and
   loops ("no tempo" counts as wrong); "no tempo" accuracy on one-shots;
 - type: top-1 on every file (SOUND_TYPES, docs/DESIGN.md section 8);
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = sets[name]
         sel = [i for i, r in enumerate(rows) if r["key"].strip().lower() == NO_KEY]
         row(f'"no key" accuracy, drum {name}', [float(ours[name][i].key is None) for i in sel], None)
+    rows = sets["songs"]  # mir_eval's "X": a song without a key (drums and percussion only)
+    sel = [i for i, r in enumerate(rows) if r["key"].strip() == "X"]
+    row('"no key" accuracy, songs labelled X', [float(ours["songs"][i].key is None) for i in sel], None)
     for name in ("songs", "loops"):
         rows = sets[name]
         sel = [i for i, r in enumerate(rows) if r["tempo"] not in ("", NO_TEMPO)]

@@ -735,14 +735,15 @@ def run(args: argparse.Namespace) -> int:
     t_train = time.time() - t1
     meta["provenance"] = {
         "trainer": "loev-train heads", "encoder": info.model_id,
-        "data": [str(p) for p in find_labels(args.data)], "examples": int(len(data)),
+        # The corpora by their last folders: provenance, not this machine's layout.
+        "data": [str(Path(*p.parts[-4:])) for p in find_labels(args.data)], "examples": int(len(data)),
         "synthetic": args.synthetic, "shifts": args.shifts, "stretches": args.stretches,
         "original_chunks": args.original_chunks, "copy_chunks": args.copy_chunks,
         "max_files": args.max_files,
         "epochs": args.epochs, "seed": args.seed, "hidden": args.hidden, "key_roll": roll,
         "selection": {h: {"epoch": r["epoch"], **{k: round(v, 4) for k, v in r["val"].items()
                                                   if not math.isnan(v)}} for h, r in report.items()},
-        "train_seconds": round(t_train, 1), "embed_seconds": round(t_embed, 1)}
+        "train_seconds": round(t_train, 1)}
     out = save_with_heads(args.out, args.checkpoint, tensors, json.dumps(meta))
     for head, r in report.items():
         v = r["val"]
