@@ -84,6 +84,28 @@ def test_heads_keep_the_model_id_and_the_network(tiny_checkpoint, with_heads):
     assert all(torch.equal(ea[s], eb[s]) for s in ea)
 
 
+def test_a_library_scanned_without_heads_stays_valid_with_them(tiny_checkpoint, with_heads, tmp_path):
+    """The library records the model id: scanning again with the checkpoint with heads
+    embeds nothing again, and querying it with that checkpoint is allowed."""
+    import soundfile as sf
+
+    from engine.library.query import query
+    from engine.library.scan import scan
+    from tests.signals import cadence, click_track
+
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "a.wav", cadence(60, "major"), 16000)
+    sf.write(music / "b.wav", click_track(120.0, 4.0), 16000)
+    lib = tmp_path / "lib"
+    first = scan([music], library=lib, checkpoint=tiny_checkpoint, workers=1)
+    assert first.added == 2
+    again = scan([music], library=lib, checkpoint=with_heads, workers=1)
+    assert (again.added, again.updated, again.unchanged, again.reembedded) == (0, 0, 2, False)
+    hits = query([music / "a.wav"], k=1, library=lib, checkpoint=with_heads)
+    assert len(hits) == 1
+
+
 def test_changed_encoder_bytes_change_the_id(with_heads, tmp_path):
     """The id is recomputed from the encoder's bytes, not read from the record: an edited
     weight is refused rather than passed off as the original model."""
@@ -293,8 +315,10 @@ def test_loev_train_heads_adds_heads_and_keeps_the_model_id(tiny_checkpoint, tmp
     assert heads is not None
     assert read_checkpoint_info(out).model_id == read_checkpoint_info(tiny_checkpoint).model_id
     assert heads.provenance["trainer"] == "loev-train heads"
-    # Rerun from the cache into the same file: the heads are replaced, the id stays.
-    assert main(args[:5] + [str(out)] + args[6:]) == 0
+    # Retrain from the checkpoint with heads into itself: they are replaced, the id stays.
+    first = load_heads(out).heads_id
+    assert main(["heads", str(out), "--data", str(data), "--out", str(out)] + args[6:] + ["--seed", "1"]) == 0
+    assert load_heads(out).heads_id != first
     assert read_checkpoint_info(out).model_id == read_checkpoint_info(tiny_checkpoint).model_id
 
 
