@@ -118,6 +118,41 @@ def test_changed_encoder_bytes_change_the_id(with_heads, tmp_path):
         read_checkpoint_info(bad)
 
 
+def rewrite_header(src: Path, dst: Path, edit) -> Path:
+    """``src`` with its safetensors header JSON passed through ``edit``, data unchanged."""
+    data = src.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    dst.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
+    return dst
+
+
+def test_an_encoder_record_that_does_not_match_is_refused(with_heads, tmp_path):
+    """The recorded encoder header must describe the file's own encoder tensors: one that
+    moves a tensor (or claims another config) cannot lend the file another model's id."""
+    def move_a_tensor(header):
+        record = json.loads(header["__metadata__"]["loev_encoder"])
+        enc = json.loads(record["header"])
+        a, b = sorted(k for k in enc if k != "__metadata__")[:2]
+        enc[a]["data_offsets"], enc[b]["data_offsets"] = enc[b]["data_offsets"], enc[a]["data_offsets"]
+        enc[a]["shape"], enc[b]["shape"] = enc[b]["shape"], enc[a]["shape"]
+        enc[a]["dtype"], enc[b]["dtype"] = enc[b]["dtype"], enc[a]["dtype"]
+        record["header"] = json.dumps(enc)
+        header["__metadata__"]["loev_encoder"] = json.dumps(record)
+
+    def drop_the_record(header):
+        header["__metadata__"]["loev_encoder"] = "{not json"
+
+    for edit, message in ((move_a_tensor, "does not describe its encoder"),
+                          (drop_the_record, "malformed loev_encoder")):
+        bad = rewrite_header(with_heads, tmp_path / f"{edit.__name__}.safetensors", edit)
+        with pytest.raises(CheckpointError, match=message):
+            read_checkpoint_info(bad)
+
+
 def test_predict_returns_one_estimate_per_track(with_heads):
     info = read_checkpoint_info(with_heads)
     heads = load_heads(with_heads)
