@@ -380,3 +380,20 @@ def test_key_roll_moves_the_label_with_the_bins():
     for row, k0, k in zip(xr, key.tolist(), moved.tolist()):
         s = int(torch.argmax(row[:24])) // 2
         assert k == (24 if k0 == 24 else keys.transpose(k0, s))
+
+
+def test_tempo_decoding_interpolates_between_bins_and_says_no_tempo(with_heads):
+    """A peak between two bin centres lands between them (acc1's 4 % needs finer than the
+    bins); "no tempo" wins from half the probability up; the confidence is the mass
+    within 4 % of the BPM said."""
+    heads = load_heads(with_heads)
+    bins = heads.bpm_bins
+    target = float(np.sqrt(bins[10] * bins[11]))  # half-way between two centres, in log
+    logp = -0.5 * ((np.log(bins) - np.log(target)) / np.log(bins[1] / bins[0])) ** 2
+    p = np.exp(logp)
+    p = np.append(0.8 * p / p.sum(), 0.2)
+    bpm, conf = heads._tempo(p)
+    assert abs(np.log(bpm / target)) < 0.2 * np.log(bins[1] / bins[0])
+    near = np.abs(np.log(bins / bpm)) <= np.log(1.04)
+    assert conf == pytest.approx(p[:-1][near].sum())
+    assert heads._tempo(np.append(0.4 * p[:-1] / p[:-1].sum(), 0.6)) == (None, pytest.approx(0.6))

@@ -140,9 +140,9 @@ class Heads:
             return None, p_none
         b = int(np.argmax(bins))
         logc = np.log(self.bpm_bins)
-        step = (logc[-1] - logc[0]) / max(len(logc) - 1, 1)
-        shift = 0.0
+        shift, step = 0.0, 0.0
         if 0 < b < len(bins) - 1:
+            step = 0.5 * (logc[b + 1] - logc[b - 1])
             # A parabola through the log-probabilities of the peak bin and its neighbours
             # puts the BPM between bin centres: the bins are 2 % apart, acc1 allows 4 %.
             lo, mid, hi = np.log(np.maximum(bins[b - 1: b + 2], 1e-12))
