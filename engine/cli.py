@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from engine.config import check_semitones, check_tempo
 from engine.errors import LoevError
+from engine.model.heads import LOW_CONFIDENCE
 from engine.text import json_text, safe_text
 from engine.session import Session
 
@@ -88,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--transform", choices=("pitch", "tempo"), required=True)
     checkpoint_opt(p, "model checkpoint (default: the shipped model)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("analyze", help="key, BPM and sound type of each file")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    library_opt(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("info", help="tracks, subspaces, model and problem files of a library")
@@ -187,6 +193,35 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_estimate(row: dict[str, Any]) -> str:
+    """One line of ``loev analyze``: key (Camelot), BPM, type, each with its confidence."""
+    def conf(value: float) -> str:
+        return f"{value:.2f}{'?' if value < LOW_CONFIDENCE else ''}"
+
+    key = (f"{row['key']} ({row['camelot']})" if row["key"] is not None else "no key")
+    bpm = f"{row['bpm']:.1f} BPM" if row["bpm"] is not None else "no tempo"
+    return (f"{key} {conf(row['key_confidence'])}  {bpm} {conf(row['bpm_confidence'])}  "
+            f"{row['type']} {conf(row['type_confidence'])}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    session = Session(args.library)
+    try:
+        rows = session.analyze(args.files)
+    finally:
+        session.close()
+    failed = [r for r in rows if "error" in r]
+    for r in failed:  # one line per unreadable file; the others are still printed
+        sys.stderr.write(f"{PROG}: error: {safe_text(r['path'])}: {safe_text(r['error'])}\n")
+    good = [r for r in rows if "error" not in r]
+    if args.json:
+        _print_json({"results": good})
+    else:
+        for r in good:
+            print(f"{safe_text(r['path'])}: {_format_estimate(r)}")
+    return 1 if failed else 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = Session(args.library).info()
     if args.json:
@@ -198,6 +233,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"model     {model['method']} {model['profile']} id {model['id'][:12]} "
           f"({model['checkpoint']})")
     print("subspaces " + ", ".join(f"{safe_text(k)} ({v}-d)" for k, v in info["subspaces"].items()))
+    est = info["estimates"]
+    if est["estimated"]:
+        print(f"estimates {est['estimated']} tracks ({est['key']} with a key, "
+              f"{est['tempo']} with a tempo)")
     if not info["index"]["up_to_date"]:
         print("index     out of date: run `loev scan` to finish")
     for p in info["problems"]:
@@ -239,7 +278,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"scan": cmd_scan, "query": cmd_query, "curve": cmd_curve, "info": cmd_info,
+COMMANDS = {"scan": cmd_scan, "query": cmd_query, "analyze": cmd_analyze, "curve": cmd_curve, "info": cmd_info,
             "duplicates": cmd_duplicates, "match": cmd_match, "render": cmd_render}
 
 

@@ -755,7 +755,7 @@ class Library:
     def unestimated(self, heads_id: str) -> list[int]:
         """Labels of ok tracks with no estimate, or one made by other heads, in label order."""
         if not self._has_estimates():
-            return [t.id for t in self.tracks(status="ok")]
+            return sorted(t.id for t in self.tracks(status="ok"))
         rows = self._con.execute("SELECT id FROM tracks WHERE status = 'ok' AND "
                                  "(heads_id IS NULL OR heads_id != ?) ORDER BY id", (heads_id,))
         return [int(r[0]) for r in rows]
