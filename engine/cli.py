@@ -194,14 +194,15 @@ def cmd_curve(args: argparse.Namespace) -> int:
 
 
 def _format_estimate(row: dict[str, Any]) -> str:
-    """One line of ``loev analyze``: key (Camelot), BPM, type, each with its confidence."""
-    def conf(value: float) -> str:
-        return f"{value:.2f}{'?' if value < LOW_CONFIDENCE else ''}"
+    """One line of ``loev analyze``: key (Camelot), BPM and type, each with its confidence;
+    an uncertain one is marked with "?", never left out."""
+    def part(text: str, confidence: float) -> str:
+        return f"{text}{'?' if confidence < LOW_CONFIDENCE else ''} {confidence:.0%}"
 
-    key = (f"{row['key']} ({row['camelot']})" if row["key"] is not None else "no key")
+    key = f"{row['key']} ({row['camelot']})" if row["key"] is not None else "no key"
     bpm = f"{row['bpm']:.1f} BPM" if row["bpm"] is not None else "no tempo"
-    return (f"{key} {conf(row['key_confidence'])}  {bpm} {conf(row['bpm_confidence'])}  "
-            f"{row['type']} {conf(row['type_confidence'])}")
+    return ", ".join([part(key, row["key_confidence"]), part(bpm, row["bpm_confidence"]),
+                      part(row["type"], row["type_confidence"])])
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

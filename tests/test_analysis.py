@@ -293,7 +293,8 @@ def test_analyze_reports_each_unreadable_file_on_one_line_and_goes_on(library, t
     assert len(lines) == 2
     assert lines[0].startswith(_real(files["a4"]) + ":") and "A major (11B)" in lines[0]
     assert "no tempo" in lines[0] and "no key" in lines[1] and "BPM" in lines[1]
-    assert "0.40?" in lines[1]  # a low confidence is marked, never hidden
+    assert "BPM? 40%" in lines[1]  # a low confidence is marked, never hidden
+    assert lines[0].endswith("A major (11B) 100%, no tempo 90%, keys 75%")
 
 
 def test_analyze_without_heads_is_one_clear_error(library, monkeypatch, capsys, heads):
