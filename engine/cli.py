@@ -154,6 +154,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
           f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged"
           f"{' (re-embedded for a new model)' if report.reembedded else ''}; "
           f"{report.audio_seconds:.0f} s of audio in {report.seconds:.1f} s ({speed:.0f}x)")
+    if report.estimated:
+        print(f"  estimated key, BPM and type of {report.estimated} tracks")
     for path, reason in report.failed:
         print(f"  skipped {safe_text(path)}: {safe_text(reason)}")
     for path, reason in report.problems:

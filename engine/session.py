@@ -77,7 +77,7 @@ class Session:
         self._searcher: Any = None
         self._searcher_lock = threading.RLock()
         self._curves: dict[tuple[str, int, str, str], dict[str, Any]] = {}
-        self._heads: dict[tuple[str | None, str | None], Any] = {}
+        self._heads: dict[tuple[str | None, str | None, int], Any] = {}
         self._heads_lock = threading.Lock()
         self._renders: dict[tuple[str, float, float], Path] = {}
         self._render_dir: Path | None = None
@@ -310,16 +310,17 @@ class Session:
 
     def _library_heads(self, lib: Library) -> Any:
         """The heads for ``lib``'s model (loaded once per session), or None."""
-        key = (self._heads_checkpoint(lib), lib.model_id)
+        checkpoint, model_id = self._heads_checkpoint(lib), lib.model_id
+        key = (checkpoint, model_id, _mtime_ns(checkpoint) if checkpoint else 0)
         with self._heads_lock:
             if key not in self._heads:
-                self._heads[key] = library_estimates.heads_for(*key)
+                self._heads[key] = library_estimates.heads_for(checkpoint, model_id)
             return self._heads[key]
 
     def _own_heads(self, model_id: str) -> Any:
         """The heads of the session's checkpoint (the shipped one when None), for files
         analysed without a library."""
-        key = (None if self.checkpoint is None else str(self.checkpoint), model_id)
+        key = (None if self.checkpoint is None else str(self.checkpoint), model_id, -1)
         with self._heads_lock:
             if key not in self._heads:
                 heads = library_estimates.load_heads(self.checkpoint)
@@ -378,7 +379,11 @@ class Session:
             heads = self._library_heads(searcher.library)
             where = f"the model of library {searcher.library.root}"
         else:
-            heads = self._own_heads(str(self.embedder.model_id))
+            # The model's id from the embedder if there is one, else from the header (a
+            # checkpoint without heads is refused before any network loads).
+            model_id = (self._embedder.model_id if self._embedder is not None else
+                        read_checkpoint_info(self.checkpoint or default_checkpoint()).model_id)
+            heads = self._own_heads(str(model_id))
             where = f"checkpoint {self.checkpoint or default_checkpoint()}"
         if heads is None:
             raise LibraryError(f"{where} has no key/BPM/type heads; train them with "

@@ -348,3 +348,14 @@ def test_compatible_lists_only_camelot_neighbours_nearest_in_pitch_first(tmp_pat
     assert found == {_real(p) for p in (fifth_up, same, root / "a4.wav", copy)}
     with pytest.raises(LibraryError, match="no key"):
         session.compatible(root / "click.wav")
+
+
+def test_analyze_without_a_library_uses_the_sessions_model_and_creates_nothing(tmp_path,
+                                                                               heads):
+    a = write(tmp_path / "a.wav", tone(440.0))
+    emb = FakeEmbedder()
+    rows = Session(tmp_path / "no library", embedder=emb).analyze([a, tmp_path / "gone.wav"])
+    assert rows[0] == {"path": _real(a), **FakeHeads().predict(
+        {k: v[None] for k, v in FakeEmbedder().embed_file(str(a)).items()})[0].to_dict()}
+    assert rows[1] == {"path": str(tmp_path / "gone.wav"), "error": "no such file"}
+    assert emb.calls == [_real(a)] and not (tmp_path / "no library").exists()
