@@ -320,14 +320,11 @@ class Session:
     def _own_heads(self, model_id: str) -> Any:
         """The heads of the session's checkpoint (the shipped one when None), for files
         analysed without a library."""
-        key = (None if self.checkpoint is None else str(self.checkpoint), model_id, -1)
+        checkpoint = str(self.checkpoint or default_checkpoint())
+        key = (checkpoint, model_id, _mtime_ns(checkpoint))
         with self._heads_lock:
             if key not in self._heads:
-                heads = library_estimates.load_heads(self.checkpoint)
-                trained_on = getattr(heads, "model_id", None)
-                if heads is not None and trained_on not in (None, model_id):
-                    heads = None
-                self._heads[key] = heads
+                self._heads[key] = library_estimates.heads_for(checkpoint, model_id)
             return self._heads[key]
 
     def _has_library(self) -> bool:

@@ -28,9 +28,8 @@ class FakeHeads:
     (minor when the minor third above it is strong too), "no key" and a tempo when the
     tempo histogram has onsets past its first bin, the type from the same."""
 
-    def __init__(self, heads_id: str = "fake-heads-1", model_id: str | None = None) -> None:
+    def __init__(self, heads_id: str = "fake-heads-1") -> None:
         self.heads_id = heads_id
-        self.model_id = model_id
         self.rows = 0  # rows predicted, all calls together
 
     def predict(self, vectors: dict[str, np.ndarray]) -> list[Estimate]:
@@ -59,9 +58,10 @@ def chord(root_midi: int, minor: bool, seconds: float = 2.0) -> np.ndarray:
 
 @pytest.fixture
 def heads(monkeypatch):
-    """The fake heads every checkpoint file holds (engine.library.estimates.load_heads)."""
-    box = {"heads": FakeHeads()}
+    """Every checkpoint file holds the fake embedder's model and these fake heads."""
+    box = {"heads": FakeHeads(), "model_id": "fake-model-1"}
     monkeypatch.setattr(estimates, "load_heads", lambda checkpoint: box["heads"])
+    monkeypatch.setattr(estimates, "checkpoint_model_id", lambda checkpoint: box["model_id"])
     return box
 
 
@@ -191,14 +191,19 @@ def test_a_changed_file_gets_a_new_estimate_and_a_reset_drops_it(tmp_path, heads
         assert lib.estimate_counts()["estimated"] == 0
 
 
-def test_heads_trained_on_another_model_are_not_used(tmp_path, heads):
+def test_heads_of_a_checkpoint_now_holding_another_model_are_not_used(tmp_path, heads):
     music(tmp_path / "music")
-    heads["heads"] = FakeHeads(model_id="some-other-model")
-    report = scan([tmp_path / "music"], library=tmp_path / "lib", embedder=embedder(tmp_path))
-    assert report.estimated == 0 and report.added == 6
-    heads["heads"] = FakeHeads(model_id="fake-model-1")
-    report = scan([tmp_path / "music"], library=tmp_path / "lib", embedder=embedder(tmp_path))
-    assert report.estimated == 5
+    scan([tmp_path / "music"], library=tmp_path / "lib", embedder=embedder(tmp_path))
+    con = sqlite3.connect(tmp_path / "lib" / "catalogue.sqlite")
+    con.execute("UPDATE tracks SET heads_id = NULL")  # as before the heads existed
+    con.commit()
+    con.close()
+    # An upgrade replaced the checkpoint file with another model (and its heads).
+    heads["model_id"], heads["heads"] = "the-upgraded-model", FakeHeads("new-heads")
+    assert Session(tmp_path / "lib", embedder=FakeEmbedder()).estimates() == {}
+    assert heads["heads"].rows == 0
+    heads["model_id"] = "fake-model-1"
+    assert len(Session(tmp_path / "lib", embedder=FakeEmbedder()).estimates()) == 5
 
 
 def _library_from(dump: Path, root: Path) -> Path:

@@ -8,7 +8,7 @@ whose checkpoint's heads were trained again). Estimates are keyed by the track's
 go with its vectors: a file that changes, or a model switch, drops them.
 
 Heads belong to one model: they are loaded from the checkpoint the library was built
-with, and heads that say they were trained on another model are not used.
+with, and only while that file still holds the library's model.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import LibraryError
+from engine.errors import LibraryError, LoevError
 from engine.library.catalogue import Library
 from engine.model import heads as heads_module
+from engine.model.checkpoint import read_checkpoint_info
 from engine.model.heads import Estimate
 
 # Tracks estimated per transaction by a backfill (the heads' cost is a few small matrix
@@ -33,6 +34,14 @@ def load_heads(checkpoint: str | os.PathLike[str] | None) -> Any:
     return None if load is None else load(checkpoint)
 
 
+def checkpoint_model_id(checkpoint: str | os.PathLike[str]) -> str | None:
+    """The model id in a checkpoint's header, or None when it cannot be read."""
+    try:
+        return read_checkpoint_info(checkpoint).model_id
+    except LoevError:
+        return None
+
+
 def heads_for(checkpoint: str | os.PathLike[str] | None, model_id: str | None) -> Any:
     """The heads to estimate a library's tracks with, or None when there are none.
 
@@ -42,23 +51,19 @@ def heads_for(checkpoint: str | os.PathLike[str] | None, model_id: str | None) -
         The checkpoint the library's vectors were made with (its ``checkpoint`` meta).
         None (an embedder with no checkpoint file) or a file that is gone: no heads.
     model_id : str or None
-        The library's model; heads that name another model they were trained on are
-        refused (their estimates would be read from foreign vectors).
+        The library's model. A checkpoint now holding another model (the shipped default
+        replaced by an upgrade) gives no heads: its heads would read foreign vectors.
 
     Raises
     ------
     CheckpointError
-        The checkpoint's heads cannot be read.
+        The checkpoint's heads are damaged.
     """
     if checkpoint is None or not os.path.isfile(checkpoint):
         return None
-    heads = load_heads(checkpoint)
-    if heads is None:
+    if model_id is None or checkpoint_model_id(checkpoint) != model_id:
         return None
-    trained_on = getattr(heads, "model_id", None)
-    if trained_on is not None and model_id is not None and trained_on != model_id:
-        return None
-    return heads
+    return load_heads(checkpoint)
 
 
 def predict(heads: Any, vectors: dict[str, np.ndarray]) -> list[Estimate]:
