@@ -16,12 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-from engine.audio.render import render_file
-from engine.config import check_semitones, check_tempo
 import numpy as np
 
 from engine import keys
+from engine.audio.render import render_file
+from engine.config import check_semitones, check_tempo
 from engine.errors import DecodeError, EmbedderError, LibraryError, LoevError
 from engine.library import estimates as library_estimates
 from engine.library import vectors
