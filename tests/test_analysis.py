@@ -135,6 +135,9 @@ def test_a_library_scanned_without_heads_is_estimated_without_embedding(tmp_path
     assert all(e is None for e, _ in stored_estimates(tmp_path / "lib").values())
 
     heads["heads"] = FakeHeads()
+    emb = FakeEmbedder()  # analyze reads a track's stored vectors, embeds nothing
+    rows = Session(tmp_path / "lib", embedder=emb).analyze([tmp_path / "music" / "a4.wav"])
+    assert emb.calls == [] and rows[0]["key"] == "A major"
     emb = embedder(tmp_path)
     report = scan([tmp_path / "music"], library=tmp_path / "lib", embedder=emb)
     assert emb.calls == [] and report.unchanged == 6 and report.estimated == 5
