@@ -367,3 +367,19 @@ def test_analyze_without_a_library_uses_the_sessions_model_and_creates_nothing(t
         {k: v[None] for k, v in FakeEmbedder().embed_file(str(a)).items()})[0].to_dict()}
     assert rows[1] == {"path": str(tmp_path / "gone.wav"), "error": "no such file"}
     assert emb.calls == [_real(a)] and not (tmp_path / "no library").exists()
+
+
+def test_heads_that_do_not_fit_cost_the_estimates_not_the_scan(tmp_path, heads):
+    class Misfit(FakeHeads):
+        def predict(self, vectors):
+            raise ValueError("the key head reads [N, 216], got [N, 12]")
+
+    music(tmp_path / "music")
+    heads["heads"] = Misfit()
+    report = scan([tmp_path / "music"], library=tmp_path / "lib", embedder=embedder(tmp_path))
+    assert report.added == 6 and report.estimated == 0 and len(report.failed) == 1
+    assert [r for _, r in report.problems] == [
+        "the key/BPM/type heads do not fit the library's vectors (ValueError: the key head "
+        "reads [N, 216], got [N, 12])"]
+    with Library(tmp_path / "lib", readonly=True) as lib:
+        assert lib.counts()["ok"] == 5 and lib.estimate_counts()["estimated"] == 0
