@@ -329,6 +329,27 @@ class Session:
     def _has_library(self) -> bool:
         return (self.library_dir / CATALOGUE_FILE).exists()
 
+    def _ensure_estimates(self) -> tuple[Any, dict[int, Estimate]]:
+        """Estimate, and store, the ok tracks whose estimate is missing or from other heads.
+
+        Returns the heads (None: the model has none) and ``{label: Estimate}`` of the
+        tracks that could not be stored (the library cannot be written now: read-only
+        media, a scan running), computed for this answer only.
+        """
+        with Library(self.library_dir, readonly=True) as lib:
+            heads = self._library_heads(lib)
+            if heads is None or not lib.unestimated(heads.heads_id):
+                return heads, {}
+        try:
+            with Library(self.library_dir) as lib:
+                lib.acquire_write_lock(timeout=0.0)
+                library_estimates.backfill(lib, heads)
+            return heads, {}
+        except (LibraryError, OSError):
+            with Library(self.library_dir, readonly=True) as lib:
+                return heads, library_estimates.compute(lib, heads,
+                                                        lib.unestimated(heads.heads_id))
+
     def estimates(self) -> dict[str, Estimate]:
         """``{path: Estimate}`` of every ok track of the library that has one.
 
@@ -339,27 +360,14 @@ class Session:
         """
         if not self._has_library():
             return {}
+        heads, unstored = self._ensure_estimates()
         with Library(self.library_dir, readonly=True) as lib:
-            heads = self._library_heads(lib)
             stored = lib.estimates()
-            if heads is None:
-                return {p: e for p, (e, _) in stored.items()}
-            missing = lib.unestimated(heads.heads_id)
-        if missing:
-            try:
-                with Library(self.library_dir) as lib:
-                    lib.acquire_write_lock(timeout=0.0)
-                    library_estimates.backfill(lib, heads)
-                    stored = lib.estimates()
-                missing = []
-            except (LibraryError, OSError):
-                pass  # cannot write now: computed for this answer below
+            rows = lib.paths_by_id(list(unstored))
+        if heads is None:
+            return {p: e for p, (e, _) in stored.items()}
         out = {p: e for p, (e, h) in stored.items() if h == heads.heads_id}
-        if missing:
-            with Library(self.library_dir, readonly=True) as lib:
-                found = library_estimates.compute(lib, heads, lib.unestimated(heads.heads_id))
-                rows = lib.paths_by_id(list(found))
-            out.update({rows[tid].path: e for tid, e in found.items() if tid in rows})
+        out.update({rows[tid].path: e for tid, e in unstored.items() if tid in rows})
         return out
 
     def _analyser(self) -> tuple[Any, Any]:
@@ -480,15 +488,18 @@ class Session:
         if estimate.key is None:
             raise LibraryError(f"{path}: no key detected (unpitched or atonal); compatible "
                                "keys need a key")
-        wanted = set(keys.compatible_keys(estimate.key))
-        found = self.estimates()
+        wanted = keys.compatible_keys(estimate.key)
+        _, unstored = self._ensure_estimates()
         with self._searcher_lock:
             lib = searcher.library
             same = searcher.content_hash_of(resolved, label)
-            tracks = [t for t in lib.tracks(status="ok")
-                      if t.path in found and found[t.path].key in wanted
-                      and t.path != resolved and t.id != label
+            tracks = lib.tracks_in_keys(wanted, heads.heads_id)
+            if unstored:
+                extra = [tid for tid, e in unstored.items() if e.key in wanted]
+                tracks += [t for t in lib.paths_by_id(extra).values() if t.status == "ok"]
+            tracks = [t for t in tracks if t.path != resolved and t.id != label
                       and (same is None or t.content_hash != same)]
+            tracks.sort(key=lambda t: t.path)
             pitch = subspace_for("key", searcher.subspaces)
             store = searcher.index.store(pitch)
             rows = []

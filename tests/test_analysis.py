@@ -383,3 +383,19 @@ def test_heads_that_do_not_fit_cost_the_estimates_not_the_scan(tmp_path, heads):
         "reads [N, 216], got [N, 12])"]
     with Library(tmp_path / "lib", readonly=True) as lib:
         assert lib.counts()["ok"] == 5 and lib.estimate_counts()["estimated"] == 0
+
+
+def test_compatible_keys_while_a_scan_holds_the_library(tmp_path, heads):
+    """Estimates that cannot be stored now are computed for the answer."""
+    root = tmp_path / "music"
+    write(root / "a4.wav", tone(440.0))
+    e4 = write(root / "e4.wav", tone(note_hz(64)))
+    write(root / "c4.wav", tone(note_hz(60)))
+    heads["heads"] = None
+    scan([root], library=tmp_path / "lib", embedder=embedder(tmp_path))
+    heads["heads"] = FakeHeads()
+    with Library(tmp_path / "lib") as writer:
+        writer.acquire_write_lock()
+        result = Session(tmp_path / "lib", embedder=FakeEmbedder()).compatible(root / "a4.wav")
+    assert [n.path for n in result.neighbours] == [_real(e4)]
+    assert all(e is None for e, _ in stored_estimates(tmp_path / "lib").values())

@@ -782,6 +782,16 @@ class Library:
                                  "NOT NULL ORDER BY path")
         return {py_path(r["path"]): (_estimate(r), str(r["heads_id"])) for r in rows}
 
+    def tracks_in_keys(self, key_indices: list[int], heads_id: str) -> list[Track]:
+        """Ok tracks that the heads ``heads_id`` estimated in one of ``key_indices``."""
+        if not self._has_estimates() or not key_indices:
+            return []
+        marks = ",".join("?" * len(key_indices))
+        rows = self._con.execute(
+            f"SELECT * FROM tracks WHERE status = 'ok' AND heads_id = ? AND key IN ({marks}) "
+            "ORDER BY path", (heads_id, *[int(k) for k in key_indices]))
+        return [Track.from_row(r) for r in rows]
+
     def estimate_counts(self) -> dict[str, int]:
         """Ok tracks with an estimate, and of those with a key and with a tempo."""
         if not self._has_estimates():
