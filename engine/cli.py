@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from engine.config import check_semitones, check_tempo
 from engine.errors import LoevError
+from engine.model.heads import LOW_CONFIDENCE
 from engine.text import json_text, safe_text
 from engine.session import Session
 
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint_opt(p, "model checkpoint (default: the shipped model)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("analyze", help="key, BPM and sound type of each file")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    library_opt(p)
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("info", help="tracks, subspaces, model and problem files of a library")
     library_opt(p)
     p.add_argument("--json", action="store_true")
@@ -148,6 +154,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
           f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged"
           f"{' (re-embedded for a new model)' if report.reembedded else ''}; "
           f"{report.audio_seconds:.0f} s of audio in {report.seconds:.1f} s ({speed:.0f}x)")
+    if report.estimated:
+        print(f"  estimated key, BPM and type of {report.estimated} tracks")
     for path, reason in report.failed:
         print(f"  skipped {safe_text(path)}: {safe_text(reason)}")
     for path, reason in report.problems:
@@ -187,6 +195,36 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_estimate(row: dict[str, Any]) -> str:
+    """One line of ``loev analyze``: key (Camelot), BPM and type, each with its confidence;
+    an uncertain one is marked with "?", never left out."""
+    def part(text: str, confidence: float) -> str:
+        return f"{text}{'?' if confidence < LOW_CONFIDENCE else ''} {confidence:.0%}"
+
+    key = f"{row['key']} ({row['camelot']})" if row["key"] is not None else "no key"
+    bpm = f"{row['bpm']:.1f} BPM" if row["bpm"] is not None else "no tempo"
+    return ", ".join([part(key, row["key_confidence"]), part(bpm, row["bpm_confidence"]),
+                      part(row["type"], row["type_confidence"])])
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    session = Session(args.library)
+    try:
+        rows = session.analyze(args.files)
+    finally:
+        session.close()
+    failed = [r for r in rows if "error" in r]
+    for r in failed:  # one line per unreadable file; the others are still printed
+        sys.stderr.write(f"{PROG}: error: {safe_text(r['path'])}: {safe_text(r['error'])}\n")
+    good = [r for r in rows if "error" not in r]
+    if args.json:
+        _print_json({"results": good})
+    else:
+        for r in good:
+            print(f"{safe_text(r['path'])}: {_format_estimate(r)}")
+    return 1 if failed else 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = Session(args.library).info()
     if args.json:
@@ -198,6 +236,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"model     {model['method']} {model['profile']} id {model['id'][:12]} "
           f"({model['checkpoint']})")
     print("subspaces " + ", ".join(f"{safe_text(k)} ({v}-d)" for k, v in info["subspaces"].items()))
+    est = info["estimates"]
+    if est["estimated"]:
+        print(f"estimates {est['estimated']} tracks ({est['key']} with a key, "
+              f"{est['tempo']} with a tempo)")
     if not info["index"]["up_to_date"]:
         print("index     out of date: run `loev scan` to finish")
     for p in info["problems"]:
@@ -239,7 +281,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"scan": cmd_scan, "query": cmd_query, "curve": cmd_curve, "info": cmd_info,
+COMMANDS = {"scan": cmd_scan, "query": cmd_query, "analyze": cmd_analyze, "curve": cmd_curve, "info": cmd_info,
             "duplicates": cmd_duplicates, "match": cmd_match, "render": cmd_render}
 
 

@@ -16,17 +16,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
+from engine import keys
 from engine.audio.render import render_file
 from engine.config import check_semitones, check_tempo
-from engine.errors import DecodeError, LibraryError
+from engine.errors import DecodeError, EmbedderError, LibraryError, LoevError
+from engine.library import estimates as library_estimates
 from engine.library import vectors
 from engine.library.catalogue import Library, default_library_dir
 from engine.library.duplicates import duplicates as find_duplicates
 from engine.library.layout import map_layout
-from engine.library.query import BY_SUBSPACE, Searcher
+from engine.library.query import BY_SUBSPACE, Neighbour, QueryResult, Searcher, subspace_for
 from engine.library.scan import scan as scan_folders
 from engine.model.checkpoint import read_checkpoint_info
+from engine.model.heads import Estimate
 from engine.resources import default_checkpoint
 
 FOLDERS_FILE = "folders.json"
@@ -72,6 +76,8 @@ class Session:
         self._searcher: Any = None
         self._searcher_lock = threading.RLock()
         self._curves: dict[tuple[str, int, str, str], dict[str, Any]] = {}
+        self._heads: dict[tuple[str | None, str | None, int], Any] = {}
+        self._heads_lock = threading.Lock()
         self._renders: dict[tuple[str, float, float], Path] = {}
         self._render_dir: Path | None = None
 
@@ -230,6 +236,7 @@ class Session:
                 "index": {"generation": manifest.get("generation"),
                           "up_to_date": bool(manifest) and manifest.get("vec_seq") == seq
                           and manifest.get("model_id") == lib.model_id},
+                "estimates": lib.estimate_counts(),
                 "problems": problems,
             }
 
@@ -280,6 +287,236 @@ class Session:
                     raise ValueError("a blended query takes no shift or stretch")
                 return searcher.query_blend(path, blend_weights(by), k=k)
             return searcher.query(path, by=by, k=k, shift=shift, stretch=stretch)
+
+    # -- key, tempo and type estimates ----------------------------------------------------
+
+    def _heads_checkpoint(self, lib: Library) -> str | None:
+        """The checkpoint whose heads read ``lib``'s vectors: the one it was built with,
+        else (moved or reinstalled) the session's or the shipped one if it is the same
+        model."""
+        stored = lib.get_meta("checkpoint")
+        if stored and os.path.isfile(stored):
+            return str(stored)
+        for candidate in (self.checkpoint, default_checkpoint()):
+            if candidate is None or not os.path.isfile(candidate):
+                continue
+            try:
+                if read_checkpoint_info(candidate).model_id == lib.model_id:
+                    return str(candidate)
+            except LoevError:
+                continue
+        return None
+
+    def _library_heads(self, lib: Library) -> Any:
+        """The heads for ``lib``'s model (loaded once per session), or None."""
+        checkpoint, model_id = self._heads_checkpoint(lib), lib.model_id
+        key = (checkpoint, model_id, _mtime_ns(checkpoint) if checkpoint else 0)
+        with self._heads_lock:
+            if key not in self._heads:
+                self._heads[key] = library_estimates.heads_for(checkpoint, model_id)
+            return self._heads[key]
+
+    def _own_heads(self, model_id: str) -> Any:
+        """The heads of the session's checkpoint (the shipped one when None), for files
+        analysed without a library."""
+        checkpoint = str(self.checkpoint or default_checkpoint())
+        key = (checkpoint, model_id, _mtime_ns(checkpoint))
+        with self._heads_lock:
+            if key not in self._heads:
+                self._heads[key] = library_estimates.heads_for(checkpoint, model_id)
+            return self._heads[key]
+
+    def _has_library(self) -> bool:
+        return (self.library_dir / CATALOGUE_FILE).exists()
+
+    def _ensure_estimates(self) -> tuple[Any, dict[int, Estimate]]:
+        """Estimate, and store, the ok tracks whose estimate is missing or from other heads.
+
+        Returns the heads (None: the model has none) and ``{label: Estimate}`` of the
+        tracks that could not be stored (the library cannot be written now: read-only
+        media, a scan running), computed for this answer only.
+        """
+        with Library(self.library_dir, readonly=True) as lib:
+            heads = self._library_heads(lib)
+            if heads is None or not lib.unestimated(heads.heads_id):
+                return heads, {}
+        try:
+            with Library(self.library_dir) as lib:
+                lib.acquire_write_lock(timeout=0.0)
+                library_estimates.backfill(lib, heads)
+            return heads, {}
+        except (LibraryError, OSError):
+            with Library(self.library_dir, readonly=True) as lib:
+                return heads, library_estimates.compute(lib, heads,
+                                                        lib.unestimated(heads.heads_id))
+
+    def estimates(self) -> dict[str, Estimate]:
+        """``{path: Estimate}`` of every ok track of the library that has one.
+
+        Tracks with no estimate, or one made by other heads, are estimated first from
+        their stored vectors (nothing decoded) and the estimates stored; when the library
+        cannot be written now (read-only media, a scan running) they are computed for
+        this answer only. A model without heads gives the estimates already stored.
+        """
+        if not self._has_library():
+            return {}
+        heads, unstored = self._ensure_estimates()
+        with Library(self.library_dir, readonly=True) as lib:
+            stored = lib.estimates()
+            rows = lib.paths_by_id(list(unstored))
+        if heads is None:
+            return {p: e for p, (e, _) in stored.items()}
+        out = {p: e for p, (e, h) in stored.items() if h == heads.heads_id}
+        out.update({rows[tid].path: e for tid, e in unstored.items() if tid in rows})
+        return out
+
+    def _analyser(self) -> tuple[Any, Any]:
+        """``(searcher or None, heads)`` for analysing files; raises LibraryError when the
+        model has no heads."""
+        searcher = None
+        if self._has_library():
+            with Library(self.library_dir, readonly=True) as lib:
+                usable = lib.model_id is not None and lib.counts()["ok"] > 0
+            if usable:
+                searcher = self.searcher()
+        if searcher is not None:
+            heads = self._library_heads(searcher.library)
+            where = f"the model of library {searcher.library.root}"
+        else:
+            # The model's id from the embedder if there is one, else from the header (a
+            # checkpoint without heads is refused before any network loads).
+            model_id = (self._embedder.model_id if self._embedder is not None else
+                        read_checkpoint_info(self.checkpoint or default_checkpoint()).model_id)
+            heads = self._own_heads(str(model_id))
+            where = f"checkpoint {self.checkpoint or default_checkpoint()}"
+        if heads is None:
+            raise LibraryError(f"{where} has no key/BPM/type heads; train them with "
+                               "`loev-train heads` or use the shipped model")
+        return searcher, heads
+
+    def _estimate_file(self, path: str | os.PathLike[str], searcher: Any, heads: Any
+                       ) -> tuple[str, int | None, dict[str, np.ndarray], Estimate]:
+        """Resolved path, library label (or None), vectors and estimate of one file.
+
+        A library track unchanged since its scan answers from the catalogue; anything
+        else is embedded with the library's model (or the session's, with no library).
+        """
+        resolved = os.path.realpath(os.path.expanduser(os.fspath(path)))
+        if not os.path.isfile(resolved):
+            raise DecodeError(path, "no such file" if not os.path.exists(resolved)
+                              else "not a file")
+        if searcher is None:
+            vecs = self.embedder.embed_file(resolved)
+            if not all(np.all(np.isfinite(v)) for v in vecs.values()):
+                raise DecodeError(path, "the audio holds NaN or infinite samples")
+            label = None
+        else:
+            with self._searcher_lock:
+                resolved, label, vecs = searcher.vectors_of(resolved)
+                track = searcher.library.track_by_path(resolved)
+            st = os.stat(resolved)
+            if (track is not None and track.status == "ok" and track.estimate is not None
+                    and track.heads_id == heads.heads_id
+                    and (track.size, track.mtime_ns) == (st.st_size, st.st_mtime_ns)):
+                return resolved, label, vecs, track.estimate
+        one = {name: np.asarray(v, dtype=np.float32)[None, :] for name, v in vecs.items()}
+        return resolved, label, vecs, library_estimates.predict(heads, one)[0]
+
+    def analyze(self, paths: list[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+        """Key, BPM and sound type of each file (``loev analyze``).
+
+        Files inside the library answer from their stored estimate; files outside it, or
+        changed since its scan, are embedded with the library's model (the session's
+        checkpoint when there is no library) and read by its heads.
+
+        Returns
+        -------
+        list of dict
+            One per path, in order: ``{"path", "key", "camelot", "key_confidence", "bpm",
+            "bpm_confidence", "type", "type_confidence"}`` (docs/DESIGN.md section 6), or
+            ``{"path", "error"}`` for a file that cannot be read; the others go on.
+
+        Raises
+        ------
+        LibraryError
+            The model has no heads, or the library's model does not match the
+            checkpoint given (nothing can be analysed).
+        """
+        searcher, heads = self._analyser()
+        rows: list[dict[str, Any]] = []
+        for path in paths:
+            try:
+                resolved, _, _, estimate = self._estimate_file(path, searcher, heads)
+            except DecodeError as e:
+                rows.append({"path": os.fspath(path), "error": e.reason})
+                continue
+            except (EmbedderError, LibraryError):
+                raise  # not this file's fault
+            except (LoevError, OSError, ValueError, RuntimeError, MemoryError) as e:
+                rows.append({"path": os.fspath(path), "error": f"{type(e).__name__}: {e}"})
+                continue
+            rows.append({"path": resolved, **estimate.to_dict()})
+        return rows
+
+    def compatible(self, path: str | os.PathLike[str], k: int = 10) -> QueryResult:
+        """Library tracks in a key that mixes with ``path``'s, nearest in pitch first.
+
+        The keys are :func:`engine.keys.compatible_keys` of the query's estimated key
+        (itself, a fifth up and down, the relative major or minor); among the tracks
+        estimated in one of them, the ranking is the cosine distance in the pitch
+        subspace. The query and its exact copies are left out.
+
+        Returns
+        -------
+        engine.library.query.QueryResult
+            Shaped as :meth:`query`'s.
+
+        Raises
+        ------
+        LibraryError
+            The query has no key ("no key": drums, noise), or the model has no heads.
+        DecodeError
+            The file is missing or cannot be decoded.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        searcher, heads = self._analyser()
+        if searcher is None:
+            raise LibraryError(f"library {self.library_dir} has no tracks; run `loev scan "
+                               f"FOLDER --library {self.library_dir}` first")
+        resolved, label, vecs, estimate = self._estimate_file(path, searcher, heads)
+        if estimate.key is None:
+            raise LibraryError(f"{path}: no key detected (unpitched or atonal); compatible "
+                               "keys need a key")
+        wanted = keys.compatible_keys(estimate.key)
+        _, unstored = self._ensure_estimates()
+        with self._searcher_lock:
+            lib = searcher.library
+            same = searcher.content_hash_of(resolved, label)
+            tracks = lib.tracks_in_keys(wanted, heads.heads_id)
+            if unstored:
+                extra = [tid for tid, e in unstored.items() if e.key in wanted]
+                tracks += [t for t in lib.paths_by_id(extra).values() if t.status == "ok"]
+            tracks = [t for t in tracks if t.path != resolved and t.id != label
+                      and (same is None or t.content_hash != same)]
+            tracks.sort(key=lambda t: t.path)
+            pitch = subspace_for("key", searcher.subspaces)
+            store = searcher.index.store(pitch)
+            rows = []
+            for t in tracks:
+                vec = (store[t.id] if t.id < len(store) and t.vec_seq <= searcher.index.vec_seq
+                       else None)
+                if vec is None or not np.any(vec):
+                    vec = lib.vector(t.id, pitch)
+                if vec is not None:
+                    rows.append((t.path, vec))
+        if not rows:
+            return QueryResult(resolved, [])
+        q = np.asarray(vecs[pitch], dtype=np.float32)
+        dist = 1.0 - np.stack([v for _, v in rows]).astype(np.float32) @ q
+        order = np.argsort(dist, kind="stable")[:k]
+        return QueryResult(resolved, [Neighbour(rows[i][0], float(max(dist[i], 0.0)))
+                                      for i in order])
 
     # -- duplicates, the map, favourites and collections ---------------------------------
 

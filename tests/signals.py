@@ -82,3 +82,31 @@ def tempo_bpm(y: np.ndarray, sr: int) -> float:
     beat = np.round((t - t[0]) / np.median(np.diff(t)))
     slope = np.polyfit(beat, t, 1)[0]
     return float(60.0 / slope)
+
+
+def cadence(tonic_midi: int, mode: str, *, seconds_per_chord: float = 1.5, sr: int = 16000,
+            n_harmonics: int = 6) -> np.ndarray:
+    """I-IV-V-I (major) or i-iv-V-i (minor: the V major, its third the leading tone), a bass
+    note under each triad, sustained harmonic tones with a soft attack; float32 [T]."""
+    third = 4 if mode == "major" else 3
+    sixth = 9 if mode == "major" else 8
+    chords = ((0, third, 7), (5, sixth, 12), (7, 11, 14), (0, third, 7))
+    hz = lambda midi: 440.0 * 2 ** ((midi - 69) / 12)  # noqa: E731
+    t = np.arange(int(round(seconds_per_chord * sr))) / sr
+    env = np.minimum(1.0, t / 0.02) * np.exp(-1.0 * t)
+    parts = []
+    for triad in chords:
+        notes = [tonic_midi + i for i in triad] + [tonic_midi + triad[0] - 12]
+        parts.append(env * sum(harmonic_tone(hz(m), seconds_per_chord, sr=sr, n_harmonics=n_harmonics)
+                               for m in notes))
+    y = np.concatenate(parts)
+    return (0.4 * y / np.abs(y).max()).astype(np.float32)
+
+
+def drum_hit(seconds: float = 1.0, *, sr: int = 16000) -> np.ndarray:
+    """One kick-like hit (a falling sine with a click) at the start, then silence; float32 [T]."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    f = 50 + 120 * np.exp(-t / 0.03)
+    y = np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t / 0.12)
+    y[: sr // 200] += np.random.default_rng(0).standard_normal(sr // 200) * 0.3
+    return (0.8 * y / np.abs(y).max()).astype(np.float32)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import LibraryError
+from engine.model.heads import Estimate
 
 APP_NAME = "loev-explorer"
 CATALOGUE_NAME = "catalogue.sqlite"
@@ -122,8 +123,27 @@ def _migration_3(con: sqlite3.Connection) -> None:
         """)
 
 
+def _migration_4(con: sqlite3.Connection) -> None:
+    # The heads' key, tempo and type estimates of each track (engine.model.heads), and the
+    # id of the heads that made them: NULL until estimated; other heads' are recomputed
+    # from the stored vectors. key and bpm stay NULL for "no key" and "no tempo".
+    _execute_all(con, """
+        ALTER TABLE tracks ADD COLUMN key INTEGER;
+        ALTER TABLE tracks ADD COLUMN key_confidence REAL;
+        ALTER TABLE tracks ADD COLUMN bpm REAL;
+        ALTER TABLE tracks ADD COLUMN bpm_confidence REAL;
+        ALTER TABLE tracks ADD COLUMN type TEXT;
+        ALTER TABLE tracks ADD COLUMN type_confidence REAL;
+        ALTER TABLE tracks ADD COLUMN heads_id TEXT
+        """)
+
+
 # Versioned migrations, applied in order; PRAGMA user_version records the last applied.
-MIGRATIONS = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]
+
+# The estimate columns of migration 4, in Estimate's field order.
+ESTIMATE_COLUMNS = ("key", "key_confidence", "bpm", "bpm_confidence", "type", "type_confidence")
+_NO_ESTIMATE = ", ".join(f"{c} = NULL" for c in ESTIMATE_COLUMNS + ("heads_id",))
 
 # SQLite result codes (low byte) that mean the file itself is damaged.
 _SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_FULL = 11, 26, 13
@@ -235,15 +255,36 @@ class Track:
     vec_seq: int
     via: str | None = None
     content_hash: str | None = None
+    estimate: Estimate | None = None
+    heads_id: str | None = None  # the heads that made ``estimate``
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Track:
         keys = row.keys()
         via = row["via"] if "via" in keys else None
+        heads_id = row["heads_id"] if "heads_id" in keys else None
         return cls(row["id"], py_path(row["path"]), row["size"], row["mtime_ns"],
                    row["duration"], row["status"], row["error"], row["model_id"],
                    row["vec_seq"], None if via is None else py_path(via),
-                   row["content_hash"] if "content_hash" in keys else None)
+                   row["content_hash"] if "content_hash" in keys else None,
+                   None if heads_id is None else _estimate(row), heads_id)
+
+
+def _estimate(row: sqlite3.Row) -> Estimate:
+    key, bpm = row["key"], row["bpm"]
+    return Estimate(None if key is None else int(key), float(row["key_confidence"] or 0.0),
+                    None if bpm is None else float(bpm), float(row["bpm_confidence"] or 0.0),
+                    str(row["type"]), float(row["type_confidence"] or 0.0))
+
+
+def _estimate_values(estimate: Estimate | None) -> tuple[Any, ...]:
+    """The estimate columns' values (all NULL for no estimate)."""
+    if estimate is None:
+        return (None,) * len(ESTIMATE_COLUMNS)
+    e = estimate
+    return (None if e.key is None else int(e.key), float(e.key_confidence),
+            None if e.bpm is None else float(e.bpm), float(e.bpm_confidence), str(e.type),
+            float(e.type_confidence))
 
 
 class Library:
@@ -531,7 +572,8 @@ class Library:
             if changed:
                 con.execute("DELETE FROM vectors")
                 con.execute("DELETE FROM tracks WHERE status = 'deleted'")
-                con.execute("UPDATE tracks SET status = 'pending', error = NULL, model_id = NULL")
+                con.execute("UPDATE tracks SET status = 'pending', error = NULL, model_id = NULL, "
+                            + _NO_ESTIMATE)
             self.set_meta("model_id", model_id)
             self.set_meta("checkpoint", checkpoint)
             self.set_meta("model_config", config)
@@ -572,11 +614,14 @@ class Library:
     def record_track(self, path: str, *, size: int, mtime_ns: int, duration: float | None,
                      status: str, error: str | None = None,
                      vectors: dict[str, np.ndarray] | None = None,
-                     via: str | None = None, content_hash: str | None = None) -> int:
+                     via: str | None = None, content_hash: str | None = None,
+                     estimate: Estimate | None = None, heads_id: str | None = None) -> int:
         """Insert or update one file's row (keeping its label) with its vectors.
 
         A file edited in place (a new ``content_hash`` at the same path) keeps its star
-        and collections: they are copied to the new hash.
+        and collections: they are copied to the new hash. Its estimate is ``estimate``
+        (made by the heads ``heads_id`` from these vectors) or none: an old one never
+        outlives the vectors it was read from.
 
         Returns the row id. Call inside ``transaction()`` to commit several together.
         """
@@ -587,18 +632,27 @@ class Library:
             model = self.model_id if status == "ok" else None
             old = con.execute("SELECT content_hash FROM tracks WHERE path = ?",
                               (db_path(path),)).fetchone()
+            if status != "ok" or heads_id is None:
+                estimate = None
             con.execute(
                 """INSERT INTO tracks (path, size, mtime_ns, duration, status, error, model_id,
-                                       vec_seq, scanned_at, via, content_hash)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                       vec_seq, scanned_at, via, content_hash, key,
+                                       key_confidence, bpm, bpm_confidence, type,
+                                       type_confidence, heads_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(path) DO UPDATE SET size=excluded.size,
                        mtime_ns=excluded.mtime_ns, duration=excluded.duration,
                        status=excluded.status, error=excluded.error,
                        model_id=excluded.model_id, vec_seq=excluded.vec_seq,
                        scanned_at=excluded.scanned_at, via=excluded.via,
-                       content_hash=excluded.content_hash""",
+                       content_hash=excluded.content_hash, key=excluded.key,
+                       key_confidence=excluded.key_confidence, bpm=excluded.bpm,
+                       bpm_confidence=excluded.bpm_confidence, type=excluded.type,
+                       type_confidence=excluded.type_confidence,
+                       heads_id=excluded.heads_id""",
                 (db_path(path), size, mtime_ns, duration, status, _db_text(error), model, seq,
-                 time.time(), None if via is None else db_path(via), content_hash))
+                 time.time(), None if via is None else db_path(via), content_hash,
+                 *_estimate_values(estimate), None if estimate is None else heads_id))
             if old is not None and old[0] and content_hash and old[0] != content_hash:
                 self._copy_marks(old[0], content_hash)
             tid = con.execute("SELECT id FROM tracks WHERE path = ?",
@@ -626,7 +680,7 @@ class Library:
             for tid in ids:
                 con.execute("DELETE FROM vectors WHERE track_id = ?", (tid,))
                 con.execute("UPDATE tracks SET status=?, error=NULL, model_id=NULL, "
-                            "vec_seq=? WHERE id=?", (status, seq, tid))
+                            f"vec_seq=?, {_NO_ESTIMATE} WHERE id=?", (status, seq, tid))
 
     def damaged_vectors(self, dims: dict[str, int]) -> list[int]:
         """Ok rows whose vector of some subspace is missing or not ``dim`` float32 long."""
@@ -667,6 +721,86 @@ class Library:
 
     def max_id(self) -> int:
         return int(self._con.execute("SELECT COALESCE(MAX(id), 0) FROM tracks").fetchone()[0])
+
+    def vectors_of(self, ids: list[int]) -> tuple[list[int], dict[str, np.ndarray]]:
+        """The complete vectors of ok tracks ``ids``, stacked: ``(labels, {subspace: [N, D]})``.
+
+        A track whose vector of some subspace is missing or the wrong length is left out
+        (the next scan embeds it again). One query per 500 labels.
+        """
+        dims = self.dims
+        found: dict[int, dict[str, np.ndarray]] = {}
+        for i in range(0, len(ids), 500):
+            part = [int(x) for x in ids[i:i + 500]]
+            marks = ",".join("?" * len(part))
+            rows = self._con.execute(
+                f"""SELECT t.id, v.subspace, v.vec FROM tracks t JOIN vectors v
+                        ON v.track_id = t.id WHERE t.status = 'ok' AND t.id IN ({marks})""",
+                part)
+            for tid, name, blob in rows:
+                if name in dims and isinstance(blob, bytes) and len(blob) == 4 * dims[name]:
+                    found.setdefault(tid, {})[name] = np.frombuffer(blob, dtype=np.float32)
+        labels = [int(t) for t in ids if len(found.get(int(t), ())) == len(dims)]
+        stacked = {name: (np.stack([found[t][name] for t in labels]) if labels
+                          else np.zeros((0, dim), dtype=np.float32))
+                   for name, dim in dims.items()}
+        return labels, stacked
+
+    # -- key, tempo and type estimates ----------------------------------------------------
+
+    def _has_estimates(self) -> bool:
+        # A read-only reader of a library not yet migrated by a scan sees none.
+        return self.schema_version >= 4
+
+    def unestimated(self, heads_id: str) -> list[int]:
+        """Labels of ok tracks with no estimate, or one made by other heads, in label order."""
+        if not self._has_estimates():
+            return sorted(t.id for t in self.tracks(status="ok"))
+        rows = self._con.execute("SELECT id FROM tracks WHERE status = 'ok' AND "
+                                 "(heads_id IS NULL OR heads_id != ?) ORDER BY id", (heads_id,))
+        return [int(r[0]) for r in rows]
+
+    def set_estimates(self, estimates: dict[int, Estimate], heads_id: str) -> int:
+        """Store the estimates of many tracks (by label) in one transaction.
+
+        Only ok rows take one (a row that left meanwhile keeps none). Returns the number
+        of rows written.
+        """
+        columns = ", ".join(f"{c} = ?" for c in ESTIMATE_COLUMNS)
+        with self.transaction() as con:
+            before = self._con.raw.total_changes
+            con.executemany(
+                f"UPDATE tracks SET {columns}, heads_id = ? WHERE id = ? AND status = 'ok'",
+                [(*_estimate_values(e), heads_id, int(tid)) for tid, e in estimates.items()])
+            return self._con.raw.total_changes - before
+
+    def estimates(self) -> dict[str, tuple[Estimate, str]]:
+        """``{path: (estimate, heads_id)}`` of every ok track that has an estimate."""
+        if not self._has_estimates():
+            return {}
+        rows = self._con.execute("SELECT * FROM tracks WHERE status = 'ok' AND heads_id IS "
+                                 "NOT NULL ORDER BY path")
+        return {py_path(r["path"]): (_estimate(r), str(r["heads_id"])) for r in rows}
+
+    def tracks_in_keys(self, key_indices: list[int], heads_id: str) -> list[Track]:
+        """Ok tracks that the heads ``heads_id`` estimated in one of ``key_indices``."""
+        if not self._has_estimates() or not key_indices:
+            return []
+        marks = ",".join("?" * len(key_indices))
+        rows = self._con.execute(
+            f"SELECT * FROM tracks WHERE status = 'ok' AND heads_id = ? AND key IN ({marks}) "
+            "ORDER BY path", (heads_id, *[int(k) for k in key_indices]))
+        return [Track.from_row(r) for r in rows]
+
+    def estimate_counts(self) -> dict[str, int]:
+        """Ok tracks with an estimate, and of those with a key and with a tempo."""
+        if not self._has_estimates():
+            return {"estimated": 0, "key": 0, "tempo": 0}
+        row = self._con.execute(
+            "SELECT COUNT(heads_id), COUNT(CASE WHEN heads_id IS NOT NULL THEN key END), "
+            "COUNT(CASE WHEN heads_id IS NOT NULL THEN bpm END) FROM tracks "
+            "WHERE status = 'ok'").fetchone()
+        return {"estimated": int(row[0]), "key": int(row[1]), "tempo": int(row[2])}
 
     # -- content hashes, favourites and collections ---------------------------------------
 

@@ -20,6 +20,12 @@ A scan
 6. exports the per-subspace stores and hnswlib indexes atomically (engine.library.vectors),
    also when interrupted (Ctrl-C keeps what was embedded searchable).
 
+When the checkpoint has key/BPM/type heads (engine.model.heads), each committed batch
+carries the heads' estimates, read from the vectors just made (no extra decode); at the
+end every ok track without an estimate, or with one from other heads, gets one from its
+stored vectors (engine.library.estimates), so a library scanned before the heads existed
+is estimated without embedding anything. A checkpoint without heads estimates nothing.
+
 Damage costs a rebuild, never the library: a catalogue SQLite reports as damaged is moved
 aside and rebuilt, rows whose vectors are missing or malformed are embedded again, and
 vector files that fail their checks are rebuilt from the catalogue (``repaired`` lists
@@ -45,7 +51,7 @@ import numpy as np
 
 from engine.audio.decode import audio_info, is_audio_path
 from engine.errors import DecodeError, EmbedderError, LibraryError, LoevError
-from engine.library import vectors
+from engine.library import estimates, vectors
 from engine.library.catalogue import Library
 from engine.model.checkpoint import read_checkpoint_info
 from engine.resources import default_checkpoint
@@ -81,6 +87,8 @@ class ScanReport:
     repaired: list[str] = field(default_factory=list)
     audio_seconds: float = 0.0
     seconds: float = 0.0
+    estimated: int = 0
+
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +99,7 @@ class ScanReport:
             "cancelled": self.cancelled, "reembedded": self.reembedded,
             "repaired": list(self.repaired),
             "audio_seconds": round(self.audio_seconds, 3), "seconds": round(self.seconds, 3),
+            "estimated": self.estimated,
         }
 
 
@@ -285,6 +294,7 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
         report.repaired.append(f"{len(damaged)} track(s) with missing or malformed vectors "
                                "embedded again")
     report.problems = list(walk.problems)
+    heads = _load_heads(ident, report)
     roots = [os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(f))))
              for f in folders]
     lib.set_problems([(p, "folder", r) for p, r in walk.problems],
@@ -345,10 +355,19 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
     last_commit = time.monotonic()
 
     def commit() -> None:
-        nonlocal last_commit
+        nonlocal last_commit, heads
+        found = {}
+        if heads is not None:
+            try:
+                found = _estimate_rows(heads, pending)
+            except LibraryError as e:  # heads that do not fit: the vectors still go in
+                report.problems.append((str(ident["checkpoint"]), str(e)))
+                heads = None
         with lib.transaction():
-            for path, row in pending:
-                lib.record_track(path, **row)
+            for i, (path, row) in enumerate(pending):
+                lib.record_track(path, **row, estimate=found.get(i),
+                                 heads_id=None if heads is None else heads.heads_id)
+        report.estimated += len(found)
         pending.clear()
         last_commit = time.monotonic()
 
@@ -381,8 +400,35 @@ def _scan_locked(folders: list[Any], lib: Library, embedder: EmbedderLike | None
     report.cancelled = report.added + report.updated < len(todo)
     if pending:
         commit()
+    if heads is not None and not report.cancelled:
+        try:
+            report.estimated += estimates.backfill(lib, heads, cancel=cancel)
+        except LibraryError as e:
+            report.problems.append((str(ident["checkpoint"]), str(e)))
     report.repaired += vectors.export(lib, full=report.reembedded).repaired
     return report
+
+
+def _load_heads(ident: dict[str, Any], report: ScanReport) -> Any:
+    """The checkpoint's key/BPM/type heads, or None (none there, or unreadable: a scan
+    never fails for want of estimates)."""
+    try:
+        return estimates.heads_for(ident["checkpoint"], ident["model_id"])
+    except LoevError as e:
+        report.problems.append((str(ident["checkpoint"]),
+                                f"no key/BPM/type estimates: {e}"))
+        return None
+
+
+def _estimate_rows(heads: Any, rows: list[tuple[str, dict[str, Any]]]) -> dict[int, Any]:
+    """``{position in rows: Estimate}`` for the ok rows, from their new vectors."""
+    ok = [i for i, (_, row) in enumerate(rows) if row["status"] == "ok" and row.get("vectors")]
+    if not ok:
+        return {}
+    names = list(rows[ok[0]][1]["vectors"])
+    stacked = {n: np.stack([np.asarray(rows[i][1]["vectors"][n], dtype=np.float32)
+                            for i in ok]) for n in names}
+    return dict(zip(ok, estimates.predict(heads, stacked)))
 
 
 def _vectors_by_hash(lib: Library, tracks: list[Any]

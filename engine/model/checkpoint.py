@@ -12,6 +12,13 @@ subspace dimensions, and each tensor's dtype, shape and byte range within the fi
 the network the config describes is built on the ``meta`` device (no memory) and its
 tensor names and shapes are compared with the file's; only then is it built for real.
 Every failure is one ``CheckpointError`` line naming the file.
+
+A checkpoint may also carry the key, tempo and type heads (``estimators.*`` tensors and their
+``loev_heads`` metadata, :mod:`engine.model.heads`). They are not part of the network and
+do not change what the model is: ``loev-train heads`` writes them after the encoder's
+bytes, unchanged, and records the encoder's own header under ``loev_encoder``, so that the
+model id is the digest of the encoder file they came from, recomputed from the bytes, not
+read from a field. Libraries and ONNX exports made with the encoder stay valid.
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ _MAX_HEADER = 16 * 1024 * 1024
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 _MAX_RANK = 8
 _MAX_DIM = 65_536  # largest subspace dimension a checkpoint may declare
+HEADS_PREFIX = "estimators."  # not "heads.": the network's projection heads are named so
+ENCODER_KEY = "loev_encoder"
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,9 @@ class CheckpointInfo:
     subspaces: tuple[str, ...]
     dims: dict[str, int]
     tensors: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict, compare=False)
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
+    # Where each tensor's bytes lie in the file (absolute start, end), from the checked header.
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(self.config)
@@ -62,8 +74,41 @@ def _refuse_pickle(path: Path) -> None:
             "only .safetensors checkpoints are loaded (loev-train export writes one)")
 
 
-def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...]]]]:
-    """The metadata and the tensor table (name -> dtype, shape) of a checked header."""
+@dataclass(frozen=True)
+class _Header:
+    """A checked safetensors header: its metadata, tensor table and where things lie."""
+
+    meta: dict[str, str]
+    tensors: dict[str, tuple[str, tuple[int, ...]]]
+    offsets: dict[str, tuple[int, int]]
+    text: bytes  # the header's bytes as stored (JSON, space-padded)
+    data_len: int
+
+
+def _parse_header(path: Path, text: bytes, data_len: int, *, what: str = "header"
+                  ) -> tuple[dict[str, str], dict[str, Any]]:
+    try:
+        header = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        raise CheckpointError(f"{path}: not a safetensors checkpoint (unreadable {what})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({what} nested too "
+                              "deeply)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({what} is a JSON "
+                              f"{type(header).__name__}, not an object)")
+    meta = header.pop("__metadata__", None)
+    if not isinstance(meta, dict) or "loev_config" not in meta:
+        raise CheckpointError(f"{path}: safetensors file without a LOEV config in its metadata")
+    bad = [k for k, v in meta.items() if not isinstance(v, str)]
+    if bad:
+        raise CheckpointError(f"{path}: malformed metadata ({str(bad[0])[:40]!r} is not a "
+                              "string; safetensors metadata maps strings to strings)")
+    return meta, header
+
+
+def _read_header(path: Path) -> _Header:
+    """The checked header of a checkpoint file."""
     _refuse_pickle(path)
     try:
         with open(path, "rb") as f:
@@ -76,7 +121,6 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple
                 raise CheckpointError(f"{path}: not a safetensors checkpoint (header length "
                                       f"{n} for a file of {size} bytes)")
             text = f.read(n)
-        header = json.loads(text)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except IsADirectoryError:
@@ -85,31 +129,19 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple
         raise CheckpointError(f"{path}: permission denied") from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    except (UnicodeDecodeError, ValueError):
-        raise CheckpointError(f"{path}: not a safetensors checkpoint (unreadable header)") from None
-    except RecursionError:
-        raise CheckpointError(f"{path}: not a safetensors checkpoint (header nested too "
-                              "deeply)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: not a safetensors checkpoint (header is a JSON "
-                              f"{type(header).__name__}, not an object)")
-    meta = header.pop("__metadata__", None)
-    if not isinstance(meta, dict) or "loev_config" not in meta:
-        raise CheckpointError(f"{path}: safetensors file without a LOEV config in its metadata")
-    bad = [k for k, v in meta.items() if not isinstance(v, str)]
-    if bad:
-        raise CheckpointError(f"{path}: malformed metadata ({str(bad[0])[:40]!r} is not a "
-                              "string; safetensors metadata maps strings to strings)")
-    return meta, _check_tensors(path, header, size - 8 - n)
+    meta, header = _parse_header(path, text, size - 8 - n)
+    tensors, offsets = _check_tensors(path, header, size - 8 - n)
+    return _Header(meta, tensors, offsets, text, size - 8 - n)
 
 
 def _check_tensors(path: Path, header: dict[str, Any], data_len: int
-                   ) -> dict[str, tuple[str, tuple[int, ...]]]:
+                   ) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, tuple[int, int]]]:
     """Each tensor's dtype, shape and byte range, and that the ranges tile the data."""
     def bad(name: str, reason: str) -> CheckpointError:
         return CheckpointError(f"{path}: malformed tensor {name[:60]!r} ({reason})")
 
     tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+    offsets_of: dict[str, tuple[int, int]] = {}
     spans = []
     for name, t in header.items():
         if not isinstance(t, dict) or set(t) != {"dtype", "shape", "data_offsets"}:
@@ -129,6 +161,7 @@ def _check_tensors(path: Path, header: dict[str, Any], data_len: int
             raise bad(name, f"{offsets[1] - offsets[0]} bytes for a {dtype} tensor of shape "
                             f"{shape} ({nbytes} bytes)")
         tensors[name] = (dtype, tuple(shape))
+        offsets_of[name] = (offsets[0], offsets[1])
         spans.append((offsets[0], offsets[1], name))
     end = 0
     for start, stop, name in sorted(spans):
@@ -138,21 +171,68 @@ def _check_tensors(path: Path, header: dict[str, Any], data_len: int
     if end != data_len:
         raise CheckpointError(f"{path}: malformed checkpoint (tensors cover {end} of its "
                               f"{data_len} data bytes)")
-    return tensors
+    return tensors, offsets_of
 
 
-def file_digest(path: Path) -> str:
+def _encoder_header(path: Path, h: _Header) -> tuple[bytes, int] | None:
+    """The header bytes and data length of the encoder file a checkpoint with heads came
+    from, checked to describe exactly the same encoder tensors at the same places; None
+    for a checkpoint written as it is (no ``loev_encoder`` record)."""
+    heads = [k for k in h.tensors if k.startswith(HEADS_PREFIX)]
+    if ENCODER_KEY not in h.meta:
+        return None
+    try:
+        record = json.loads(h.meta[ENCODER_KEY])
+        text = record["header"].encode("utf-8")
+        recorded_id = record["id"]
+        if not isinstance(recorded_id, str):
+            raise TypeError("id is not a string")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise CheckpointError(f"{path}: malformed {ENCODER_KEY} record in its metadata") from None
+    encoder = {k: v for k, v in h.tensors.items() if k not in heads}
+    enc_len = max((h.offsets[k][1] for k in encoder), default=0)
+    meta, table = _parse_header(path, text, enc_len, what="encoder header")
+    tensors, offsets = _check_tensors(path, table, enc_len)
+    same_meta = all(meta.get(k) == h.meta.get(k) for k in ("format", "loev_config", "loev_dims"))
+    if (tensors != encoder or offsets != {k: h.offsets[k] for k in encoder} or not same_meta
+            or any(k.startswith(HEADS_PREFIX) for k in meta)):
+        raise CheckpointError(f"{path}: its {ENCODER_KEY} record does not describe its encoder "
+                              "tensors (a damaged or hand-edited checkpoint)")
+    return text, enc_len
+
+
+def file_digest(path: Path, *, header: bytes | None = None, data_len: int | None = None) -> str:
+    """The model id: the first 16 hex digits of the file's SHA-256.
+
+    With ``header`` and ``data_len``, the digest of the file those would make: the 8-byte
+    length, ``header``, then the first ``data_len`` data bytes of ``path`` (the encoder a
+    checkpoint with heads was written from, whose bytes it keeps in front).
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+        if header is None:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        else:
+            (n,) = struct.unpack("<Q", f.read(8))
+            f.seek(8 + n)
+            h.update(struct.pack("<Q", len(header)))
+            h.update(header)
+            left = int(data_len or 0)
+            while left > 0:
+                block = f.read(min(left, 1 << 20))
+                if not block:
+                    raise CheckpointError(f"{path}: truncated while reading its encoder")
+                h.update(block)
+                left -= len(block)
     return h.hexdigest()[:16]
 
 
 def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
     """Identity, config and subspace dimensions of a checkpoint, without importing torch."""
     path = Path(path)
-    meta, tensors = _read_header(path)
+    header = _read_header(path)
+    meta, tensors = header.meta, header.tensors
     try:
         config = json.loads(meta["loev_config"])
         cfg = ModelConfig.from_dict(config)
@@ -171,8 +251,18 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
         raise CheckpointError(f"{path}: malformed LOEV metadata (nested too deeply)") from None
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: malformed LOEV metadata ({_one_line(e)})") from None
-    return CheckpointInfo(path=path, model_id=file_digest(path), config=config,
-                          subspaces=tuple(dims), dims=dims, tensors=tensors)
+    encoder = _encoder_header(path, header)
+    if encoder is None:
+        model_id = file_digest(path)
+    else:
+        model_id = file_digest(path, header=encoder[0], data_len=encoder[1])
+        if model_id != json.loads(meta[ENCODER_KEY])["id"]:
+            raise CheckpointError(f"{path}: its encoder weights are not those of the model it "
+                                  "records (a damaged or hand-edited checkpoint)")
+    return CheckpointInfo(path=path, model_id=model_id, config=config,
+                          subspaces=tuple(dims), dims=dims, tensors=tensors, metadata=meta,
+                          spans={k: (8 + len(header.text) + a, 8 + len(header.text) + b)
+                                 for k, (a, b) in header.offsets.items()})
 
 
 def _one_line(e: BaseException) -> str:
@@ -199,7 +289,8 @@ def _check_against_network(info: CheckpointInfo, cfg: ModelConfig) -> None:
     if dims != info.dims:
         raise CheckpointError(f"{path}: declared subspace dimensions {info.dims} differ from "
                               f"its network's {dims}")
-    got = {k: shape for k, (_dtype, shape) in info.tensors.items()}
+    got = {k: shape for k, (_dtype, shape) in info.tensors.items()
+           if not k.startswith(HEADS_PREFIX)}
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     if missing or extra:
@@ -243,8 +334,61 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
     _check_against_network(info, cfg)  # before a single weight is allocated
     model = build_model(cfg)
     try:
-        state = load_file(str(path), device=str(device))
+        state = {k: v for k, v in load_file(str(path), device=str(device)).items()
+                 if not k.startswith(HEADS_PREFIX)}
         model.load_state_dict(state, strict=True)
     except (RuntimeError, OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: weights do not load ({_one_line(e)})") from None
     return model.to(device).eval(), cfg
+
+
+def save_with_heads(path: str | os.PathLike[str], source: str | os.PathLike[str],
+                    heads: dict[str, Any], heads_meta: str) -> Path:
+    """Write ``source``'s encoder with ``heads`` (``estimators.*`` float32 numpy arrays) and
+    their ``loev_heads`` metadata as a new checkpoint, atomically.
+
+    The encoder's data bytes are copied unchanged to the front of the new file and its
+    header is recorded under ``loev_encoder``, so :func:`read_checkpoint_info` gives the
+    new file ``source``'s model id. Heads ``source`` already had are replaced. numpy only.
+    """
+    import numpy as np
+
+    path, source = Path(path), Path(source)
+    info = read_checkpoint_info(source)
+    h = _read_header(source)
+    encoder = _encoder_header(source, h)
+    if encoder is None:
+        enc_text, enc_len = h.text, h.data_len
+    else:
+        enc_text, enc_len = encoder
+    table: dict[str, Any] = {k: {"dtype": dt, "shape": list(shape), "data_offsets": list(h.offsets[k])}
+                             for k, (dt, shape) in h.tensors.items() if not k.startswith(HEADS_PREFIX)}
+    blobs, end = [], enc_len
+    for name in sorted(heads):
+        if not name.startswith(HEADS_PREFIX):
+            raise ValueError(f"head tensor names start with {HEADS_PREFIX!r}, got {name!r}")
+        a = np.ascontiguousarray(heads[name], dtype="<f4")
+        table[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [end, end + a.nbytes]}
+        blobs.append(a.tobytes())
+        end += a.nbytes
+    meta = {k: v for k, v in h.meta.items() if k not in ("loev_heads", ENCODER_KEY)}
+    meta[ENCODER_KEY] = json.dumps({"id": info.model_id, "header": enc_text.decode("utf-8")})
+    meta["loev_heads"] = heads_meta
+    text = json.dumps({"__metadata__": meta, **table}, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # data starts 8-byte aligned, as safetensors writes it
+    tmp = path.with_name(path.name + ".tmp")
+    with open(source, "rb") as src, open(tmp, "wb") as out:
+        src.seek(8 + len(h.text))
+        out.write(struct.pack("<Q", len(text)))
+        out.write(text)
+        out.write(src.read(enc_len))
+        for b in blobs:
+            out.write(b)
+    try:
+        if read_checkpoint_info(tmp).model_id != info.model_id:
+            raise CheckpointError(f"{path}: written with another model id than {source}")
+    except CheckpointError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return path
