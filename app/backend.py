@@ -110,8 +110,7 @@ class Backend:
 
     def estimates(self) -> dict[str, Estimate]:
         """Key, BPM and sound type of every analysed track, by path."""
-        read = getattr(self.session, "estimates", None)  # TRANSITIONAL until Session.estimates lands
-        return {} if read is None else read()
+        return self.session.estimates()
 
     def compatible(self, path: str, *, k: int = 20) -> QueryResult:
         """Tracks in keys compatible with ``path``'s (its Camelot neighbours and relative),

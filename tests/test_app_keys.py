@@ -69,7 +69,7 @@ def make_window(qtbot, tmp_path, monkeypatch, library, settings=None):
     backend = Backend(tmp_path / "lib", embedder=BatchFakeEmbedder())
     rows = [(p, 0.5, "ok", None) for p in paths.values()]
     monkeypatch.setattr(backend.session, "tracks", lambda: rows)
-    monkeypatch.setattr(backend.session, "estimates", lambda: dict(estimates), raising=False)
+    monkeypatch.setattr(backend.session, "estimates", lambda: dict(estimates))
     player = FakePlayer()
     ini = settings or str(tmp_path / "settings.ini")
     win = MainWindow(backend, settings=QSettings(ini, QSettings.Format.IniFormat),
@@ -200,7 +200,7 @@ def test_find_compatible_keys_shows_its_results_with_offsets(qtbot, window, libr
         return EngineResult(path, [EngineNeighbour(paths["em pad.wav"], 0.1),
                                    EngineNeighbour(paths["c kick.wav"], 0.2)])
 
-    monkeypatch.setattr(window.backend.session, "compatible", compatible, raising=False)
+    monkeypatch.setattr(window.backend.session, "compatible", compatible)
     assert window.find_compatible_action in window.track_actions  # in the context menu
     window.select_path(paths["am loop.wav"])
     window.library_view.setFocus()
@@ -252,10 +252,9 @@ def test_project_sync_is_applied_to_the_audition(qtbot, window, library):
 
 def test_result_rows_say_what_they_will_be_played_at(qtbot, window, library, monkeypatch):
     paths, _ = library
+    found = [EngineNeighbour(paths["d bass.wav"], 0.1), EngineNeighbour(paths["noise.wav"], 0.3)]
     monkeypatch.setattr(window.backend.session, "compatible",
-                        lambda path, k=10: EngineResult(path, [EngineNeighbour(paths["d bass.wav"], 0.1),
-                                                               EngineNeighbour(paths["noise.wav"], 0.3)]),
-                        raising=False)
+                        lambda path, k=10: EngineResult(path, found))
     window.select_path(paths["am loop.wav"])
     with qtbot.waitSignal(window.results_ready, timeout=5000):
         window.find_compatible()
