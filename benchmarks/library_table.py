@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    app = QApplication.instance() or QApplication([])  # noqa: F841 - models need one
+    _app = QApplication.instance() or QApplication([])  # models need one, kept alive here
     model = LibraryTableModel()
     model.set_rows(rows(args.rows))
     proxy = LibraryFilterProxy()
