@@ -105,3 +105,28 @@ def test_loev_analyze_with_the_shipped_model(tmp_path, capsys):
     assert (first["key"], first["camelot"]) == ("G major", keys.camelot(keys.parse_key("G major")))
     assert second["key"] is None and abs(second["bpm"] - 128.0) <= 0.04 * 128.0
     assert not (tmp_path / "no library").exists()
+
+
+def test_compatible_keys_with_the_shipped_model(tmp_path):
+    """Cadences in seven keys: G major's compatible keys are G, D and C major and E minor."""
+    from engine.session import Session
+    from tests.signals import cadence
+
+    music = tmp_path / "music"
+    for name, tonic, mode in [("G", 67, "major"), ("D", 62, "major"), ("C", 60, "major"),
+                              ("Em", 64, "minor"), ("Am", 57, "minor"),
+                              ("F#", 66, "major"), ("Bb", 70, "major")]:
+        write(music / f"{name}.wav", np.tile(cadence(tonic, mode), 2))
+    session = Session(tmp_path / "lib")
+    report = session.scan([str(music)])
+    assert report.estimated == 7
+    found = session.estimates()
+    assert {os.path.basename(p): keys.key_name(e.key) for p, e in found.items()} == {
+        "G.wav": "G major", "D.wav": "D major", "C.wav": "C major", "Em.wav": "E minor",
+        "Am.wav": "A minor", "F#.wav": "F# major", "Bb.wav": "Bb major"}
+    result = session.compatible(music / "G.wav", k=10)
+    assert sorted(os.path.basename(n.path) for n in result.neighbours) == [
+        "C.wav", "D.wav", "Em.wav"]
+    distances = [n.distance for n in result.neighbours]
+    assert distances == sorted(distances)
+    session.close()
