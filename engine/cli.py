@@ -213,15 +213,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         rows = session.analyze(args.files)
     finally:
         session.close()
-    failed = [r for r in rows if "error" in r]
-    for r in failed:  # one line per unreadable file; the others are still printed
-        sys.stderr.write(f"{PROG}: error: {safe_text(r['path'])}: {safe_text(r['error'])}\n")
-    good = [r for r in rows if "error" not in r]
-    if args.json:
-        _print_json({"results": good})
-    else:
-        for r in good:
+    failed = 0
+    for r in rows:  # in the order given: one stderr line per unreadable file
+        if "error" in r:
+            failed += 1
+            sys.stdout.flush()
+            sys.stderr.write(f"{PROG}: error: {safe_text(r['path'])}: {safe_text(r['error'])}\n")
+        elif not args.json:
             print(f"{safe_text(r['path'])}: {_format_estimate(r)}")
+    if args.json:
+        _print_json({"results": [r for r in rows if "error" not in r]})
     return 1 if failed else 0
 
 

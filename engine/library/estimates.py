@@ -21,17 +21,17 @@ from engine.errors import LibraryError, LoevError
 from engine.library.catalogue import Library
 from engine.model import heads as heads_module
 from engine.model.checkpoint import read_checkpoint_info
-from engine.model.heads import Estimate
+from engine.model.heads import Estimate, Heads
 
 # Tracks estimated per transaction by a backfill (the heads' cost is a few small matrix
 # products per batch; the catalogue read dominates).
 BATCH = 1024
 
 
-def load_heads(checkpoint: str | os.PathLike[str] | None) -> Any:
-    """``engine.model.heads.load_heads``: the heads in ``checkpoint``, or None."""
-    load = getattr(heads_module, "load_heads", None)  # TEMP until the heads branch lands
-    return None if load is None else load(checkpoint)
+def load_heads(checkpoint: str | os.PathLike[str] | None) -> Heads | None:
+    """``engine.model.heads.load_heads``: the heads in ``checkpoint``, or None (tests
+    replace this one name)."""
+    return heads_module.load_heads(checkpoint)
 
 
 def checkpoint_model_id(checkpoint: str | os.PathLike[str]) -> str | None:
@@ -42,7 +42,7 @@ def checkpoint_model_id(checkpoint: str | os.PathLike[str]) -> str | None:
         return None
 
 
-def heads_for(checkpoint: str | os.PathLike[str] | None, model_id: str | None) -> Any:
+def heads_for(checkpoint: str | os.PathLike[str] | None, model_id: str | None) -> Heads | None:
     """The heads to estimate a library's tracks with, or None when there are none.
 
     Parameters
@@ -66,7 +66,7 @@ def heads_for(checkpoint: str | os.PathLike[str] | None, model_id: str | None) -
     return load_heads(checkpoint)
 
 
-def predict(heads: Any, vectors: dict[str, np.ndarray]) -> list[Estimate]:
+def predict(heads: Heads, vectors: dict[str, np.ndarray]) -> list[Estimate]:
     """The heads' estimates for ``{subspace: [N, D]}``, one per row.
 
     Raises
@@ -95,7 +95,7 @@ def _cancelled(cancel: Any) -> bool:
     return bool(cancel.is_set()) if hasattr(cancel, "is_set") else bool(cancel())
 
 
-def backfill(lib: Library, heads: Any, *, batch: int = BATCH, cancel: Any = None) -> int:
+def backfill(lib: Library, heads: Heads, *, batch: int = BATCH, cancel: Any = None) -> int:
     """Estimate every ok track whose estimate is missing or from other heads.
 
     Reads the stored vectors ``batch`` tracks at a time and writes each batch's
@@ -118,7 +118,7 @@ def backfill(lib: Library, heads: Any, *, batch: int = BATCH, cancel: Any = None
     return done
 
 
-def compute(lib: Library, heads: Any, ids: list[int], *, batch: int = BATCH
+def compute(lib: Library, heads: Heads, ids: list[int], *, batch: int = BATCH
             ) -> dict[int, Estimate]:
     """Estimates of tracks ``ids`` from their stored vectors, without writing anything
     (a library that cannot be written now: read-only media, another process scanning)."""
