@@ -7,6 +7,7 @@ never imported into the window's process. Slow methods are called from worker th
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from app.embed_service import RemoteEmbedder
+from engine import keys
+from engine.errors import LoevError
 from engine.model.heads import Estimate
 from engine.session import Session, blend_weights
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,39 @@ class Backend:
         """Key, BPM and sound type of every analysed track, by path."""
         return self.session.estimates()
 
+    def analyze(self, paths: list[str]) -> list[dict[str, Any]]:
+        """Key, BPM and type of each file, as ``loev analyze --json`` rows (worker thread:
+        a file outside the library is embedded)."""
+        return self.session.analyze(paths)
+
+    def estimates_of(self, paths: list[str]) -> dict[str, Estimate]:
+        """Estimates of ``paths`` that have none stored (a file dropped from outside the
+        library), by the path as given; worker thread.
+
+        What cannot be analysed is left out, so that its row simply shows no offsets: a
+        file that cannot be read, a model without heads. The reason goes to the log only:
+        the query it serves has already answered.
+        """
+        if not paths:
+            return {}
+        try:
+            rows = self.analyze(list(paths))
+        except (LoevError, OSError, ValueError, RuntimeError, MemoryError) as e:
+            log.info("no estimates for %d file(s): %s: %s", len(paths), type(e).__name__, e)
+            return {}
+        found: dict[str, Estimate] = {}
+        # One row per path, in order (Session.analyze); a row's own path is the resolved
+        # one, which need not be the string the results model knows the file by.
+        for path, row in zip(paths, rows):
+            if "error" in row:
+                log.info("no estimate for %s: %s", path, row["error"])
+                continue
+            try:
+                found[path] = estimate_from_row(row)
+            except (KeyError, TypeError, ValueError) as e:
+                log.info("no estimate for %s: bad analyze row (%s)", path, e)
+        return found
+
     def compatible(self, path: str, *, k: int = 20) -> QueryResult:
         """Tracks in keys compatible with ``path``'s (its Camelot neighbours and relative),
         ranked by pitch-space similarity (worker thread)."""
@@ -146,6 +184,17 @@ class Backend:
                out: str | os.PathLike[str] | None = None) -> Path:
         """``path`` with a transform applied, as a WAV file (the original when none)."""
         return self.session.render(path, semitones=semitones, tempo=tempo, out=out)
+
+
+def estimate_from_row(row: dict[str, Any]) -> Estimate:
+    """The :class:`Estimate` an analyze row (``Estimate.to_dict`` fields) was made from."""
+    key = keys.parse_key(row["key"]) if row["key"] is not None else None
+    if row["key"] is not None and key is None:  # not "no key": a name it cannot read
+        raise ValueError(f"not a key: {row['key']!r}")
+    bpm = float(row["bpm"]) if row["bpm"] is not None else None
+    return Estimate(key=key, key_confidence=float(row["key_confidence"]), bpm=bpm,
+                    bpm_confidence=float(row["bpm_confidence"]), type=str(row["type"]),
+                    type_confidence=float(row["type_confidence"]))
 
 
 def _track_row(path: str, duration: float | None, status: str, reason: str | None,

@@ -342,11 +342,23 @@ class ResultsModel(_RowsTableModel):
         self._rows: list[Neighbour] = []
         self.max_distance = 1.0
         self.estimates: dict[str, Estimate] = {}
+        # Estimates analysed for files with none stored (a query dropped from outside the
+        # library): kept across reloads of the library's, which know nothing of them.
+        self._analysed: dict[str, Estimate] = {}
         self.project_key: int | None = None
         self.project_bpm: float | None = None
 
     def set_estimates(self, estimates: dict[str, Estimate]) -> None:
-        self.estimates = dict(estimates)
+        """The library's stored estimates, by path (a stored one wins over an analysed one)."""
+        self.estimates = {**self._analysed, **estimates}
+        self._labels_changed()
+
+    def add_estimates(self, estimates: dict[str, Estimate]) -> None:
+        """Estimates of files the library has none for (``Backend.estimates_of``)."""
+        if not estimates:
+            return
+        self._analysed.update(estimates)
+        self.estimates.update(estimates)
         self._labels_changed()
 
     def set_project(self, key: int | None, bpm: float | None) -> None:

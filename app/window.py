@@ -34,9 +34,12 @@ from app.settings import NOTATION_KEY, SettingsDialog, app_settings, key_notatio
 from app.views import LibraryView, ResultsView
 from app.workers import Task, TaskError, TaskRunner
 from engine import keys, sync
+from engine.model.heads import Estimate
 
 APP_TITLE = "LOEV Explorer"
 ASPECTS = (("key", "Key", "pitch"), ("tempo", "Tempo", "tempo"), ("vibe", "Vibe", "invariant"))
+# How long the filter box waits for a pause in typing before it filters.
+FILTER_DELAY_MS = 180
 # The project BPM box's lowest value stands for "no project BPM".
 NO_BPM = 39.0
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".m4a",
@@ -472,7 +475,14 @@ class MainWindow(QMainWindow):
                                             "(Ctrl+F)")
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.setToolTip(FILTER_HELP)
-        self.filter_edit.textChanged.connect(self.apply_filter)
+        # Typing re-filters once it pauses, not per keystroke: a pass costs about 0.35 s at
+        # 50 000 rows (benchmarks/library_table.py). Enter applies at once.
+        self._filter_timer = QTimer(self)
+        self._filter_timer.setSingleShot(True)
+        self._filter_timer.setInterval(FILTER_DELAY_MS)
+        self._filter_timer.timeout.connect(self.flush_filter)
+        self.filter_edit.textChanged.connect(self._filter_edited)
+        self.filter_edit.returnPressed.connect(self.flush_filter)
         focus = QAction(self)
         focus.setShortcut(QKeySequence.StandardKey.Find)
         focus.triggered.connect(lambda: self.filter_edit.setFocus())
@@ -493,6 +503,17 @@ class MainWindow(QMainWindow):
         self.library_stack.addWidget(self._build_empty_state())
         self.library_stack.addWidget(table_page)
         return self.library_stack
+
+    def _filter_edited(self, text: str) -> None:
+        if not text:  # cleared (the box's clear button): the whole library back at once
+            self.flush_filter()
+        else:
+            self._filter_timer.start()  # restarts: the pass waits for a pause in typing
+
+    def flush_filter(self) -> None:
+        """Apply the filter box's text now (Enter, or the pause after typing)."""
+        self._filter_timer.stop()
+        self.apply_filter(self.filter_edit.text())
 
     def apply_filter(self, text: str) -> None:
         """Filter the table by the box's text; a word it cannot read is said (status bar,
@@ -876,12 +897,15 @@ class MainWindow(QMainWindow):
     def _run_query(self, path: str, by: str | dict[str, float], *, shift: float = 0.0,
                    stretch: float = 1.0) -> None:
         self.results_title.setText(f"Searching neighbours of {Path(path).name}...")
+        known = frozenset(self.results_model.estimates)
         if shift == 0.0 and stretch == 1.0:
-            task = Task(self.backend.query, path, by=by, k=self.k_spin.value(), name="Query")
+            task = Task(query_with_estimates, self.backend, known, self.backend.query, path,
+                        by=by, k=self.k_spin.value(), name="Query")
         else:
-            task = Task(transposed_query, self.backend, path, by=str(by), k=self.k_spin.value(),
-                        shift=shift, stretch=stretch, name="Query")
-        self.tasks.start(task, returned=self._show_results)
+            task = Task(query_with_estimates, self.backend, known, transposed_query,
+                        self.backend, path, by=str(by), k=self.k_spin.value(), shift=shift,
+                        stretch=stretch, name="Query")
+        self.tasks.start(task, returned=self._show_found)
 
     def find_compatible(self) -> None:
         """Tracks in keys compatible with the selected track's, nearest in the pitch space
@@ -890,8 +914,21 @@ class MainWindow(QMainWindow):
         if path is None:
             return
         self.results_title.setText(f"Searching compatible keys of {Path(path).name}...")
-        self.tasks.start(Task(self.backend.compatible, path, k=self.k_spin.value(),
-                              name="Find compatible keys"), returned=self._show_results)
+        known = frozenset(self.results_model.estimates)
+        self.tasks.start(Task(query_with_estimates, self.backend, known,
+                              self.backend.compatible, path, k=self.k_spin.value(),
+                              name="Find compatible keys"), returned=self._show_found)
+
+    def _show_found(self, found: tuple[QueryResult, dict[str, Estimate]]) -> None:
+        """Show a query's results with the estimates analysed for its files that had none
+        stored: their offsets, what they play at, and the project sync of their audition."""
+        result, analysed = found
+        self.results_model.add_estimates(analysed)
+        path = self.audition.path
+        if path in analysed:  # it was loaded before its estimate came: sync it now
+            shift, ratio = self.project_transform(path)
+            self.audition.set_transform(semitones=shift, tempo=ratio)
+        self._show_results(result)
 
     def _show_results(self, result: QueryResult) -> None:
         self.results_model.set_result(result.query, result.by, result.neighbours)
@@ -1147,6 +1184,19 @@ class MainWindow(QMainWindow):
         self.audition.shutdown()
         self.backend.close()
         super().closeEvent(event)
+
+
+def query_with_estimates(backend: Backend, known: frozenset[str],
+                         find: Callable[..., QueryResult], *args: Any, **kwargs: Any
+                         ) -> tuple[QueryResult, dict[str, Estimate]]:
+    """``find(*args, **kwargs)``'s result and the estimates of its files (the query, its
+    neighbours) that are not in ``known``, the stored ones (worker thread: a file from
+    outside the library is embedded to be analysed). A file that cannot be analysed is
+    left out: its row shows no offsets, the query still answers."""
+    result = find(*args, **kwargs)
+    paths = [result.query] + [n.path for n in result.neighbours]
+    missing = [p for p in dict.fromkeys(paths) if p not in known]
+    return result, backend.estimates_of(missing)
 
 
 def transposed_query(backend: Backend, path: str, *, by: str, k: int, shift: float = 0.0,

@@ -139,6 +139,7 @@ def test_low_confidence_is_greyed_with_a_question_mark_not_hidden(window):
     tip = cell(window, "c kick.wav", KEY, Qt.ItemDataRole.ToolTipRole)
     assert "confidence 0.30" in tip and "low" in tip
     window.filter_edit.setText("type:kick")
+    window.flush_filter()
     assert shown(window) == ["c kick.wav"]
 
 
@@ -173,17 +174,23 @@ def test_settings_dialog_offers_the_notations():
 def test_filter_syntax_in_the_box(window):
     box = window.filter_edit
     box.setText("key:8A")
+    window.flush_filter()
     assert shown(window) == ["am loop.wav"]
     box.setText("key:8A,9A")
+    window.flush_filter()
     assert sorted(shown(window)) == ["am loop.wav", "em pad.wav"]
     box.setText("bpm:100-124")
+    window.flush_filter()
     assert sorted(shown(window)) == ["am loop.wav", "c kick.wav", "d bass.wav"]
     box.setText("loop bpm:100-124")
+    window.flush_filter()
     assert shown(window) == ["am loop.wav"]
     box.setText("bpm:none type:fx")
+    window.flush_filter()
     assert shown(window) == ["noise.wav"]
     assert window.filter_error == ""
     box.setText("bass key:H")  # a word it cannot read is said, the rest filters
+    window.flush_filter()
     assert shown(window) == ["d bass.wav"]
     assert "key:H: not a key" in window.filter_error
     assert "key:H" in box.toolTip() and "key:H" in window.statusBar().currentMessage()
@@ -290,6 +297,7 @@ def test_sorting_keeps_the_selection_and_a_reload_keeps_the_order(qtbot, window,
 def test_the_filter_follows_a_reload_of_other_rows(qtbot, window, library, monkeypatch):
     paths, _ = library
     window.filter_edit.setText("type:kick,bass")
+    window.flush_filter()
     assert sorted(shown(window)) == ["c kick.wav", "d bass.wav"]
     fewer = [(p, 0.5, "ok", None) for n, p in reversed(paths.items()) if n != "d bass.wav"]
     monkeypatch.setattr(window.backend.session, "tracks", lambda: fewer)

@@ -118,6 +118,7 @@ def test_empty_state_then_scan_fills_the_table(qtbot, window, collection):
     assert window.folder_list.count() == 1
     # The filter box narrows the table.
     window.filter_edit.setText("click")
+    window.flush_filter()  # the box filters once typing pauses
     assert window.library_proxy.rowCount() == 3
     window.filter_edit.setText("")
 
