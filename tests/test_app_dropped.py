@@ -167,3 +167,22 @@ def test_typing_filters_once_and_enter_applies_at_once(qtbot, window, monkeypatc
     # clearing the box shows everything at once
     box.clear()
     assert passes[-1] == "" and len(shown(window)) == window.library_model.rowCount()
+
+
+def test_the_embedding_process_is_not_asked_twice_for_the_same_file(tmp_path, outside):
+    from app.embed_service import RemoteEmbedder
+
+    class Service:
+        calls = []
+
+        def call(self, op, *args):
+            self.calls.append((op, *args))
+            return {"pitch": np.full(4, float(len(self.calls)), np.float32)}
+
+    embedder = RemoteEmbedder(None, service=Service())
+    first = embedder.embed_file(outside)       # the query's
+    first["pitch"][:] = -1                     # the caller's copy is its own
+    again = embedder.embed_file(outside)       # the estimate's: the same file
+    assert len(Service.calls) == 1 and again["pitch"][0] == 1.0
+    sf.write(outside, np.zeros(100, np.float32), 22050)  # changed: embedded anew
+    assert embedder.embed_file(outside)["pitch"][0] == 2.0 and len(Service.calls) == 2
