@@ -16,17 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 
-from app.backend import Backend
 from app.models import PATH_ROLE, LibraryTableModel, ResultsModel
 from app.settings import SettingsDialog
-from app.window import MainWindow
 from engine import keys
 from engine.library.query import Neighbour as EngineNeighbour
 from engine.library.query import QueryResult as EngineResult
 from engine.model.heads import Estimate
-from tests.test_app_window import BatchFakeEmbedder, FakePlayer
+from engine.session import Session
+from tests.test_app_ux import make_window as ux_window
 
 K = keys.parse_key
 KEY, BPM, TYPE = LibraryTableModel.KEY, LibraryTableModel.BPM, LibraryTableModel.TYPE
@@ -64,21 +63,14 @@ def library(tmp_path):
 
 
 def make_window(qtbot, tmp_path, monkeypatch, library, settings=None):
+    """The app's window (tests/test_app_ux.make_window) on a library whose tracks and
+    estimates are ``library``'s, set on the session before the window first reads them."""
     paths, estimates = library
     monkeypatch.setenv("LOEV_LOG_DIR", str(tmp_path / "logs"))
-    backend = Backend(tmp_path / "lib", embedder=BatchFakeEmbedder())
     rows = [(p, 0.5, "ok", None) for p in paths.values()]
-    monkeypatch.setattr(backend.session, "tracks", lambda: rows)
-    monkeypatch.setattr(backend.session, "estimates", lambda: dict(estimates))
-    player = FakePlayer()
-    ini = settings or str(tmp_path / "settings.ini")
-    win = MainWindow(backend, settings=QSettings(ini, QSettings.Format.IniFormat),
-                     player_factory=lambda: (player, None))
-    win.player = player
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.waitUntil(lambda: win.audition.player is player, timeout=5000)
+    monkeypatch.setattr(Session, "tracks", lambda self: rows)
+    monkeypatch.setattr(Session, "estimates", lambda self: dict(estimates))
+    win = ux_window(qtbot, tmp_path, library=tmp_path / "lib", settings=settings)
     qtbot.waitUntil(lambda: win.library_model.rowCount() == len(TRACKS), timeout=5000)
     return win
 
