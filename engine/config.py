@@ -124,6 +124,9 @@ class ModelConfig:
     # The invariant ("vibe") subspace's share given to a parameter-free timbre descriptor
     # (engine/model/branches.py TimbreDescriptor), 0 = none (checkpoints made before it).
     timbre_share: float = 0.0
+    # The vibe subspace's share given to a learned timbre projector over pooled log-mel
+    # statistics (TimbreProjector, trained by ``loev-train projector``), 0 = none.
+    timbre_learned_share: float = 0.0
     # The tempo branch's share given to its parameter-free onset autocorrelation channel;
     # 0 = every channel weighs the same (checkpoints made before it).
     tempo_plain_share: float = 0.0
@@ -139,11 +142,16 @@ class ModelConfig:
             raise ValueError(f"unknown branches {self.branches!r}; expected 'learned' or 'structured'")
         if self.branches == "structured" and not self.method.endswith("++"):
             raise ValueError(f"structured branches need a branched method (loev++ or mule++), not {self.method!r}")
-        for name in ("timbre_share", "tempo_plain_share"):
+        for name in ("timbre_share", "timbre_learned_share", "tempo_plain_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.timbre_share and not self.branched:
             raise ValueError("a timbre descriptor needs a branched method (loev++ or mule++)")
+        if self.timbre_learned_share and not self.timbre_share:
+            raise ValueError("a learned timbre projector needs the timbre descriptor (timbre_share > 0)")
+        if self.timbre_share + self.timbre_learned_share >= 1.0:
+            raise ValueError(f"timbre_share + timbre_learned_share must stay below 1, got "
+                             f"{self.timbre_share} + {self.timbre_learned_share}")
         if self.tempo_plain_share and self.branches != "structured":
             raise ValueError("tempo_plain_share needs structured branches")
         ordered = tuple(v for v in VARIANTS if v in self.variants)
@@ -190,6 +198,7 @@ class ModelConfig:
             frontend=FrontendConfig(**d.get("frontend", {})),
             branches=d.get("branches", "learned"),
             timbre_share=float(d.get("timbre_share", 0.0)),
+            timbre_learned_share=float(d.get("timbre_learned_share", 0.0)),
             tempo_plain_share=float(d.get("tempo_plain_share", 0.0)),
             provenance=dict(d.get("provenance", {})),
         )
@@ -226,8 +235,9 @@ _PROFILE_FIELDS: dict[str, tuple[Any, ...]] = {
     "proj_dim": (int, 1, 8192),
 }
 _TOP_FIELDS = {"method", "variants", "profile", "frontend", "branches", "provenance", "timbre_share",
-               "tempo_plain_share"}
-_SHARE_FIELDS = ("timbre_share", "tempo_plain_share")  # numbers in [0, 1), absent in older files
+               "timbre_learned_share", "tempo_plain_share"}
+# Numbers in [0, 1), absent in older files.
+_SHARE_FIELDS = ("timbre_share", "timbre_learned_share", "tempo_plain_share")
 _MAX_NAME = 200
 
 

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("trainer.export", "write the app's .safetensors from a run's latest training state"),
     "corpus": ("trainer.corpus", "render a labelled GM-soundfont corpus (key, tempo, family) offline"),
     "heads": ("trainer.heads", "train the key, tempo and type heads on a frozen checkpoint"),
+    "projector": ("trainer.projector", "train the vibe space's timbre projector on a frozen checkpoint"),
     "eval": ("trainer.evaluate", "retrieval, probing, invariance curves and robustness on a labelled folder"),
     "report": ("trainer.report", "regenerate docs/RESULTS.md from eval folders' metrics.json"),
 }

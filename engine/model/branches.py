@@ -236,6 +236,48 @@ class TimbreDescriptor(nn.Module):
         return (self.raw(logmel) - self.loc) / self.scale
 
 
+class TimbreProjector(nn.Module):
+    """Log-mel ``[B, 1, n_mels, frames]`` -> a learned timbre embedding ``[B, out_dim]``.
+
+    A small MLP over pooled log-mel statistics: per band, the mean, spread and peak over
+    the chunk and the mean and spread over its active frames (within 30 dB of the loudest,
+    so a short one-shot's zero padding does not dilute them), beside the timbre
+    descriptor's raw values. Trained alone (``loev-train projector``) with a cosine-softmax
+    over sound types and song families of rendered corpora, so that it learns which
+    spectral shapes tell a snare from a clap or a closed hat from a ride, which fixed
+    statistics cannot. ``loc`` and ``scale`` standardise its input, set from the training
+    corpus and saved with the checkpoint like the descriptor's.
+    """
+
+    HIDDEN = 512
+    OUT_DIM = 128
+    ACTIVE_DB = 3.0  # the log-mel is log10(1 + 10^4 power): 3 units = 30 dB
+
+    def __init__(self, n_mels: int, descriptor_dim: int) -> None:
+        super().__init__()
+        self.in_dim = 5 * n_mels + descriptor_dim
+        self.out_dim = self.OUT_DIM
+        self.register_buffer("loc", torch.zeros(self.in_dim))
+        self.register_buffer("scale", torch.ones(self.in_dim))
+        # Dropout only acts in training (loev-train projector); inference is the two layers.
+        self.mlp = nn.Sequential(nn.Linear(self.in_dim, self.HIDDEN), nn.GELU(), nn.Dropout(0.3),
+                                 nn.Linear(self.HIDDEN, self.OUT_DIM))
+
+    def pooled(self, logmel: torch.Tensor, descriptor_raw: torch.Tensor) -> torch.Tensor:
+        """The MLP's input before standardisation, ``[B, in_dim]``."""
+        with torch.autocast(device_type=logmel.device.type, enabled=False):
+            x = logmel[:, 0].float()  # [B, F, T]
+            energy = x.mean(dim=1)
+            active = (energy > energy.amax(dim=-1, keepdim=True) - self.ACTIVE_DB).float()
+            w = (active / active.sum(dim=-1, keepdim=True))[:, None]  # the loudest frame is always active
+            mu = (x * w).sum(dim=-1)
+            sd = ((x - mu[..., None]).square() * w).sum(dim=-1).clamp_min(1e-8).sqrt()
+            return torch.cat([x.mean(dim=-1), x.std(dim=-1), x.amax(dim=-1), mu, sd, descriptor_raw.float()], dim=1)
+
+    def forward(self, logmel: torch.Tensor, descriptor_raw: torch.Tensor) -> torch.Tensor:
+        return self.mlp((self.pooled(logmel, descriptor_raw) - self.loc) / self.scale)
+
+
 def combine_shares(parts: list[torch.Tensor], shares: list[float]) -> torch.Tensor:
     """Concatenate L2-normalised parts scaled by ``sqrt(share)``: the cosine of the result is
     the share-weighted mean of the parts' cosines."""

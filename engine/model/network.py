@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig, ProfileConfig
-from engine.model.branches import PitchBranch, TempoBranch, TimbreDescriptor, combine_shares
+from engine.model.branches import PitchBranch, TempoBranch, TimbreDescriptor, TimbreProjector, combine_shares
 from engine.model.frontend import build_frontend
 
 GELU_GAMMA = 1.7015043497085571  # timm's _nonlin_gamma["gelu"]: keeps unit variance
@@ -275,6 +275,9 @@ class LoevNet(nn.Module):
         self.timbre = None
         if cfg.timbre_share:
             self.timbre = TimbreDescriptor(cfg.frontend.n_mels)
+        self.timbre_mlp = None
+        if cfg.timbre_learned_share:
+            self.timbre_mlp = TimbreProjector(cfg.frontend.n_mels, self.timbre.out_dim)
         dims = self.embedding_dims
         self.heads = nn.ModuleDict({h: ProjectionHead(dims[h] if h in dims else dims["all"], prof.proj_hidden,
                                                       prof.proj_dim) for h in cfg.heads})
@@ -285,6 +288,8 @@ class LoevNet(nn.Module):
                 for name in self.cfg.subspaces}
         if self.timbre is not None:
             dims["invariant"] += self.timbre.out_dim
+        if self.timbre_mlp is not None:
+            dims["invariant"] += self.timbre_mlp.out_dim
         return dims
 
     def embed(self, y: torch.Tensor, spec: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -294,14 +299,28 @@ class LoevNet(nn.Module):
             return {"all": pool(slow, fast)}
         emb = {name: pool(tail[0](slow), tail[1](fast)) for name, tail in self.tails.items()}
         if self.timbre is not None:
-            # The vibe space: learned features beside the parameter-free timbre descriptor.
-            share = self.cfg.timbre_share
-            emb["invariant"] = combine_shares([emb["invariant"], self.timbre(spec)], [1 - share, share])
+            emb["invariant"] = self.with_timbre(emb["invariant"], spec)
         if "pitch" in self.structured:
             emb["pitch"] = self.structured["pitch"](y)
         if "tempo" in self.structured:
             emb["tempo"] = self.structured["tempo"](spec)
         return {name: emb[name] for name in self.cfg.subspaces}
+
+    def with_timbre(self, learned: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        """The vibe space: learned features beside the parameter-free timbre descriptor (and
+        the timbre projector over pooled statistics, when there is one), at their shares."""
+        share, projected = self.cfg.timbre_share, self.cfg.timbre_learned_share
+        parts = [learned, self.timbre(spec)]
+        if self.timbre_mlp is not None:
+            parts.append(self.timbre_mlp(spec, self.timbre.raw(spec)))
+        return combine_shares(parts, [1 - share - projected, share, projected][:len(parts)])
+
+    def vibe(self, spec: torch.Tensor) -> torch.Tensor:
+        """The vibe (invariant) subspace alone from the frontend output ``[B, 1, F, T']``."""
+        slow, fast = self.trunk(spec)
+        tail = self.tails["invariant"]
+        learned = pool(tail[0](slow), tail[1](fast))
+        return learned if self.timbre is None else self.with_timbre(learned, spec)
 
     def forward(self, y: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
         if y.dim() == 1:

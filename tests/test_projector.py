@@ -1,0 +1,153 @@
+"""The vibe space's timbre projector: config, network, checkpoint, ``loev-train projector``."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import CHUNK_SAMPLES, SAMPLE_RATE, FrontendConfig, ModelConfig, make_config
+from engine.model.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from engine.model.frontend import build_frontend
+from engine.model.branches import TimbreProjector
+from engine.model.network import build_model
+from tests.test_heads import write_corpus
+
+
+def test_config_carries_and_checks_the_projector_share():
+    cfg = make_config("tiny", "loev++", "psts", branches="structured", timbre_share=0.2)
+    with_proj = dataclasses.replace(cfg, timbre_learned_share=0.4)
+    assert ModelConfig.from_dict(with_proj.to_dict()).timbre_learned_share == 0.4
+    old = cfg.to_dict()
+    del old["timbre_learned_share"]  # a checkpoint written before the projector
+    assert ModelConfig.from_dict(old).timbre_learned_share == 0.0
+    with pytest.raises(ValueError, match="timbre descriptor"):
+        dataclasses.replace(cfg, timbre_share=0.0, timbre_learned_share=0.4)
+    with pytest.raises(ValueError, match="below 1"):
+        dataclasses.replace(cfg, timbre_share=0.5, timbre_learned_share=0.5)
+    bad = with_proj.to_dict()
+    bad["timbre_learned_share"] = "0.4"
+    with pytest.raises(ValueError):
+        ModelConfig.from_dict(bad)
+
+
+def _tone(freq: float, seconds: float = CHUNK_SAMPLES / SAMPLE_RATE) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.3 * sum(np.sin(2 * np.pi * freq * h * t) / h for h in range(1, 6))).astype(np.float32)
+
+
+def test_transpose_mel_moves_harmonics_as_a_pitch_shift_does():
+    from trainer.projector import transpose_mel
+
+    fe = build_frontend(FrontendConfig())
+    with torch.no_grad():
+        a4 = fe(torch.from_numpy(_tone(440.0))[None])[:, 0]
+        eb5 = fe(torch.from_numpy(_tone(440.0 * 2 ** 0.5))[None])[:, 0]
+        moved = transpose_mel(a4, torch.tensor([6.0]), f_max=8000.0)
+        still = transpose_mel(a4, torch.tensor([0.0]), f_max=8000.0)
+    cos = torch.nn.functional.cosine_similarity
+    assert torch.allclose(still, a4, atol=1e-4)
+    # The transposed spectrum is the tritone's, not the original's.
+    assert cos(moved.mean(-1), eb5.mean(-1)).item() > 0.95 > cos(a4.mean(-1), eb5.mean(-1)).item() + 0.1
+
+
+@pytest.fixture(scope="module")
+def descriptor_checkpoint(tmp_path_factory):
+    """A tiny structured checkpoint with a calibrated timbre descriptor (untrained weights)."""
+    torch.manual_seed(0)
+    net = build_model(make_config("tiny", "loev++", "psts", branches="structured", timbre_share=0.2)).eval()
+    with torch.no_grad():
+        ys = torch.from_numpy(np.stack([_tone(f) for f in (55, 110, 220, 440, 880, 1760, 3000, 5000)]))
+        net.timbre.calibrate(net.frontend(ys))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "descriptor.safetensors", net)
+
+
+def sound_corpus(folder, split: str = "train"):
+    """Low decaying tones ("bass") and bright noise bursts ("hihat"), six each."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        t = np.arange(int(0.8 * SAMPLE_RATE)) / SAMPLE_RATE
+        low = np.sin(2 * np.pi * rng.uniform(45, 90) * t) * np.exp(-t / 0.3)
+        noise = np.diff(rng.standard_normal(len(t) + 1)) * np.exp(-t / rng.uniform(0.02, 0.2))
+        rows.append((f"bass{i}_synth_hit.wav", (0.5 * low).astype(np.float32), "", "no tempo", "bass"))
+        rows.append((f"hat{i}_drum_hit.wav", (0.2 * noise).astype(np.float32), "no key", "no tempo", "hihat"))
+    return write_corpus(folder, rows, split)
+
+
+def test_loev_train_projector_adds_a_projector_and_leaves_the_other_spaces(descriptor_checkpoint, tmp_path,
+                                                                        one_torch_thread):
+    from trainer.cli import main
+
+    data = sound_corpus(tmp_path / "corpus")
+    out = tmp_path / "projected.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--data", str(data), "--out", str(out),
+                 "--epochs", "20", "--share", "0.4", "--val-fraction", "0"]) == 0
+    before, _ = load_checkpoint(descriptor_checkpoint)
+    after, cfg = load_checkpoint(out)
+    assert cfg.timbre_learned_share == 0.4 and cfg.timbre_share == 0.2
+    info = read_checkpoint_info(out)
+    assert info.model_id != read_checkpoint_info(descriptor_checkpoint).model_id  # libraries rescan
+    assert info.dims["invariant"] == read_checkpoint_info(descriptor_checkpoint).dims["invariant"] + 128
+    assert info.config["provenance"]["trainer"] == "loev-train projector"
+    y = torch.from_numpy(np.stack([_tone(110.0), _tone(2000.0)]))
+    with torch.no_grad():
+        e0, e1 = before(y)["embeddings"], after(y)["embeddings"]
+    for space in ("pitch", "tempo"):
+        assert torch.equal(e0[space], e1[space])
+    # The learned and descriptor parts of the vibe space are the old ones at new shares.
+    n_learned = after.trunk.out_dim
+    for lo, hi in ((0, n_learned), (n_learned, n_learned + after.timbre.out_dim)):
+        old_part, new_part = (torch.nn.functional.normalize(e[:, lo:hi], dim=1) for e in (e0["invariant"],
+                                                                                           e1["invariant"]))
+        assert torch.allclose(old_part, new_part, atol=1e-5)
+    # The training-only projection head reads the projector's dimensions with zero weights.
+    w = after.heads["invariant"].net[0].weight
+    assert not w[:, -128:].any() and torch.equal(w[:, :-128], before.heads["invariant"].net[0].weight)
+    # The projector was trained: it tells the two classes apart in its own part.
+    emb = after.timbre_mlp
+    with torch.no_grad():
+        spec = after.frontend(torch.from_numpy(np.stack([
+            np.pad(_tone(70.0, 0.8), (0, CHUNK_SAMPLES - int(0.8 * SAMPLE_RATE))),
+            np.pad(0.2 * np.diff(np.random.default_rng(5).standard_normal(int(0.8 * SAMPLE_RATE) + 1))
+                   .astype(np.float32) * np.exp(-np.arange(int(0.8 * SAMPLE_RATE)) / 1600.0).astype(np.float32),
+                   (0, CHUNK_SAMPLES - int(0.8 * SAMPLE_RATE)))])))
+        z = torch.nn.functional.normalize(emb(spec, after.timbre.raw(spec)), dim=1)
+        untrained = TimbreProjector(96, after.timbre.out_dim).eval()
+        untrained.loc.copy_(emb.loc)
+        untrained.scale.copy_(emb.scale)
+        u = torch.nn.functional.normalize(untrained(spec, after.timbre.raw(spec)), dim=1)
+    assert float(z[0] @ z[1]) < float(u[0] @ u[1]) - 0.3
+
+
+def test_loev_train_projector_refuses_held_out_material_and_a_model_without_descriptor(
+        descriptor_checkpoint, tiny_checkpoint, tmp_path, capsys):
+    from trainer.cli import main
+
+    bench = sound_corpus(tmp_path / "bench", split="bench")
+    out = tmp_path / "never.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--data", str(bench), "--out", str(out)]) == 2
+    assert "held-out" in capsys.readouterr().err
+    train = sound_corpus(tmp_path / "train")
+    assert main(["projector", str(tiny_checkpoint), "--data", str(train), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "timbre descriptor" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_projector_checkpoint_exports_to_onnx_with_the_same_vectors(descriptor_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from engine.model.embed import Embedder
+    from trainer.cli import main
+
+    data = sound_corpus(tmp_path / "corpus")
+    ckpt = tmp_path / "projected.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--data", str(data), "--out", str(ckpt),
+                 "--epochs", "2", "--val-fraction", "0"]) == 0
+    assert main(["export", str(ckpt)]) == 0
+    ys = [_tone(f) for f in (98.0, 1500.0)]
+    a = Embedder(ckpt, backend="torch").embed_audio_batch(ys)
+    b = Embedder(ckpt, backend="onnxruntime").embed_audio_batch(ys)
+    for va, vb in zip(a, b):
+        assert np.allclose(va["invariant"], vb["invariant"], atol=1e-4)

@@ -1,0 +1,261 @@
+"""``loev-train projector``: train the vibe space's timbre projector on a frozen checkpoint.
+
+The projector (:class:`engine.model.branches.TimbreProjector`) is a small MLP over pooled
+log-mel statistics of each chunk. It is trained alone, the encoder untouched, with a
+cosine-softmax over labels of the rendered training corpora: the sound type of one-shots
+and loops (DESIGN section 8), the GM family of songs. Augmentation: a random transposition of
+the log-mel (up to a tritone either way: the type must not depend on the note) and a gain.
+The output checkpoint is the source's network with the projector added to its vibe space
+at ``--share`` (``timbre_learned_share``): a new model id, so libraries rescan, and no
+key / tempo / type heads (they read the vibe space; retrain them with ``loev-train heads``).
+
+A share of the training files (whole files) is held out for the report: same-label P@5
+of the vibe space before and after, so a rerun shows what the projector adds.
+Held-out material (a ``bench`` split, the MuseScore_General soundfont) is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.config import SAMPLE_RATE
+from engine.errors import LoevError
+from trainer.heads import find_labels, read_rows
+
+ONESHOT_TYPES = ("kick", "snare", "rim", "clap", "hihat", "cymbal", "tom", "percussion")
+
+
+class TimbreError(LoevError):
+    """The projector cannot be trained: no data, held-out data, a bad argument."""
+
+
+def label_of(row: dict[str, str]) -> str:
+    """A file's class: its sound type, or ``song:FAMILY`` for a song."""
+    typ = row.get("type") or ""
+    return f"song:{row.get('family') or '?'}" if typ == "song" else typ
+
+
+def read_corpus(csv_paths: list[Path], frontend: Any, *, max_chunks: int, log: Any = print
+                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Log-mel chunks ``[N, F, T]`` (float16), their file index ``[N]`` and each file's label.
+
+    One-shots (the corpus' ``*_hit`` files) lose their trailing silence first, as a sample
+    in a folder ends where its sound does. An unreadable file is reported and skipped.
+    """
+    import torch
+
+    from engine.audio.decode import load_audio
+    from engine.errors import DecodeError
+    from engine.model.embed import frame_chunks
+    from trainer.sounds import ONESHOT_KINDS, trim_silence
+
+    mels, owner, labels = [], [], []
+    t0 = time.time()
+    for csv_path in csv_paths:
+        for row in read_rows(csv_path):
+            label = label_of(row)
+            if not label:
+                continue
+            try:
+                y = load_audio(csv_path.parent / row["file"], sr=SAMPLE_RATE)
+            except DecodeError as e:
+                log(f"  skipped {e}")
+                continue
+            if any(row["file"].endswith(f"_{k}.flac") for k in ONESHOT_KINDS):
+                y = trim_silence(y)
+            with torch.inference_mode():
+                m = frontend(torch.from_numpy(frame_chunks(y, max_chunks=max_chunks)))[:, 0]
+            mels.append(m.numpy().astype(np.float16))
+            owner += [len(labels)] * len(m)
+            labels.append(label)
+        log(f"  {csv_path}: {len(labels)} files, {sum(len(m) for m in mels)} chunks, {time.time() - t0:.0f} s")
+    if not labels:
+        raise TimbreError("no labelled file in the corpora given")
+    return np.concatenate(mels), np.array(owner), labels
+
+
+def transpose_mel(mel: Any, semitones: Any, *, f_max: float) -> Any:
+    """Log-mel chunks ``[B, F, T]`` as if transposed by ``semitones[i]``: each HTK mel band
+    reads the band at its centre frequency divided by the ratio (linear interpolation,
+    edge bands repeated), so harmonics move as a pitch shift moves them."""
+    import torch
+
+    n_mels = mel.shape[1]
+    mel_max = 2595.0 * math.log10(1.0 + f_max / 700.0)
+    step = mel_max / (n_mels + 1)
+    centres_hz = 700.0 * (10.0 ** (step * torch.arange(1, n_mels + 1) / 2595.0) - 1.0)  # [F]
+    ratio = 2.0 ** (semitones.float()[:, None] / 12.0)  # [B, 1]
+    src = 2595.0 * torch.log10(1.0 + centres_hz[None, :] / ratio / 700.0) / step - 1.0  # [B, F] band index
+    src = src.clamp(0.0, n_mels - 1.0)
+    lo = src.floor().long().clamp(max=n_mels - 2)
+    frac = (src - lo)[..., None]
+    a = torch.gather(mel, 1, lo[..., None].expand(-1, -1, mel.shape[2]))
+    b = torch.gather(mel, 1, (lo + 1)[..., None].expand(-1, -1, mel.shape[2]))
+    return a * (1.0 - frac) + b * frac
+
+
+def train_projector(projector: Any, descriptor: Any, mel: np.ndarray, y: np.ndarray, n_classes: int, *,
+                    epochs: int, f_max: float, batch: int = 256, lr: float = 2e-3, max_shift: float = 6.0,
+                    scale: float = 16.0, invariance: float = 4.0,
+                    seed: int = 0, log: Any = print) -> None:
+    """Fit ``projector`` in place (its ``loc``/``scale`` set from ``mel``) on chunk labels ``y``."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x_all = torch.from_numpy(mel)
+    labels = torch.from_numpy(y)
+
+    def inputs(m: Any) -> Any:
+        m = m.float()[:, None]
+        return projector.pooled(m, descriptor.raw(m))
+
+    with torch.no_grad():
+        pooled = torch.cat([inputs(x_all[i:i + 1024]) for i in range(0, len(x_all), 1024)])
+        projector.loc.copy_(pooled.mean(dim=0))
+        projector.scale.copy_(pooled.std(dim=0).clamp_min(1e-4))
+    centres = torch.nn.Parameter(torch.randn(n_classes, projector.out_dim, generator=gen) * 0.1)
+    opt = torch.optim.AdamW(list(projector.mlp.parameters()) + [centres], lr=lr, weight_decay=1e-2)
+    steps = max(epochs, epochs * len(x_all) // batch)  # a small corpus still gets a step per epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    # Class-balanced draws: a rare type weighs as much as the drum hits.
+    weight = 1.0 / torch.bincount(labels, minlength=n_classes).clamp_min(1).float()[labels]
+    projector.train()
+    for step in range(steps):
+        idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
+        m = x_all[idx].float()
+        # Two transpositions of each chunk: both classified, and pulled together, so the
+        # embedding itself (not only its class) stays put when a sound is transposed.
+        z = []
+        for _ in range(2):
+            t = transpose_mel(m, torch.empty(batch).uniform_(-max_shift, max_shift, generator=gen), f_max=f_max)
+            t = (t * torch.empty(batch, 1, 1).uniform_(0.8, 1.2, generator=gen))[:, None]
+            z.append(F.normalize(projector(t, descriptor.raw(t)), dim=1))
+        loss = sum(F.cross_entropy(scale * zi @ F.normalize(centres, dim=1).T, labels[idx], label_smoothing=0.1)
+                   for zi in z) / 2 + invariance * (1.0 - (z[0] * z[1]).sum(dim=1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"  step {step + 1}/{steps}: loss {loss.item():.3f}")
+    projector.eval()
+
+
+def precision_at_5(vectors: np.ndarray, labels: list[str]) -> float:
+    """Mean share of each file's 5 cosine neighbours (itself left out) with its label."""
+    z = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    nn = np.argsort(-sim, axis=1)[:, :5]
+    lab = np.array(labels)
+    return float((lab[nn] == lab[:, None]).mean())
+
+
+def vibe_vectors(model: Any, mel: np.ndarray, owner: np.ndarray, n_files: int) -> np.ndarray:
+    """Track-level vibe vectors (mean of chunk embeddings) from log-mel chunks."""
+    import torch
+
+    out = None
+    with torch.inference_mode():
+        for i in range(0, len(mel), 64):
+            v = model.vibe(torch.from_numpy(mel[i:i + 64]).float()[:, None]).numpy()
+            if out is None:
+                out = np.zeros((n_files, v.shape[1]))
+            np.add.at(out, owner[i:i + 64], v)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="the frozen .safetensors checkpoint (with a timbre descriptor)")
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                   help="training corpora: folders holding labels.csv files (loev-train corpus)")
+    p.add_argument("--out", required=True, help="the checkpoint to write (heads are not carried over)")
+    p.add_argument("--share", type=float, default=0.3, help="the vibe space's share for the projector")
+    p.add_argument("--timbre-share", type=float, default=None,
+                   help="the descriptor's share in the new model (default: the checkpoint's)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--max-shift", type=float, default=6.0,
+                   help="semitones of the random transposition each training chunk gets (either way)")
+    p.add_argument("--invariance", type=float, default=4.0,
+                   help="weight of the loss pulling two transpositions of a chunk together")
+    p.add_argument("--max-chunks", type=int, default=8, help="chunks per file (songs and loops)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="files held out for the report")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from engine.model.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+    from engine.model.network import build_model
+
+    if args.epochs < 1 or not 0.0 <= args.val_fraction < 0.9 or args.max_chunks < 1:
+        raise TimbreError("--epochs and --max-chunks must be >= 1, --val-fraction in [0, 0.9)")
+    source, cfg = load_checkpoint(args.checkpoint)
+    timbre_share = cfg.timbre_share if args.timbre_share is None else args.timbre_share
+    try:
+        new_cfg = dataclasses.replace(cfg, timbre_share=timbre_share, timbre_learned_share=args.share,
+                                      provenance={})
+    except ValueError as e:
+        raise TimbreError(f"--share / --timbre-share: {e}") from None
+    source_id = read_checkpoint_info(args.checkpoint).model_id
+    print(f"timbre projector for model {source_id} ({args.checkpoint}), share {args.share}")
+    t0 = time.time()
+    mel, owner, labels = read_corpus(find_labels(args.data), source.frontend, max_chunks=args.max_chunks)
+    classes = sorted(set(labels))
+    file_y = np.array([classes.index(c) for c in labels])
+    rng = np.random.default_rng(args.seed)
+    n_val = int(round(args.val_fraction * len(labels)))
+    val_files = np.sort(rng.permutation(len(labels))[:n_val])
+    is_val = np.isin(owner, val_files)
+    t_read = time.time() - t0
+    print(f"{len(labels)} files, {len(mel)} chunks, {len(classes)} classes, read in {t_read:.0f} s")
+
+    model = build_model(new_cfg)
+    state = source.state_dict()
+    new_state = model.state_dict()
+    for k, v in state.items():
+        if k == "heads.invariant.net.0.weight" and v.shape != new_state[k].shape:
+            # The projection head (used in training only) reads the projector's dimensions
+            # with zero weights, so a later fine-tune starts from the source's head.
+            w = torch.zeros_like(new_state[k])
+            w[:, :v.shape[1]] = v
+            v = w
+        new_state[k] = v
+    model.load_state_dict(new_state, strict=True)
+    model.eval()
+    if not model.timbre.loc.abs().sum():
+        raise TimbreError(f"{args.checkpoint}: its timbre descriptor was never calibrated")
+
+    t1 = time.time()
+    train_idx = np.flatnonzero(~is_val)
+    train_projector(model.timbre_mlp, model.timbre, mel[train_idx], file_y[owner[train_idx]], len(classes),
+                    epochs=args.epochs, f_max=new_cfg.frontend.f_max,
+                    max_shift=args.max_shift, invariance=args.invariance, seed=args.seed)
+    t_train = time.time() - t1
+    report: dict[str, float] = {}
+    if n_val > 5:
+        remap = {f: i for i, f in enumerate(val_files)}
+        v_owner = np.array([remap[o] for o in owner[is_val]])
+        v_labels = [labels[f] for f in val_files]
+        before = precision_at_5(vibe_vectors(source, mel[is_val], v_owner, n_val), v_labels)
+        after = precision_at_5(vibe_vectors(model, mel[is_val], v_owner, n_val), v_labels)
+        report = {"val_files": n_val, "vibe_p5_before": round(before, 4), "vibe_p5_after": round(after, 4)}
+        print(f"validation ({n_val} files): vibe same-label P@5 {before:.3f} -> {after:.3f}")
+    provenance = {"trainer": "loev-train projector", "source": source_id,
+                  "data": [str(Path(*p.parts[-4:])) for p in find_labels(args.data)],
+                  "classes": classes, "epochs": args.epochs, "max_chunks": args.max_chunks, "seed": args.seed,
+                  "train_seconds": round(t_train, 1), **report}
+    out = save_checkpoint(args.out, model, provenance=provenance)
+    print(f"wrote {out} (model {read_checkpoint_info(out).model_id}, {out.stat().st_size / 1e6:.2f} MB, "
+          f"no heads: run loev-train heads on it); reading {t_read:.0f} s, training {t_train:.0f} s")
+    return 0
