@@ -121,6 +121,23 @@ def test_loev_train_projector_adds_a_projector_and_leaves_the_other_spaces(descr
     assert float(z[0] @ z[1]) < float(u[0] @ u[1]) - 0.3
 
 
+def test_a_projector_is_trained_again_from_scratch_and_the_same_way(descriptor_checkpoint, tmp_path,
+                                                                    one_torch_thread):
+    from trainer.cli import main
+
+    data = sound_corpus(tmp_path / "corpus")
+    first, again = tmp_path / "first.safetensors", tmp_path / "again.safetensors"
+    args = ["--data", str(data), "--epochs", "3", "--val-fraction", "0"]
+    assert main(["projector", str(descriptor_checkpoint), "--out", str(first)] + args) == 0
+    # From a checkpoint that has a projector: the same result as from its source, not a
+    # continuation of the old projector's training.
+    assert main(["projector", str(first), "--out", str(again)] + args) == 0
+    a, _ = load_checkpoint(first)
+    b, _ = load_checkpoint(again)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+
+
 def test_loev_train_projector_refuses_held_out_material_and_a_model_without_descriptor(
         descriptor_checkpoint, tiny_checkpoint, tmp_path, capsys):
     from trainer.cli import main

@@ -220,10 +220,13 @@ def run(args: argparse.Namespace) -> int:
     t_read = time.time() - t0
     print(f"{len(labels)} files, {len(mel)} chunks, {len(classes)} classes, read in {t_read:.0f} s")
 
+    torch.manual_seed(args.seed)  # the projector's initial weights
     model = build_model(new_cfg)
     state = source.state_dict()
     new_state = model.state_dict()
     for k, v in state.items():
+        if k.startswith("timbre_mlp."):
+            continue  # a projector the source already has is trained again from scratch
         if k == "heads.invariant.net.0.weight" and v.shape != new_state[k].shape:
             # The projection head (used in training only) reads the projector's dimensions
             # with zero weights, so a later fine-tune starts from the source's head.
