@@ -468,5 +468,9 @@ def test_smoke_test_opens_embeds_and_quits(tmp_path, tiny_checkpoint, backend):
     out = subprocess.run([sys.executable, "-m", "app.main", "--smoke-test"], cwd=tmp_path,
                          capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    dims = "invariant 144, pitch 144, tempo 144" if backend == "torch" else "invariant 189, pitch 216, tempo 567"
+    from engine.model.checkpoint import read_checkpoint_info
+    from engine.resources import default_checkpoint
+
+    shape = read_checkpoint_info(tiny_checkpoint if backend == "torch" else default_checkpoint()).dims
+    dims = ", ".join(f"{s} {shape[s]}" for s in ("invariant", "pitch", "tempo"))
     assert f"smoke test: embedded a file ({dims})" in out.stdout
