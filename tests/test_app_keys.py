@@ -298,3 +298,25 @@ def test_the_filter_follows_a_reload_of_other_rows(qtbot, window, library, monke
     assert shown(window) == ["c kick.wav"]
     window.filter_edit.setText("")
     assert len(shown(window)) == len(TRACKS) - 1
+
+
+def test_a_key_or_tempo_search_says_when_the_query_has_no_key_or_tempo(qtbot, window, library, monkeypatch):
+    paths, _ = library
+    found = [EngineNeighbour(paths["d bass.wav"], 0.1)]
+    monkeypatch.setattr(window.backend.session, "query", lambda path, by, k=10: EngineResult(path, found))
+    titles = {}
+    for name in ("noise.wav", "am loop.wav", "c kick.wav"):
+        for by in ("key", "tempo", "vibe"):
+            window.select_path(paths[name])
+            with qtbot.waitSignal(window.results_ready, timeout=5000):
+                window.find(by)
+            titles[name, by] = window.results_title.text()
+    # noise.wav: no key, no tempo (confidence 0.8): the title says what the neighbours share
+    assert titles["noise.wav", "key"].endswith("it has no key (unpitched), so these share its pitch "
+                                               "content, not a key")
+    assert "it has no tempo" in titles["noise.wav", "tempo"]
+    assert titles["noise.wav", "vibe"] == "1 nearest by vibe to noise.wav"
+    # a query with a key and a tempo, and one whose estimate is too uncertain: no caveat
+    assert titles["am loop.wav", "key"] == "1 nearest by key to am loop.wav"
+    assert titles["am loop.wav", "tempo"] == "1 nearest by tempo to am loop.wav"
+    assert "has no" not in titles["c kick.wav", "key"]
