@@ -4,7 +4,7 @@ subspace separates keys the way music does (a golden test on synthetic progressi
 The margins are set from measurements of the shipped model (cosine distances in the
 pitch subspace: same progression a tritone up 1.64-1.71, a whole tone up 0.86, a fifth up
 0.37; same key with another timbre 0.06-0.12; in the invariant subspace, a tritone up
-0.079 with the timbre descriptor and projector, whose shares were chosen to stay below
+0.089 with the timbre descriptor and projector, whose shares were chosen to stay below
 0.1), with room for another machine's arithmetic, not for a worse model.
 """
 from __future__ import annotations
