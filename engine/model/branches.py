@@ -232,8 +232,12 @@ class TimbreDescriptor(nn.Module):
         self.loc.copy_(raw.mean(dim=0))
         self.scale.copy_(raw.std(dim=0).clamp_min(1e-4))
 
+    def standardise(self, raw: torch.Tensor) -> torch.Tensor:
+        """:meth:`raw`'s output -> the descriptor."""
+        return (raw - self.loc) / self.scale
+
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        return (self.raw(logmel) - self.loc) / self.scale
+        return self.standardise(self.raw(logmel))
 
 
 class TimbreProjector(nn.Module):

@@ -310,9 +310,10 @@ class LoevNet(nn.Module):
         """The vibe space: learned features beside the parameter-free timbre descriptor (and
         the timbre projector over pooled statistics, when there is one), at their shares."""
         share, projected = self.cfg.timbre_share, self.cfg.timbre_learned_share
-        parts = [learned, self.timbre(spec)]
+        raw = self.timbre.raw(spec)  # read by both the descriptor and the projector
+        parts = [learned, self.timbre.standardise(raw)]
         if self.timbre_mlp is not None:
-            parts.append(self.timbre_mlp(spec, self.timbre.raw(spec)))
+            parts.append(self.timbre_mlp(spec, raw))
         return combine_shares(parts, [1 - share - projected, share, projected][:len(parts)])
 
     def vibe(self, spec: torch.Tensor) -> torch.Tensor:
