@@ -168,3 +168,14 @@ def test_a_projector_checkpoint_exports_to_onnx_with_the_same_vectors(descriptor
     b = Embedder(ckpt, backend="onnxruntime").embed_audio_batch(ys)
     for va, vb in zip(a, b):
         assert np.allclose(va["invariant"], vb["invariant"], atol=1e-4)
+
+
+def test_precision_at_5_counts_same_label_neighbours():
+    from trainer.projector import precision_at_5
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(4)[:2] * 10
+    x = np.concatenate([centres[0] + rng.normal(size=(6, 4)) * 0.1, centres[1] + rng.normal(size=(6, 4)) * 0.1])
+    assert precision_at_5(x, ["a"] * 6 + ["b"] * 6) == 1.0
+    # labels that ignore the clusters: 2 of each file's 5 neighbours share its label
+    assert precision_at_5(x, ["a", "a", "a", "b", "b", "b"] * 2) == pytest.approx(0.4)

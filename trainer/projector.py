@@ -150,10 +150,9 @@ def train_projector(projector: Any, descriptor: Any, mel: np.ndarray, y: np.ndar
 
 def precision_at_5(vectors: np.ndarray, labels: list[str]) -> float:
     """Mean share of each file's 5 cosine neighbours (itself left out) with its label."""
-    z = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    sim = z @ z.T
-    np.fill_diagonal(sim, -np.inf)
-    nn = np.argsort(-sim, axis=1)[:, :5]
+    from trainer.metrics import cosine_similarity, nearest
+
+    nn = nearest(cosine_similarity(vectors, vectors), 5)
     lab = np.array(labels)
     return float((lab[nn] == lab[:, None]).mean())
 
