@@ -130,6 +130,9 @@ class ModelConfig:
     # The tempo branch's share given to its parameter-free onset autocorrelation channel;
     # 0 = every channel weighs the same (checkpoints made before it).
     tempo_plain_share: float = 0.0
+    # The tempo subspace's share given to a learned tempo projector over the tempo branch
+    # (TempoProjector, trained by ``loev-train projector --space tempo``), 0 = none.
+    tempo_learned_share: float = 0.0
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -142,7 +145,7 @@ class ModelConfig:
             raise ValueError(f"unknown branches {self.branches!r}; expected 'learned' or 'structured'")
         if self.branches == "structured" and not self.method.endswith("++"):
             raise ValueError(f"structured branches need a branched method (loev++ or mule++), not {self.method!r}")
-        for name in ("timbre_share", "timbre_learned_share", "tempo_plain_share"):
+        for name in ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.timbre_share and not self.branched:
@@ -154,6 +157,8 @@ class ModelConfig:
                              f"{self.timbre_share} + {self.timbre_learned_share}")
         if self.tempo_plain_share and self.branches != "structured":
             raise ValueError("tempo_plain_share needs structured branches")
+        if self.tempo_learned_share and (self.branches != "structured" or "tempo" not in self.subspaces):
+            raise ValueError("a learned tempo projector needs the structured tempo branch")
         ordered = tuple(v for v in VARIANTS if v in self.variants)
         object.__setattr__(self, "variants", ordered)
 
@@ -200,6 +205,7 @@ class ModelConfig:
             timbre_share=float(d.get("timbre_share", 0.0)),
             timbre_learned_share=float(d.get("timbre_learned_share", 0.0)),
             tempo_plain_share=float(d.get("tempo_plain_share", 0.0)),
+            tempo_learned_share=float(d.get("tempo_learned_share", 0.0)),
             provenance=dict(d.get("provenance", {})),
         )
 
@@ -235,9 +241,9 @@ _PROFILE_FIELDS: dict[str, tuple[Any, ...]] = {
     "proj_dim": (int, 1, 8192),
 }
 _TOP_FIELDS = {"method", "variants", "profile", "frontend", "branches", "provenance", "timbre_share",
-               "timbre_learned_share", "tempo_plain_share"}
+               "timbre_learned_share", "tempo_plain_share", "tempo_learned_share"}
 # Numbers in [0, 1), absent in older files.
-_SHARE_FIELDS = ("timbre_share", "timbre_learned_share", "tempo_plain_share")
+_SHARE_FIELDS = ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share")
 _MAX_NAME = 200
 
 

@@ -10,7 +10,7 @@ import torch
 from engine.config import CHUNK_SAMPLES, SAMPLE_RATE, FrontendConfig, ModelConfig, make_config
 from engine.model.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 from engine.model.frontend import build_frontend
-from engine.model.branches import TimbreProjector
+from engine.model.branches import TempoProjector, TimbreProjector
 from engine.model.network import build_model
 from tests.test_heads import write_corpus
 
@@ -179,3 +179,89 @@ def test_precision_at_5_counts_same_label_neighbours():
     assert precision_at_5(x, ["a"] * 6 + ["b"] * 6) == 1.0
     # labels that ignore the clusters: 2 of each file's 5 neighbours share its label
     assert precision_at_5(x, ["a", "a", "a", "b", "b", "b"] * 2) == pytest.approx(0.4)
+
+
+# ------------------------------------------------------------------------- the tempo space
+
+
+def test_config_carries_and_checks_the_tempo_projector_share():
+    cfg = make_config("tiny", "loev++", "psts", branches="structured")
+    assert ModelConfig.from_dict(dataclasses.replace(cfg, tempo_learned_share=0.5).to_dict()).tempo_learned_share == 0.5
+    with pytest.raises(ValueError, match="structured tempo branch"):
+        dataclasses.replace(make_config("tiny", "loev++", "psts"), tempo_learned_share=0.5)
+
+
+def tempo_corpus(folder, split: str = "train"):
+    """Click tracks at 90 and 140 BPM with slightly different clicks, and two one-shots."""
+    from tests.signals import click_track, drum_hit
+
+    rows = []
+    for i in range(4):
+        for bpm in (90.0, 140.0):
+            y = click_track(bpm * (1 + 0.01 * i), 6.0)
+            rows.append((f"c{bpm:.0f}_{i}.wav", y.astype(np.float32), "no key", f"{bpm * (1 + 0.01 * i):.1f}",
+                         "drum_loop"))
+    rows += [(f"hit{i}_drum_hit.wav", drum_hit(0.5 + i).astype(np.float32), "no key", "no tempo", "kick")
+             for i in range(2)]
+    return write_corpus(folder, rows, split)
+
+
+def test_loev_train_projector_tempo_adds_a_tempo_projector_and_leaves_the_other_spaces(
+        descriptor_checkpoint, tmp_path, one_torch_thread):
+    from tests.signals import click_track
+    from trainer.cli import main
+
+    data = tempo_corpus(tmp_path / "corpus")
+    out = tmp_path / "tempo.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--data", str(data), "--out", str(out),
+                 "--epochs", "30", "--share", "0.5", "--stretches", "1", "--val-fraction", "0"]) == 0
+    before, _ = load_checkpoint(descriptor_checkpoint)
+    after, cfg = load_checkpoint(out)
+    assert cfg.tempo_learned_share == 0.5 and cfg.timbre_learned_share == 0.0
+    info = read_checkpoint_info(out)
+    assert info.config["provenance"]["space"] == "tempo"
+    assert info.dims["tempo"] == read_checkpoint_info(descriptor_checkpoint).dims["tempo"] + 128
+    ys = torch.from_numpy(np.stack([click_track(b, 3.0)[:CHUNK_SAMPLES] for b in (88.0, 92.0, 138.0, 142.0)])
+                          .astype(np.float32))
+    with torch.no_grad():
+        e0, e1 = before(ys)["embeddings"], after(ys)["embeddings"]
+    for space in ("invariant", "pitch"):
+        assert torch.equal(e0[space], e1[space])
+    n = e0["tempo"].shape[1]
+    assert torch.allclose(torch.nn.functional.normalize(e1["tempo"][:, :n], dim=1),
+                          torch.nn.functional.normalize(e0["tempo"], dim=1), atol=1e-5)
+    # The projector part gathers the same tempo and parts others, more than untrained.
+    z = torch.nn.functional.normalize(e1["tempo"][:, n:], dim=1)
+    untrained = TempoProjector(n).eval()
+    untrained.loc.copy_(after.tempo_mlp.loc)
+    untrained.scale.copy_(after.tempo_mlp.scale)
+    with torch.no_grad():
+        u = torch.nn.functional.normalize(untrained(e0["tempo"]), dim=1)
+
+    def margin(v):
+        return float((v[0] @ v[1] + v[2] @ v[3]) / 2 - (v[0] @ v[2] + v[1] @ v[3]) / 2)
+
+    assert margin(z) > margin(u) + 0.3
+
+
+def test_both_projectors_export_to_onnx_with_the_same_vectors(descriptor_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from engine.model.embed import Embedder
+    from tests.signals import click_track
+    from trainer.cli import main
+
+    vibe = tmp_path / "vibe.safetensors"
+    both = tmp_path / "both.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--data", str(sound_corpus(tmp_path / "s")), "--out",
+                 str(vibe), "--epochs", "2", "--val-fraction", "0"]) == 0
+    assert main(["projector", str(vibe), "--space", "tempo", "--data", str(tempo_corpus(tmp_path / "t")),
+                 "--out", str(both), "--epochs", "2", "--stretches", "0", "--val-fraction", "0"]) == 0
+    _, cfg = load_checkpoint(both)
+    assert cfg.timbre_learned_share > 0 and cfg.tempo_learned_share > 0  # the vibe projector is kept
+    assert main(["export", str(both)]) == 0
+    ys = [_tone(98.0), click_track(120.0, 4.0).astype(np.float32)]
+    a = Embedder(both, backend="torch").embed_audio_batch(ys)
+    b = Embedder(both, backend="onnxruntime").embed_audio_batch(ys)
+    for va, vb in zip(a, b):
+        for space in ("invariant", "tempo"):
+            assert np.allclose(va[space], vb[space], atol=1e-4)

@@ -176,7 +176,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="training corpora: folders holding labels.csv files (loev-train corpus)")
     p.add_argument("--out", required=True, help="the checkpoint to write (heads are not carried over)")
-    p.add_argument("--share", type=float, default=0.3, help="the vibe space's share for the projector")
+    p.add_argument("--space", choices=("vibe", "tempo"), default="vibe",
+                   help="the subspace that gets the projector (vibe: sound types; tempo: BPM)")
+    p.add_argument("--share", type=float, default=0.4, help="the subspace's share for the projector")
+    p.add_argument("--stretches", type=int, default=3,
+                   help="tempo: time-stretched copies of each song and loop (3 chunks each)")
     p.add_argument("--timbre-share", type=float, default=None,
                    help="the descriptor's share in the new model (default: the checkpoint's)")
     p.add_argument("--epochs", type=int, default=30)
@@ -189,44 +193,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
+def extended_model(source: Any, new_cfg: Any, space: str, seed: int) -> Any:
+    """``source``'s network rebuilt with ``new_cfg`` (a projector added to ``space``): every
+    tensor carried over but the projector's own (a projector the source already has is
+    trained again from scratch, from weights seeded by ``seed``)."""
     import torch
 
-    from engine.model.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
     from engine.model.network import build_model
 
-    if args.epochs < 1 or not 0.0 <= args.val_fraction < 0.9 or args.max_chunks < 1:
-        raise TimbreError("--epochs and --max-chunks must be >= 1, --val-fraction in [0, 0.9)")
-    source, cfg = load_checkpoint(args.checkpoint)
-    timbre_share = cfg.timbre_share if args.timbre_share is None else args.timbre_share
-    try:
-        new_cfg = dataclasses.replace(cfg, timbre_share=timbre_share, timbre_learned_share=args.share,
-                                      provenance={})
-    except ValueError as e:
-        raise TimbreError(f"--share / --timbre-share: {e}") from None
-    source_id = read_checkpoint_info(args.checkpoint).model_id
-    print(f"timbre projector for model {source_id} ({args.checkpoint}), share {args.share}")
-    t0 = time.time()
-    mel, owner, labels = read_corpus(find_labels(args.data), source.frontend, max_chunks=args.max_chunks)
-    classes = sorted(set(labels))
-    file_y = np.array([classes.index(c) for c in labels])
-    rng = np.random.default_rng(args.seed)
-    n_val = int(round(args.val_fraction * len(labels)))
-    val_files = np.sort(rng.permutation(len(labels))[:n_val])
-    is_val = np.isin(owner, val_files)
-    t_read = time.time() - t0
-    print(f"{len(labels)} files, {len(mel)} chunks, {len(classes)} classes, read in {t_read:.0f} s")
-
-    torch.manual_seed(args.seed)  # the projector's initial weights
+    prefix = {"invariant": "timbre_mlp.", "tempo": "tempo_mlp."}[space]
+    head = f"heads.{space}.net.0.weight"
+    torch.manual_seed(seed)
     model = build_model(new_cfg)
-    state = source.state_dict()
     new_state = model.state_dict()
-    for k, v in state.items():
-        if k.startswith("timbre_mlp."):
-            continue  # a projector the source already has is trained again from scratch
-        if k == "heads.invariant.net.0.weight" and v.shape != new_state[k].shape:
+    for k, v in source.state_dict().items():
+        if k.startswith(prefix):
+            continue
+        if k == head and v.shape != new_state[k].shape:
             # The projection head (used in training only) reads the projector's dimensions
             # with zero weights, so a later fine-tune starts from the source's head.
             w = torch.zeros_like(new_state[k])
@@ -234,30 +217,215 @@ def run(args: argparse.Namespace) -> int:
             v = w
         new_state[k] = v
     model.load_state_dict(new_state, strict=True)
-    model.eval()
+    return model.eval()
+
+
+def split_files(n_files: int, fraction: float, seed: int) -> np.ndarray:
+    """The files (sorted indices) held out for the report."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(n_files)[:int(round(fraction * n_files))])
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from engine.model.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+
+    if args.epochs < 1 or not 0.0 <= args.val_fraction < 0.9 or args.max_chunks < 1:
+        raise TimbreError("--epochs and --max-chunks must be >= 1, --val-fraction in [0, 0.9)")
+    source, cfg = load_checkpoint(args.checkpoint)
+    try:
+        if args.space == "tempo":
+            new_cfg = dataclasses.replace(cfg, tempo_learned_share=args.share, provenance={})
+        else:
+            timbre_share = cfg.timbre_share if args.timbre_share is None else args.timbre_share
+            new_cfg = dataclasses.replace(cfg, timbre_share=timbre_share, timbre_learned_share=args.share,
+                                          provenance={})
+    except ValueError as e:
+        raise TimbreError(f"--share / --timbre-share: {e}") from None
+    source_id = read_checkpoint_info(args.checkpoint).model_id
+    print(f"{args.space} projector for model {source_id} ({args.checkpoint}), share {args.share}")
+    csv_paths = find_labels(args.data)
+    if args.space == "tempo":
+        model, report, t_read, t_train = _tempo(args, source, new_cfg, csv_paths)
+    else:
+        model, report, t_read, t_train = _vibe(args, source, new_cfg, csv_paths)
+    provenance = {"trainer": "loev-train projector", "space": args.space, "source": source_id,
+                  "data": [str(Path(*p.parts[-4:])) for p in csv_paths], "epochs": args.epochs,
+                  "max_chunks": args.max_chunks, "seed": args.seed, "train_seconds": round(t_train, 1), **report}
+    out = save_checkpoint(args.out, model, provenance=provenance)
+    print(f"wrote {out} (model {read_checkpoint_info(out).model_id}, {out.stat().st_size / 1e6:.2f} MB, "
+          f"no heads: run loev-train heads on it); reading {t_read:.0f} s, training {t_train:.0f} s")
+    return 0
+
+
+def _vibe(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[Path]
+          ) -> tuple[Any, dict[str, Any], float, float]:
+    t0 = time.time()
+    mel, owner, labels = read_corpus(csv_paths, source.frontend, max_chunks=args.max_chunks)
+    classes = sorted(set(labels))
+    file_y = np.array([classes.index(c) for c in labels])
+    val_files = split_files(len(labels), args.val_fraction, args.seed)
+    n_val = len(val_files)
+    is_val = np.isin(owner, val_files)
+    t_read = time.time() - t0
+    print(f"{len(labels)} files, {len(mel)} chunks, {len(classes)} classes, read in {t_read:.0f} s")
+    model = extended_model(source, new_cfg, "invariant", args.seed)
     if not model.timbre.loc.abs().sum():
         raise TimbreError(f"{args.checkpoint}: its timbre descriptor was never calibrated")
-
     t1 = time.time()
     train_idx = np.flatnonzero(~is_val)
     train_projector(model.timbre_mlp, model.timbre, mel[train_idx], file_y[owner[train_idx]], len(classes),
                     epochs=args.epochs, f_max=new_cfg.frontend.f_max,
                     max_shift=args.max_shift, invariance=args.invariance, seed=args.seed)
     t_train = time.time() - t1
-    report: dict[str, float] = {}
+    report: dict[str, Any] = {"classes": classes}
     if n_val > 5:
         remap = {f: i for i, f in enumerate(val_files)}
         v_owner = np.array([remap[o] for o in owner[is_val]])
         v_labels = [labels[f] for f in val_files]
         before = precision_at_5(vibe_vectors(source, mel[is_val], v_owner, n_val), v_labels)
         after = precision_at_5(vibe_vectors(model, mel[is_val], v_owner, n_val), v_labels)
-        report = {"val_files": n_val, "vibe_p5_before": round(before, 4), "vibe_p5_after": round(after, 4)}
+        report.update(val_files=n_val, vibe_p5_before=round(before, 4), vibe_p5_after=round(after, 4))
         print(f"validation ({n_val} files): vibe same-label P@5 {before:.3f} -> {after:.3f}")
-    provenance = {"trainer": "loev-train projector", "source": source_id,
-                  "data": [str(Path(*p.parts[-4:])) for p in find_labels(args.data)],
-                  "classes": classes, "epochs": args.epochs, "max_chunks": args.max_chunks, "seed": args.seed,
-                  "train_seconds": round(t_train, 1), **report}
-    out = save_checkpoint(args.out, model, provenance=provenance)
-    print(f"wrote {out} (model {read_checkpoint_info(out).model_id}, {out.stat().st_size / 1e6:.2f} MB, "
-          f"no heads: run loev-train heads on it); reading {t_read:.0f} s, training {t_train:.0f} s")
-    return 0
+    return model, report, t_read, t_train
+
+
+# ------------------------------------------------------------------------- the tempo space
+
+
+def read_tempo_corpus(csv_paths: list[Path], model: Any, *, max_chunks: int, stretches: int, seed: int,
+                      max_oneshots: int = 400, log: Any = print
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tempo-branch outputs of every chunk ``[N, D]``, their version index ``[N]``, each
+    version's BPM (0: "no tempo") and file index (the original comes first). A version is a file as it is (up to ``max_chunks``
+    chunks) or, for a file with a tempo, one of ``stretches`` time-stretched copies (3
+    chunks each) spread over 50-220 BPM; at most ``max_oneshots`` one-shots per labels
+    file, as "no tempo" examples."""
+    import torch
+
+    from engine.audio.decode import load_audio
+    from engine.errors import DecodeError
+    from trainer.heads import _rates, bpm_value, version_chunks
+    from trainer.sounds import ONESHOT_KINDS, trim_silence
+
+    feats, owner, bpm, files = [], [], [], []
+    n_files = 0
+    t0 = time.time()
+    for csv_path in csv_paths:
+        rows = read_rows(csv_path)
+        oneshot = [any(r["file"].endswith(f"_{k}.flac") for k in ONESHOT_KINDS) for r in rows]
+        n_oneshots = 0
+        for i, row in enumerate(rows):
+            b = bpm_value(row.get("tempo", ""))
+            if b < 0 or (oneshot[i] and n_oneshots >= max_oneshots):
+                continue
+            try:
+                y = load_audio(csv_path.parent / row["file"], sr=SAMPLE_RATE)
+            except DecodeError as e:
+                log(f"  skipped {e}")
+                continue
+            if oneshot[i]:
+                y = trim_silence(y)
+                n_oneshots += 1
+            rng = np.random.default_rng([seed, i, len(rows)])
+            n_files += 1
+            versions = [(1.0, max_chunks)] + [(r, 3) for r in (_rates(b, stretches, rng) if b > 0 else [])]
+            for rate, chunks in versions:
+                with torch.inference_mode():
+                    spec = model.frontend(torch.from_numpy(version_chunks(y, 0, rate, chunks)))
+                    t = model.structured["tempo"](spec).numpy()
+                feats.append(t)
+                owner += [len(bpm)] * len(t)
+                bpm.append(b * rate)
+                files.append(n_files - 1)
+        log(f"  {csv_path}: {len(bpm)} versions, {sum(len(f) for f in feats)} chunks, {time.time() - t0:.0f} s")
+    if not bpm:
+        raise TimbreError("no file with a tempo label in the corpora given")
+    return np.concatenate(feats).astype(np.float32), np.array(owner), np.array(bpm), np.array(files)
+
+
+def train_tempo_projector(projector: Any, x: np.ndarray, bpm: np.ndarray, *, epochs: int, batch: int = 256,
+                          lr: float = 2e-3, scale: float = 16.0, seed: int = 0, log: Any = print) -> None:
+    """Fit ``projector`` in place on tempo-branch outputs ``x`` and their BPM (0: "no tempo"):
+    a cosine-softmax over the heads' log-spaced BPM bins and "no tempo", with Gaussian soft
+    targets over neighbouring bins, class-balanced draws."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainer.heads import _soft_tempo_targets, bpm_bins
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    bins = bpm_bins()
+    targets = torch.from_numpy(_soft_tempo_targets(bpm, bins))
+    x_all = torch.from_numpy(x)
+    with torch.no_grad():
+        projector.loc.copy_(x_all.mean(dim=0))
+        projector.scale.copy_(x_all.std(dim=0).clamp_min(1e-4))
+    hard = targets.argmax(dim=1)
+    weight = 1.0 / torch.bincount(hard, minlength=targets.shape[1]).clamp_min(1).float()[hard]
+    centres = torch.nn.Parameter(torch.randn(targets.shape[1], projector.out_dim, generator=gen) * 0.1)
+    opt = torch.optim.AdamW(list(projector.mlp.parameters()) + [centres], lr=lr, weight_decay=1e-2)
+    steps = max(epochs, epochs * len(x_all) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    projector.train()
+    for step in range(steps):
+        idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
+        z = F.normalize(projector(x_all[idx]), dim=1)
+        logp = F.log_softmax(scale * z @ F.normalize(centres, dim=1).T, dim=1)
+        loss = -(targets[idx] * logp).sum(dim=1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 500 == 0 or step == steps - 1:
+            log(f"  step {step + 1}/{steps}: loss {loss.item():.3f}")
+    projector.eval()
+
+
+def tempo_acc1_at_5(vectors: np.ndarray, bpm: np.ndarray, tolerance: float = 0.04) -> float:
+    """Mean share of each track's 5 cosine neighbours within ``tolerance`` of its BPM."""
+    from trainer.metrics import cosine_similarity, nearest
+
+    nn = nearest(cosine_similarity(vectors, vectors), 5)
+    return float((np.abs(np.log(bpm[nn] / bpm[:, None])) < np.log1p(tolerance)).mean())
+
+
+def _tempo(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[Path]
+           ) -> tuple[Any, dict[str, Any], float, float]:
+    import torch
+
+    t0 = time.time()
+    x, owner, bpm, files = read_tempo_corpus(csv_paths, source, max_chunks=args.max_chunks,
+                                             stretches=args.stretches, seed=args.seed)
+    # Held out by file, so a file's stretched copies never straddle the split; the report
+    # is on the held-out originals with a tempo.
+    val_files = split_files(int(files.max()) + 1, args.val_fraction, args.seed)
+    in_val = np.isin(files, val_files)
+    first = np.r_[True, files[1:] != files[:-1]]
+    val = np.flatnonzero(in_val)
+    t_read = time.time() - t0
+    print(f"{len(bpm)} versions, {len(x)} chunks, read in {t_read:.0f} s")
+    model = extended_model(source, new_cfg, "tempo", args.seed)
+    t1 = time.time()
+    keep = ~np.isin(owner, val)
+    train_tempo_projector(model.tempo_mlp, x[keep], bpm[owner[keep]], epochs=args.epochs, seed=args.seed)
+    t_train = time.time() - t1
+    report: dict[str, Any] = {"stretches": args.stretches}
+    timed = np.flatnonzero(in_val & first & (bpm > 0))
+    if len(timed) > 5:
+        rows = np.isin(owner, timed)
+        remap = {v: i for i, v in enumerate(timed)}
+        o = np.array([remap[v] for v in owner[rows]])
+        with torch.inference_mode():
+            after_chunks = model.with_tempo(torch.from_numpy(x[rows])).numpy()
+        scores = []
+        for chunks in (x[rows], after_chunks):
+            tracks = np.zeros((len(timed), chunks.shape[1]))
+            np.add.at(tracks, o, chunks)
+            scores.append(tempo_acc1_at_5(tracks, bpm[timed]))
+        report.update(val_versions=int(len(timed)), tempo_acc1_before=round(scores[0], 4),
+                      tempo_acc1_after=round(scores[1], 4))
+        print(f"validation ({len(timed)} versions with a tempo): tempo acc1@5 {scores[0]:.3f} -> {scores[1]:.3f}")
+    return model, report, t_read, t_train

@@ -282,6 +282,31 @@ class TimbreProjector(nn.Module):
         return self.mlp((self.pooled(logmel, descriptor_raw) - self.loc) / self.scale)
 
 
+class TempoProjector(nn.Module):
+    """The tempo branch's output ``[B, D]`` -> a learned tempo embedding ``[B, out_dim]``.
+
+    A small MLP trained alone (``loev-train projector --space tempo``) with a cosine-softmax
+    over log-spaced BPM bins and "no tempo" on rendered songs, loops and time-stretched
+    copies of them: chunks at one tempo gather, whatever their instruments. ``loc`` and
+    ``scale`` standardise its input, set from the training corpus.
+    """
+
+    HIDDEN = 512
+    OUT_DIM = 128
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, self.OUT_DIM
+        self.register_buffer("loc", torch.zeros(in_dim))
+        self.register_buffer("scale", torch.ones(in_dim))
+        # Dropout only acts in training; inference is the two layers.
+        self.mlp = nn.Sequential(nn.Linear(in_dim, self.HIDDEN), nn.GELU(), nn.Dropout(0.3),
+                                 nn.Linear(self.HIDDEN, self.OUT_DIM))
+
+    def forward(self, tempo: torch.Tensor) -> torch.Tensor:
+        return self.mlp((tempo.float() - self.loc) / self.scale)
+
+
 def combine_shares(parts: list[torch.Tensor], shares: list[float]) -> torch.Tensor:
     """Concatenate L2-normalised parts scaled by ``sqrt(share)``: the cosine of the result is
     the share-weighted mean of the parts' cosines."""

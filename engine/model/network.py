@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig, ProfileConfig
-from engine.model.branches import PitchBranch, TempoBranch, TimbreDescriptor, TimbreProjector, combine_shares
+from engine.model.branches import (PitchBranch, TempoBranch, TempoProjector, TimbreDescriptor, TimbreProjector,
+                                   combine_shares)
 from engine.model.frontend import build_frontend
 
 GELU_GAMMA = 1.7015043497085571  # timm's _nonlin_gamma["gelu"]: keeps unit variance
@@ -278,6 +279,9 @@ class LoevNet(nn.Module):
         self.timbre_mlp = None
         if cfg.timbre_learned_share:
             self.timbre_mlp = TimbreProjector(cfg.frontend.n_mels, self.timbre.out_dim)
+        self.tempo_mlp = None
+        if cfg.tempo_learned_share:
+            self.tempo_mlp = TempoProjector(self.structured["tempo"].out_dim)
         dims = self.embedding_dims
         self.heads = nn.ModuleDict({h: ProjectionHead(dims[h] if h in dims else dims["all"], prof.proj_hidden,
                                                       prof.proj_dim) for h in cfg.heads})
@@ -290,6 +294,8 @@ class LoevNet(nn.Module):
             dims["invariant"] += self.timbre.out_dim
         if self.timbre_mlp is not None:
             dims["invariant"] += self.timbre_mlp.out_dim
+        if self.tempo_mlp is not None:
+            dims["tempo"] += self.tempo_mlp.out_dim
         return dims
 
     def embed(self, y: torch.Tensor, spec: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -303,8 +309,15 @@ class LoevNet(nn.Module):
         if "pitch" in self.structured:
             emb["pitch"] = self.structured["pitch"](y)
         if "tempo" in self.structured:
-            emb["tempo"] = self.structured["tempo"](spec)
+            emb["tempo"] = self.with_tempo(self.structured["tempo"](spec))
         return {name: emb[name] for name in self.cfg.subspaces}
+
+    def with_tempo(self, branch: torch.Tensor) -> torch.Tensor:
+        """The tempo space: the tempo branch beside its projector, when there is one."""
+        if self.tempo_mlp is None:
+            return branch
+        share = self.cfg.tempo_learned_share
+        return combine_shares([branch, self.tempo_mlp(branch)], [1 - share, share])
 
     def with_timbre(self, learned: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
         """The vibe space: learned features beside the parameter-free timbre descriptor (and
