@@ -440,10 +440,10 @@ def _init_steps(path: str) -> int | None:
 
 
 # Config fields a fine-tune may change from its --init checkpoint: they add parameter-free
-# parts, so every learned tensor of matching shape carries over. A timbre projector is
-# not carried (the run's config has none): train it again on the result with
+# parts or projectors, so every learned tensor of matching shape carries over. Projectors
+# are not carried (the run's config has none): train them again on the result with
 # ``loev-train projector``.
-INIT_MAY_DIFFER = ("timbre_share", "timbre_learned_share", "tempo_plain_share")
+INIT_MAY_DIFFER = ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share")
 
 
 def init_weights(model: torch.nn.Module, path: str, cfg) -> list[str]:
