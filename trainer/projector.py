@@ -1,17 +1,24 @@
-"""``loev-train projector``: train the vibe space's timbre projector on a frozen checkpoint.
+"""``loev-train projector``: train a projector for the vibe or the tempo space on a frozen
+checkpoint.
 
-The projector (:class:`engine.model.branches.TimbreProjector`) is a small MLP over pooled
-log-mel statistics of each chunk. It is trained alone, the encoder untouched, with a
-cosine-softmax over labels of the rendered training corpora: the sound type of one-shots
-and loops (DESIGN section 8), the GM family of songs. Augmentation: a random transposition of
-the log-mel (up to a tritone either way: the type must not depend on the note) and a gain.
-The output checkpoint is the source's network with the projector added to its vibe space
-at ``--share`` (``timbre_learned_share``): a new model id, so libraries rescan, and no
-key / tempo / type heads (they read the vibe space; retrain them with ``loev-train heads``).
+Vibe (the default): the projector (:class:`engine.model.branches.TimbreProjector`) is a
+small MLP over pooled log-mel statistics of each chunk, trained with a cosine-softmax over
+labels of the rendered training corpora: the sound type of one-shots and loops (DESIGN
+section 8), the GM family of songs. Augmentation: a random transposition of the log-mel (up
+to a tritone either way: the type must not depend on the note) and a gain; the two
+transpositions of a chunk are pulled together.
 
-A share of the training files (whole files) is held out for the report: same-label P@5
-of the vibe space before and after, so a rerun shows what the projector adds.
-Held-out material (a ``bench`` split, the MuseScore_General soundfont) is refused.
+Tempo (``--space tempo``): the projector (:class:`engine.model.branches.TempoProjector`) is
+a small MLP over the tempo branch's output, trained with a cosine-softmax over the heads'
+log-spaced BPM bins and "no tempo", on songs and loops, time-stretched copies of them and
+one-shots.
+
+The rest of the network is untouched. The output checkpoint is the source's network with
+the projector added to that space at ``--share``: a new model id, so libraries rescan, and
+no key / tempo / type heads (they read these spaces; retrain them with ``loev-train heads``).
+A share of the training files (whole files) is held out for the report (the space's
+same-label P@5, or tempo acc1@5, before and after). Held-out material (a ``bench`` split,
+the MuseScore_General soundfont) is refused.
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ from trainer.heads import find_labels, read_rows
 ONESHOT_TYPES = ("kick", "snare", "rim", "clap", "hihat", "cymbal", "tom", "percussion")
 
 
-class TimbreError(LoevError):
+class ProjectorError(LoevError):
     """The projector cannot be trained: no data, held-out data, a bad argument."""
 
 
@@ -75,7 +82,7 @@ def read_corpus(csv_paths: list[Path], frontend: Any, *, max_chunks: int, log: A
             labels.append(label)
         log(f"  {csv_path}: {len(labels)} files, {sum(len(m) for m in mels)} chunks, {time.time() - t0:.0f} s")
     if not labels:
-        raise TimbreError("no labelled file in the corpora given")
+        raise ProjectorError("no labelled file in the corpora given")
     return np.concatenate(mels), np.array(owner), labels
 
 
@@ -232,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.model.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 
     if args.epochs < 1 or not 0.0 <= args.val_fraction < 0.9 or args.max_chunks < 1:
-        raise TimbreError("--epochs and --max-chunks must be >= 1, --val-fraction in [0, 0.9)")
+        raise ProjectorError("--epochs and --max-chunks must be >= 1, --val-fraction in [0, 0.9)")
     source, cfg = load_checkpoint(args.checkpoint)
     try:
         if args.space == "tempo":
@@ -242,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             new_cfg = dataclasses.replace(cfg, timbre_share=timbre_share, timbre_learned_share=args.share,
                                           provenance={})
     except ValueError as e:
-        raise TimbreError(f"--share / --timbre-share: {e}") from None
+        raise ProjectorError(f"--share / --timbre-share: {e}") from None
     source_id = read_checkpoint_info(args.checkpoint).model_id
     print(f"{args.space} projector for model {source_id} ({args.checkpoint}), share {args.share}")
     csv_paths = find_labels(args.data)
@@ -272,7 +279,7 @@ def _vibe(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[P
     print(f"{len(labels)} files, {len(mel)} chunks, {len(classes)} classes, read in {t_read:.0f} s")
     model = extended_model(source, new_cfg, "invariant", args.seed)
     if not model.timbre.loc.abs().sum():
-        raise TimbreError(f"{args.checkpoint}: its timbre descriptor was never calibrated")
+        raise ProjectorError(f"{args.checkpoint}: its timbre descriptor was never calibrated")
     t1 = time.time()
     train_idx = np.flatnonzero(~is_val)
     train_projector(model.timbre_mlp, model.timbre, mel[train_idx], file_y[owner[train_idx]], len(classes),
@@ -341,7 +348,7 @@ def read_tempo_corpus(csv_paths: list[Path], model: Any, *, max_chunks: int, str
                 files.append(n_files - 1)
         log(f"  {csv_path}: {len(bpm)} versions, {sum(len(f) for f in feats)} chunks, {time.time() - t0:.0f} s")
     if not bpm:
-        raise TimbreError("no file with a tempo label in the corpora given")
+        raise ProjectorError("no file with a tempo label in the corpora given")
     return np.concatenate(feats).astype(np.float32), np.array(owner), np.array(bpm), np.array(files)
 
 
