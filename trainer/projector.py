@@ -47,6 +47,28 @@ def label_of(row: dict[str, str]) -> str:
     return f"song:{row.get('family') or '?'}" if typ == "song" else typ
 
 
+def is_oneshot(row: dict[str, str]) -> bool:
+    """A corpus one-shot (``*_drum_hit``, ``*_melodic_hit``, ``*_synth_hit``)."""
+    from trainer.sounds import ONESHOT_KINDS
+
+    return any(row["file"].endswith(f"_{k}.flac") for k in ONESHOT_KINDS)
+
+
+def load_sample(csv_path: Path, row: dict[str, str], log: Any = print) -> np.ndarray | None:
+    """A corpus file at 16 kHz, a one-shot without its trailing silence (a sample in a
+    folder ends where its sound does); None, reported, for an unreadable file."""
+    from engine.audio.decode import load_audio
+    from engine.errors import DecodeError
+    from trainer.sounds import trim_silence
+
+    try:
+        y = load_audio(csv_path.parent / row["file"], sr=SAMPLE_RATE)
+    except DecodeError as e:
+        log(f"  skipped {e}")
+        return None
+    return trim_silence(y) if is_oneshot(row) else y
+
+
 def read_corpus(csv_paths: list[Path], frontend: Any, *, max_chunks: int, log: Any = print
                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Log-mel chunks ``[N, F, T]`` (float16), their file index ``[N]`` and each file's label.
@@ -56,25 +78,16 @@ def read_corpus(csv_paths: list[Path], frontend: Any, *, max_chunks: int, log: A
     """
     import torch
 
-    from engine.audio.decode import load_audio
-    from engine.errors import DecodeError
     from engine.model.embed import frame_chunks
-    from trainer.sounds import ONESHOT_KINDS, trim_silence
 
     mels, owner, labels = [], [], []
     t0 = time.time()
     for csv_path in csv_paths:
         for row in read_rows(csv_path):
             label = label_of(row)
-            if not label:
+            y = load_sample(csv_path, row, log) if label else None
+            if y is None:
                 continue
-            try:
-                y = load_audio(csv_path.parent / row["file"], sr=SAMPLE_RATE)
-            except DecodeError as e:
-                log(f"  skipped {e}")
-                continue
-            if any(row["file"].endswith(f"_{k}.flac") for k in ONESHOT_KINDS):
-                y = trim_silence(y)
             with torch.inference_mode():
                 m = frontend(torch.from_numpy(frame_chunks(y, max_chunks=max_chunks)))[:, 0]
             mels.append(m.numpy().astype(np.float16))
@@ -311,30 +324,23 @@ def read_tempo_corpus(csv_paths: list[Path], model: Any, *, max_chunks: int, str
     file, as "no tempo" examples."""
     import torch
 
-    from engine.audio.decode import load_audio
-    from engine.errors import DecodeError
     from trainer.heads import _rates, bpm_value, version_chunks
-    from trainer.sounds import ONESHOT_KINDS, trim_silence
 
     feats, owner, bpm, files = [], [], [], []
     n_files = 0
     t0 = time.time()
     for csv_path in csv_paths:
         rows = read_rows(csv_path)
-        oneshot = [any(r["file"].endswith(f"_{k}.flac") for k in ONESHOT_KINDS) for r in rows]
         n_oneshots = 0
         for i, row in enumerate(rows):
             b = bpm_value(row.get("tempo", ""))
-            if b < 0 or (oneshot[i] and n_oneshots >= max_oneshots):
+            oneshot = is_oneshot(row)
+            if b < 0 or (oneshot and n_oneshots >= max_oneshots):
                 continue
-            try:
-                y = load_audio(csv_path.parent / row["file"], sr=SAMPLE_RATE)
-            except DecodeError as e:
-                log(f"  skipped {e}")
+            y = load_sample(csv_path, row, log)
+            if y is None:
                 continue
-            if oneshot[i]:
-                y = trim_silence(y)
-                n_oneshots += 1
+            n_oneshots += oneshot
             rng = np.random.default_rng([seed, i, len(rows)])
             n_files += 1
             versions = [(1.0, max_chunks)] + [(r, 3) for r in (_rates(b, stretches, rng) if b > 0 else [])]
