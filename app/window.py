@@ -34,7 +34,7 @@ from app.settings import NOTATION_KEY, SettingsDialog, app_settings, key_notatio
 from app.views import LibraryView, ResultsView
 from app.workers import Task, TaskError, TaskRunner
 from engine import keys, sync
-from engine.model.heads import LOW_CONFIDENCE, Estimate
+from engine.model.heads import LOW_CONFIDENCE, Estimate, aspect_caveat
 
 APP_TITLE = "LOEV Explorer"
 ASPECTS = (("key", "Key", "pitch"), ("tempo", "Tempo", "tempo"), ("vibe", "Vibe", "invariant"))
@@ -85,19 +85,6 @@ def load_for_audition(path: str, sr: int) -> tuple[str, Any, int, Any]:
 FILTER_HELP = ("Words match the name, folder or status. Fields: key:Am, key:8A, key:1m, "
                "key:none; bpm:128, bpm:120-128, bpm:none; type:kick (a prefix will do: "
                "type:perc). Commas give alternatives: key:8A,9A")
-
-
-def aspect_caveat(by: Any, estimate: Estimate | None) -> str:
-    """What a key or tempo search cannot mean for a query the heads say has no key or no
-    tempo (a drum hit, noise, a one-shot): its neighbours share the aspect's content
-    (spectrum, onsets), not a key or a BPM. Empty when the query has one or is unknown."""
-    if estimate is None:
-        return ""
-    if by == "key" and estimate.key is None and estimate.key_confidence >= LOW_CONFIDENCE:
-        return ": it has no key (unpitched), so these share its pitch content, not a key"
-    if by == "tempo" and estimate.bpm is None and estimate.bpm_confidence >= LOW_CONFIDENCE:
-        return ": it has no tempo (a single sound), so these share its onsets, not a BPM"
-    return ""
 
 
 class MainWindow(QMainWindow):

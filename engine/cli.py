@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from engine.config import check_semitones, check_tempo
 from engine.errors import LoevError
-from engine.model.heads import LOW_CONFIDENCE
+from engine.model.heads import LOW_CONFIDENCE, aspect_caveat
 from engine.text import json_text, safe_text
 from engine.session import Session
 
@@ -170,13 +170,17 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         results = [session.query(f, by=args.by, k=args.k, shift=args.shift,
                                  stretch=args.stretch) for f in args.files]
+        # A key or tempo search on a file with no key or tempo says what its neighbours
+        # share instead (the window's results title says the same).
+        caveats = ["" if args.json or args.by not in ("key", "tempo") else
+                   aspect_caveat(args.by, session.estimate_of(f)) for f in args.files]
     finally:
         session.close()
     if args.json:
         _print_json({"results": [r.to_dict() for r in results]})
         return 0
-    for r in results:
-        print(safe_text(r.query))
+    for r, caveat in zip(results, caveats):
+        print(safe_text(r.query) + caveat)
         for i, n in enumerate(r.neighbours, 1):
             print(f"  {i:3d}. {n.distance:.4f}  {safe_text(n.path)}")
     return 0

@@ -458,6 +458,15 @@ class Session:
             rows.append({"path": resolved, **estimate.to_dict()})
         return rows
 
+    def estimate_of(self, path: str | os.PathLike[str]) -> Estimate | None:
+        """The heads' estimate of one file, as :meth:`analyze` makes it; None when the
+        model has no heads or the file cannot be read (a caption, never a failure)."""
+        try:
+            searcher, heads = self._analyser()
+            return self._estimate_file(path, searcher, heads)[3]
+        except (LoevError, OSError, ValueError, RuntimeError):
+            return None
+
     def compatible(self, path: str | os.PathLike[str], k: int = 10) -> QueryResult:
         """Library tracks in a key that mixes with ``path``'s, nearest in pitch first.
 

@@ -117,6 +117,40 @@ def test_query_of_outside_file_with_shift_and_stretch(scanned, ckpt, capsys, tmp
         assert all(abs(found["0"][p] - found["2"][p]) > 1e-6 for p in found["0"])
 
 
+def test_key_or_tempo_query_says_when_the_file_has_none(scanned, ckpt, capsys, monkeypatch):
+    """A drum hit has no key and no tempo: its key and tempo neighbours share spectrum and
+    onsets, and the text output says so on the query's line (the JSON stays as it is)."""
+    from engine.model.heads import Estimate
+    from engine.session import Session
+    root, music = scanned
+    lib = root / "lib"
+    if not (lib / "catalogue.sqlite").exists():
+        assert main(["scan", str(music), "--library", str(lib), "--checkpoint", str(ckpt)]) == 0
+        capsys.readouterr()
+    query = os.path.realpath(music / "c.wav")
+    # the tiny checkpoint has no heads: no estimate, no caveat
+    assert Session(lib).estimate_of(query) is None
+    hit = Estimate(key=None, key_confidence=0.9, bpm=None, bpm_confidence=0.8, type="kick",
+                   type_confidence=0.9)
+    monkeypatch.setattr(Session, "estimate_of", lambda self, path: hit)
+    lines = {}
+    for by in ("key", "tempo", "vibe"):
+        rc, out, err = run(capsys, "query", query, "--by", by, "-k", "1", "--library", lib)
+        assert rc == 0, err
+        lines[by] = out.splitlines()[0]
+    assert lines["key"] == query + ": it has no key (unpitched), so these share its pitch content, not a key"
+    assert lines["tempo"] == query + ": it has no tempo (a single sound), so these share its onsets, not a BPM"
+    assert lines["vibe"] == query
+    rc, out, _ = run(capsys, "query", query, "--by", "key", "-k", "1", "--library", lib, "--json")
+    assert rc == 0 and json.loads(out)["results"][0]["query"] == query
+    # an uncertain "no key" (below LOW_CONFIDENCE) adds nothing
+    monkeypatch.setattr(Session, "estimate_of", lambda self, path: Estimate(
+        None, 0.3, 120.0, 0.9, "kick", 0.9))
+    for by in ("key", "tempo"):
+        rc, out, _ = run(capsys, "query", query, "--by", by, "-k", "1", "--library", lib)
+        assert out.splitlines()[0] == query
+
+
 @pytest.mark.parametrize("transform, n, first, last", [("pitch", 25, -12.0, 12.0),
                                                        ("tempo", 13, 0.5, 2.0)])
 def test_curve_json_contract(scanned, ckpt, capsys, transform, n, first, last):

@@ -59,6 +59,19 @@ class Estimate:
                 "type_confidence": round(float(self.type_confidence), 4)}
 
 
+def aspect_caveat(by: Any, estimate: Estimate | None) -> str:
+    """What a key or tempo search cannot mean for a query the heads say has no key or no
+    tempo (a drum hit, noise, a one-shot): its neighbours share the aspect's content
+    (spectrum, onsets), not a key or a BPM. Empty when the query has one or is unknown."""
+    if estimate is None:
+        return ""
+    if by == "key" and estimate.key is None and estimate.key_confidence >= LOW_CONFIDENCE:
+        return ": it has no key (unpitched), so these share its pitch content, not a key"
+    if by == "tempo" and estimate.bpm is None and estimate.bpm_confidence >= LOW_CONFIDENCE:
+        return ": it has no tempo (a single sound), so these share its onsets, not a BPM"
+    return ""
+
+
 HEADS_FORMAT = "loev-heads/1"
 # What each head reads by default (the metadata names each head's subspaces).
 HEAD_SUBSPACES = {"key": ("pitch",), "tempo": ("tempo",), "type": ("invariant",)}
