@@ -189,6 +189,33 @@ def test_config_carries_and_checks_the_tempo_projector_share():
     assert ModelConfig.from_dict(dataclasses.replace(cfg, tempo_learned_share=0.5).to_dict()).tempo_learned_share == 0.5
     with pytest.raises(ValueError, match="structured tempo branch"):
         dataclasses.replace(make_config("tiny", "loev++", "psts"), tempo_learned_share=0.5)
+    onsets = dataclasses.replace(cfg, tempo_learned_share=0.5, tempo_projector_onsets=True)
+    assert ModelConfig.from_dict(onsets.to_dict()).tempo_projector_onsets is True
+    assert ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items()
+                                  if k != "tempo_projector_onsets"}).tempo_projector_onsets is False
+    with pytest.raises(ValueError, match="needs a learned tempo projector"):
+        dataclasses.replace(cfg, tempo_projector_onsets=True)
+    with pytest.raises(ValueError, match="tempo_projector_onsets must be true or false"):
+        ModelConfig.from_dict({**onsets.to_dict(), "tempo_projector_onsets": "yes"})
+
+
+def test_onset_periodicity_peaks_at_the_beat_not_at_its_half():
+    """The projector's extra input: per onset band, the autocorrelation at 0.1-1.5 s. A click
+    every 0.4 s (150 BPM) peaks at 0.4 s; at 0.2 s (half the beat) there is no repetition."""
+    from engine.model.branches import TempoBranch
+    from engine.model.frontend import build_frontend
+    from tests.signals import click_track
+
+    branch = TempoBranch()
+    fe = build_frontend(make_config("tiny", "loev++", "psts", branches="structured").frontend)
+    y = torch.from_numpy(click_track(150.0, 3.0)[:CHUNK_SAMPLES].astype(np.float32))[None]
+    with torch.no_grad():
+        p = branch.onset_periodicity(fe(y))
+    lags_s = branch.fine_lags.numpy() / 100.0
+    assert p.shape == (1, branch.onset_dim) and branch.onset_dim == 5 * len(lags_s)
+    full = p[0, :len(lags_s)].numpy()
+    assert abs(lags_s[np.argmax(full)] - 0.4) < 0.02
+    assert full[np.argmin(np.abs(lags_s - 0.2))] < 0.2 < 0.8 < full.max()
 
 
 def tempo_corpus(folder, split: str = "train"):
@@ -214,10 +241,10 @@ def test_loev_train_projector_tempo_adds_a_tempo_projector_and_leaves_the_other_
     data = tempo_corpus(tmp_path / "corpus")
     out = tmp_path / "tempo.safetensors"
     assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--data", str(data), "--out", str(out),
-                 "--epochs", "30", "--share", "0.5", "--stretches", "1", "--val-fraction", "0"]) == 0
+                 "--epochs", "60", "--share", "0.5", "--stretches", "1", "--val-fraction", "0"]) == 0
     before, _ = load_checkpoint(descriptor_checkpoint)
     after, cfg = load_checkpoint(out)
-    assert cfg.tempo_learned_share == 0.5 and cfg.timbre_learned_share == 0.0
+    assert cfg.tempo_learned_share == 0.5 and cfg.timbre_learned_share == 0.0 and cfg.tempo_projector_onsets
     info = read_checkpoint_info(out)
     assert info.config["provenance"]["space"] == "tempo"
     assert info.dims["tempo"] == read_checkpoint_info(descriptor_checkpoint).dims["tempo"] + 128
@@ -232,16 +259,29 @@ def test_loev_train_projector_tempo_adds_a_tempo_projector_and_leaves_the_other_
                           torch.nn.functional.normalize(e0["tempo"], dim=1), atol=1e-5)
     # The projector part gathers the same tempo and parts others, more than untrained.
     z = torch.nn.functional.normalize(e1["tempo"][:, n:], dim=1)
-    untrained = TempoProjector(n).eval()
+    untrained = TempoProjector(after.tempo_mlp.in_dim).eval()
+    assert untrained.in_dim == n + after.structured["tempo"].onset_dim
     untrained.loc.copy_(after.tempo_mlp.loc)
     untrained.scale.copy_(after.tempo_mlp.scale)
     with torch.no_grad():
-        u = torch.nn.functional.normalize(untrained(e0["tempo"]), dim=1)
+        spec = after.frontend(ys)
+        u = torch.nn.functional.normalize(untrained(after.tempo_projector_input(e0["tempo"], spec)), dim=1)
 
     def margin(v):
         return float((v[0] @ v[1] + v[2] @ v[3]) / 2 - (v[0] @ v[2] + v[1] @ v[3]) / 2)
 
     assert margin(z) > margin(u) + 0.3
+
+
+def test_no_onsets_builds_a_projector_over_the_branch_alone(descriptor_checkpoint, tmp_path, one_torch_thread):
+    from trainer.cli import main
+
+    out = tmp_path / "plain.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--no-onsets", "--data",
+                 str(tempo_corpus(tmp_path / "t")), "--out", str(out), "--epochs", "1", "--stretches", "0",
+                 "--val-fraction", "0"]) == 0
+    model, cfg = load_checkpoint(out)
+    assert not cfg.tempo_projector_onsets and model.tempo_mlp.in_dim == model.structured["tempo"].out_dim
 
 
 def test_both_projectors_export_to_onnx_with_the_same_vectors(descriptor_checkpoint, tmp_path):

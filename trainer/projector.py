@@ -9,9 +9,10 @@ to a tritone either way: the type must not depend on the note) and a gain; the t
 transpositions of a chunk are pulled together.
 
 Tempo (``--space tempo``): the projector (:class:`engine.model.branches.TempoProjector`) is
-a small MLP over the tempo branch's output, trained with a cosine-softmax over the heads'
-log-spaced BPM bins and "no tempo", on songs and loops, time-stretched copies of them and
-one-shots.
+a small MLP over the tempo branch's output and (unless ``--no-onsets``) the branch's
+parameter-free onset periodicity at finer, shorter lags, trained with a cosine-softmax over
+the heads' log-spaced BPM bins and "no tempo", on songs and loops, time-stretched copies of
+them and one-shots.
 
 The rest of the network is untouched. The output checkpoint is the source's network with
 the projector added to that space at ``--share``: a new model id, so libraries rescan, and
@@ -201,6 +202,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--share", type=float, default=0.4, help="the subspace's share for the projector")
     p.add_argument("--stretches", type=int, default=3,
                    help="tempo: time-stretched copies of each song and loop (3 chunks each)")
+    p.add_argument("--onsets", action=argparse.BooleanOptionalAction, default=True,
+                   help="tempo: the projector also reads the branch's onset periodicity (finer, "
+                        "shorter lags per onset band)")
     p.add_argument("--timbre-share", type=float, default=None,
                    help="the descriptor's share in the new model (default: the checkpoint's)")
     p.add_argument("--epochs", type=int, default=30)
@@ -256,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
     source, cfg = load_checkpoint(args.checkpoint)
     try:
         if args.space == "tempo":
-            new_cfg = dataclasses.replace(cfg, tempo_learned_share=args.share, provenance={})
+            new_cfg = dataclasses.replace(cfg, tempo_learned_share=args.share,
+                                          tempo_projector_onsets=args.onsets, provenance={})
         else:
             timbre_share = cfg.timbre_share if args.timbre_share is None else args.timbre_share
             new_cfg = dataclasses.replace(cfg, timbre_share=timbre_share, timbre_learned_share=args.share,
@@ -317,7 +322,8 @@ def _vibe(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[P
 def read_tempo_corpus(csv_paths: list[Path], model: Any, *, max_chunks: int, stretches: int, seed: int,
                       max_oneshots: int = 400, log: Any = print
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Tempo-branch outputs of every chunk ``[N, D]``, their version index ``[N]``, each
+    """What ``model``'s tempo projector reads for every chunk ``[N, D]`` (the tempo branch's
+    output first, see ``tempo_projector_input``), their version index ``[N]``, each
     version's BPM (0: "no tempo") and file index (the original comes first). A version is a file as it is (up to ``max_chunks``
     chunks) or, for a file with a tempo, one of ``stretches`` time-stretched copies (3
     chunks each) spread over 50-220 BPM; at most ``max_oneshots`` one-shots per labels
@@ -347,7 +353,7 @@ def read_tempo_corpus(csv_paths: list[Path], model: Any, *, max_chunks: int, str
             for rate, chunks in versions:
                 with torch.inference_mode():
                     spec = model.frontend(torch.from_numpy(version_chunks(y, 0, rate, chunks)))
-                    t = model.structured["tempo"](spec).numpy()
+                    t = model.tempo_projector_input(model.structured["tempo"](spec), spec).numpy()
                 feats.append(t)
                 owner += [len(bpm)] * len(t)
                 bpm.append(b * rate)
@@ -409,8 +415,10 @@ def _tempo(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[
            ) -> tuple[Any, dict[str, Any], float, float]:
     import torch
 
+    model = extended_model(source, new_cfg, "tempo", args.seed)
+    branch_dim = model.structured["tempo"].out_dim
     t0 = time.time()
-    x, owner, bpm, files = read_tempo_corpus(csv_paths, source, max_chunks=args.max_chunks,
+    x, owner, bpm, files = read_tempo_corpus(csv_paths, model, max_chunks=args.max_chunks,
                                              stretches=args.stretches, seed=args.seed)
     # Held out by file, so a file's stretched copies never straddle the split; the report
     # is on the held-out originals with a tempo.
@@ -420,7 +428,6 @@ def _tempo(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[
     val = np.flatnonzero(in_val)
     t_read = time.time() - t0
     print(f"{len(bpm)} versions, {len(x)} chunks, read in {t_read:.0f} s")
-    model = extended_model(source, new_cfg, "tempo", args.seed)
     t1 = time.time()
     keep = ~np.isin(owner, val)
     train_tempo_projector(model.tempo_mlp, x[keep], bpm[owner[keep]], epochs=args.epochs, seed=args.seed)
@@ -432,9 +439,10 @@ def _tempo(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[
         remap = {v: i for i, v in enumerate(timed)}
         o = np.array([remap[v] for v in owner[rows]])
         with torch.inference_mode():
-            after_chunks = model.with_tempo(torch.from_numpy(x[rows])).numpy()
+            after_chunks = model.with_tempo(torch.from_numpy(x[rows, :branch_dim]),
+                                            torch.from_numpy(x[rows])).numpy()
         scores = []
-        for chunks in (x[rows], after_chunks):
+        for chunks in (x[rows, :branch_dim], after_chunks):
             tracks = np.zeros((len(timed), chunks.shape[1]))
             np.add.at(tracks, o, chunks)
             scores.append(tempo_acc1_at_5(tracks, bpm[timed]))

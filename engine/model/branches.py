@@ -33,6 +33,8 @@ BINS_PER_OCTAVE = 24
 PITCH_FMIN = 65.40639  # C2
 PITCH_OCTAVES = 6
 LAG_MIN_S, LAG_MAX_S, LAGS_PER_OCTAVE = 0.25, 1.5, 24  # 240 down to 40 BPM
+# The tempo projector's onset periodicity: finer lags, down to 0.1 s (a beat's subdivisions)
+ONSET_LAG_MIN_S, ONSET_LAGS_PER_OCTAVE = 0.1, 36
 
 
 def logfreq_filterbank(*, n_fft: int, sr: int, fmin: float = PITCH_FMIN, n_octaves: int = PITCH_OCTAVES,
@@ -59,6 +61,22 @@ def log_lags(sr_frames: float, *, lag_min_s: float = LAG_MIN_S, lag_max_s: float
     """Log-spaced autocorrelation lags in frames (fractional)."""
     n = int(round(per_octave * math.log2(lag_max_s / lag_min_s))) + 1
     return (lag_min_s * sr_frames) * 2.0 ** (np.arange(n) / per_octave)
+
+
+def lag_autocorrelation(env: torch.Tensor, lags: torch.Tensor, *, unbiased: bool = False) -> torch.Tensor:
+    """Autocorrelation of ``[B, C, N]`` (mean removed, 1 at lag 0) read at fractional lags
+    ``[L]`` in frames by linear interpolation: ``[B, C, L]``. ``unbiased`` divides each lag
+    by its overlap, so a long lag is not penalised for it."""
+    env = env - env.mean(dim=-1, keepdim=True)
+    n = env.shape[-1]
+    spec = torch.fft.rfft(env, n=2 * n)
+    ac = torch.fft.irfft(spec.real.square() + spec.imag.square(), n=2 * n)[..., :n]
+    ac = ac / ac[..., :1].clamp_min(1e-6)
+    if unbiased:
+        ac = ac * (n / torch.arange(n, 0, -1, device=ac.device, dtype=ac.dtype))
+    lo = lags.floor().long().clamp(max=n - 2)
+    frac = (lags - lo).clamp(0, 1)
+    return ac[..., lo] * (1 - frac) + ac[..., lo + 1] * frac
 
 
 def normalise_channels(x: torch.Tensor) -> torch.Tensor:
@@ -134,6 +152,9 @@ class TempoBranch(nn.Module):
         super().__init__()
         self.n_bands, self.plain_share = n_bands, plain_share
         self.register_buffer("lags", torch.from_numpy(log_lags(frame_rate).astype(np.float32)), persistent=False)
+        fine = log_lags(frame_rate, lag_min_s=ONSET_LAG_MIN_S, per_octave=ONSET_LAGS_PER_OCTAVE)
+        self.register_buffer("fine_lags", torch.from_numpy(fine.astype(np.float32)), persistent=False)
+        self.onset_dim = (1 + n_bands) * len(fine)
         self.conv1 = nn.Conv1d(1 + n_bands, channels, 7, padding=3)
         self.conv2 = nn.Conv1d(channels, channels, 7, padding=3)
         self.out_dim = (1 + channels) * len(self.lags)
@@ -147,14 +168,16 @@ class TempoBranch(nn.Module):
 
     def autocorrelation(self, env: torch.Tensor) -> torch.Tensor:
         """Normalised autocorrelation of ``[B, C, N]`` read at the log-spaced lags."""
-        env = env - env.mean(dim=-1, keepdim=True)
-        n = env.shape[-1]
-        spec = torch.fft.rfft(env, n=2 * n)
-        ac = torch.fft.irfft(spec.real.square() + spec.imag.square(), n=2 * n)[..., :n]
-        ac = ac / ac[..., :1].clamp_min(1e-6)
-        lo = self.lags.floor().long().clamp(max=n - 2)
-        frac = (self.lags - lo).clamp(0, 1)
-        return ac[..., lo] * (1 - frac) + ac[..., lo + 1] * frac
+        return lag_autocorrelation(env, self.lags)
+
+    def onset_periodicity(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Parameter-free, for the tempo projector: the autocorrelation of every onset band
+        (full band first), each lag divided by its overlap, at finer and shorter lags than
+        the branch's own (0.1-1.5 s, 36 per octave), so that a beat's subdivisions can tell
+        its metrical level apart: ``[B, onset_dim]``."""
+        with torch.autocast(device_type=logmel.device.type, enabled=False):
+            env = self.onsets(logmel.float())
+            return lag_autocorrelation(env, self.fine_lags, unbiased=True).flatten(1)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=logmel.device.type, enabled=False):
@@ -283,7 +306,8 @@ class TimbreProjector(nn.Module):
 
 
 class TempoProjector(nn.Module):
-    """The tempo branch's output ``[B, D]`` -> a learned tempo embedding ``[B, out_dim]``.
+    """The tempo branch's output ``[B, D]`` (and, in models with ``tempo_projector_onsets``,
+    the branch's onset periodicity after it) -> a learned tempo embedding ``[B, out_dim]``.
 
     A small MLP trained alone (``loev-train projector --space tempo``) with a cosine-softmax
     over log-spaced BPM bins and "no tempo" on rendered songs, loops and time-stretched

@@ -281,7 +281,8 @@ class LoevNet(nn.Module):
             self.timbre_mlp = TimbreProjector(cfg.frontend.n_mels, self.timbre.out_dim)
         self.tempo_mlp = None
         if cfg.tempo_learned_share:
-            self.tempo_mlp = TempoProjector(self.structured["tempo"].out_dim)
+            branch = self.structured["tempo"]
+            self.tempo_mlp = TempoProjector(branch.out_dim + (branch.onset_dim if cfg.tempo_projector_onsets else 0))
         dims = self.embedding_dims
         self.heads = nn.ModuleDict({h: ProjectionHead(dims[h] if h in dims else dims["all"], prof.proj_hidden,
                                                       prof.proj_dim) for h in cfg.heads})
@@ -309,15 +310,25 @@ class LoevNet(nn.Module):
         if "pitch" in self.structured:
             emb["pitch"] = self.structured["pitch"](y)
         if "tempo" in self.structured:
-            emb["tempo"] = self.with_tempo(self.structured["tempo"](spec))
+            branch = self.structured["tempo"](spec)
+            emb["tempo"] = self.with_tempo(branch, self.tempo_projector_input(branch, spec))
         return {name: emb[name] for name in self.cfg.subspaces}
 
-    def with_tempo(self, branch: torch.Tensor) -> torch.Tensor:
-        """The tempo space: the tempo branch beside its projector, when there is one."""
+    def tempo_projector_input(self, branch: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        """What the tempo projector reads: the tempo branch's output ``branch`` and, with
+        ``tempo_projector_onsets``, the branch's onset periodicity of ``spec`` after it."""
+        if not self.cfg.tempo_projector_onsets:
+            return branch
+        return torch.cat([branch, self.structured["tempo"].onset_periodicity(spec)], dim=1)
+
+    def with_tempo(self, branch: torch.Tensor, projector_input: torch.Tensor | None = None) -> torch.Tensor:
+        """The tempo space: the tempo branch beside its projector (reading
+        ``projector_input``, the branch itself by default), when there is one."""
         if self.tempo_mlp is None:
             return branch
         share = self.cfg.tempo_learned_share
-        return combine_shares([branch, self.tempo_mlp(branch)], [1 - share, share])
+        x = branch if projector_input is None else projector_input
+        return combine_shares([branch, self.tempo_mlp(x)], [1 - share, share])
 
     def with_timbre(self, learned: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
         """The vibe space: learned features beside the parameter-free timbre descriptor (and
