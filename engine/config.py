@@ -136,6 +136,8 @@ class ModelConfig:
     # The tempo projector also reads the tempo branch's onset periodicity (finer, shorter
     # lags per onset band); False in checkpoints made before it.
     tempo_projector_onsets: bool = False
+    # ... and its onset tempogram (Fourier magnitudes per onset band); False before it.
+    tempo_projector_tempogram: bool = False
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -162,10 +164,11 @@ class ModelConfig:
             raise ValueError("tempo_plain_share needs structured branches")
         if self.tempo_learned_share and (self.branches != "structured" or "tempo" not in self.subspaces):
             raise ValueError("a learned tempo projector needs the structured tempo branch")
-        if not isinstance(self.tempo_projector_onsets, bool):
-            raise ValueError(f"tempo_projector_onsets must be true or false, got {self.tempo_projector_onsets!r}")
-        if self.tempo_projector_onsets and not self.tempo_learned_share:
-            raise ValueError("tempo_projector_onsets needs a learned tempo projector (tempo_learned_share > 0)")
+        for name in _FLAG_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            if getattr(self, name) and not self.tempo_learned_share:
+                raise ValueError(f"{name} needs a learned tempo projector (tempo_learned_share > 0)")
         ordered = tuple(v for v in VARIANTS if v in self.variants)
         object.__setattr__(self, "variants", ordered)
 
@@ -214,6 +217,7 @@ class ModelConfig:
             tempo_plain_share=float(d.get("tempo_plain_share", 0.0)),
             tempo_learned_share=float(d.get("tempo_learned_share", 0.0)),
             tempo_projector_onsets=d.get("tempo_projector_onsets", False),
+            tempo_projector_tempogram=d.get("tempo_projector_tempogram", False),
             provenance=dict(d.get("provenance", {})),
         )
 
@@ -249,9 +253,11 @@ _PROFILE_FIELDS: dict[str, tuple[Any, ...]] = {
     "proj_dim": (int, 1, 8192),
 }
 _TOP_FIELDS = {"method", "variants", "profile", "frontend", "branches", "provenance", "timbre_share",
-               "timbre_learned_share", "tempo_plain_share", "tempo_learned_share", "tempo_projector_onsets"}
+               "timbre_learned_share", "tempo_plain_share", "tempo_learned_share", "tempo_projector_onsets", "tempo_projector_tempogram"}
 # Numbers in [0, 1), absent in older files.
 _SHARE_FIELDS = ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share")
+# True or false, absent (false) in older files.
+_FLAG_FIELDS = ("tempo_projector_onsets", "tempo_projector_tempogram")
 _MAX_NAME = 200
 
 
@@ -332,9 +338,9 @@ def check_config_dict(d: Any) -> None:
         raise ValueError(f"config.branches must be a string, got {_show(d.get('branches'))}")
     if not isinstance(d.get("provenance", {}), dict):
         raise ValueError(f"config.provenance must be an object, got {_show(d.get('provenance'))}")
-    if not isinstance(d.get("tempo_projector_onsets", False), bool):
-        raise ValueError("config.tempo_projector_onsets must be true or false, got "
-                         f"{_show(d.get('tempo_projector_onsets'))}")
+    for name in _FLAG_FIELDS:
+        if not isinstance(d.get(name, False), bool):
+            raise ValueError(f"config.{name} must be true or false, got {_show(d.get(name))}")
     for name in _SHARE_FIELDS:
         v = d.get(name, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:

@@ -193,10 +193,15 @@ def test_config_carries_and_checks_the_tempo_projector_share():
     assert ModelConfig.from_dict(onsets.to_dict()).tempo_projector_onsets is True
     assert ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items()
                                   if k != "tempo_projector_onsets"}).tempo_projector_onsets is False
-    with pytest.raises(ValueError, match="needs a learned tempo projector"):
-        dataclasses.replace(cfg, tempo_projector_onsets=True)
-    with pytest.raises(ValueError, match="tempo_projector_onsets must be true or false"):
-        ModelConfig.from_dict({**onsets.to_dict(), "tempo_projector_onsets": "yes"})
+    for flag in ("tempo_projector_onsets", "tempo_projector_tempogram"):
+        with pytest.raises(ValueError, match="needs a learned tempo projector"):
+            dataclasses.replace(cfg, **{flag: True})
+        with pytest.raises(ValueError, match=f"{flag} must be true or false"):
+            ModelConfig.from_dict({**onsets.to_dict(), flag: "yes"})
+    both = dataclasses.replace(onsets, tempo_projector_tempogram=True)
+    model = build_model(ModelConfig.from_dict(both.to_dict()))
+    tempo = model.structured["tempo"]
+    assert model.tempo_mlp.in_dim == tempo.out_dim + tempo.onset_dim + tempo.tempogram_dim
 
 
 def test_onset_periodicity_peaks_at_the_beat_not_at_its_half():
@@ -216,6 +221,30 @@ def test_onset_periodicity_peaks_at_the_beat_not_at_its_half():
     full = p[0, :len(lags_s)].numpy()
     assert abs(lags_s[np.argmax(full)] - 0.4) < 0.02
     assert full[np.argmin(np.abs(lags_s - 0.2))] < 0.2 < 0.8 < full.max()
+
+
+def test_onset_tempogram_peaks_at_the_beat_and_its_multiples_not_at_its_half():
+    """The tempogram complements the autocorrelation: a click every 0.4 s repeats at 0.8 s
+    too (the autocorrelation is high at 75 BPM's lag), but holds no 75 BPM frequency."""
+    from engine.model.branches import TempoBranch
+    from tests.signals import click_track
+
+    branch = TempoBranch()
+    fe = build_frontend(make_config("tiny", "loev++", "psts", branches="structured").frontend)
+    y = torch.from_numpy(click_track(150.0, 3.0)[:CHUNK_SAMPLES].astype(np.float32))[None]
+    with torch.no_grad():
+        spec = fe(y)
+        gram, periodicity = branch.onset_tempogram(spec), branch.onset_periodicity(spec)
+    bpm = branch.tempogram_hz.numpy() * 60.0
+    lags_s = branch.fine_lags.numpy() / 100.0
+    assert gram.shape == (1, branch.tempogram_dim) and branch.tempogram_dim == 5 * len(bpm)
+    full = gram[0, :len(bpm)].numpy()
+
+    def at(q):
+        return full[np.argmin(np.abs(bpm - q))]
+
+    assert min(at(150.0), at(300.0)) > 0.15 > 0.05 > max(at(75.0), at(100.0), at(200.0))
+    assert periodicity[0, np.argmin(np.abs(lags_s - 0.8))] > 0.8
 
 
 def tempo_corpus(folder, split: str = "train"):
@@ -260,7 +289,8 @@ def test_loev_train_projector_tempo_adds_a_tempo_projector_and_leaves_the_other_
     # The projector part gathers the same tempo and parts others, more than untrained.
     z = torch.nn.functional.normalize(e1["tempo"][:, n:], dim=1)
     untrained = TempoProjector(after.tempo_mlp.in_dim).eval()
-    assert untrained.in_dim == n + after.structured["tempo"].onset_dim
+    tempo = after.structured["tempo"]
+    assert untrained.in_dim == n + tempo.onset_dim + tempo.tempogram_dim and cfg.tempo_projector_tempogram
     untrained.loc.copy_(after.tempo_mlp.loc)
     untrained.scale.copy_(after.tempo_mlp.scale)
     with torch.no_grad():
@@ -273,15 +303,17 @@ def test_loev_train_projector_tempo_adds_a_tempo_projector_and_leaves_the_other_
     assert margin(z) > margin(u) + 0.3
 
 
-def test_no_onsets_builds_a_projector_over_the_branch_alone(descriptor_checkpoint, tmp_path, one_torch_thread):
+def test_no_onsets_no_tempogram_builds_a_projector_over_the_branch_alone(descriptor_checkpoint, tmp_path,
+                                                                        one_torch_thread):
     from trainer.cli import main
 
     out = tmp_path / "plain.safetensors"
-    assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--no-onsets", "--data",
+    assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--no-onsets", "--no-tempogram", "--data",
                  str(tempo_corpus(tmp_path / "t")), "--out", str(out), "--epochs", "1", "--stretches", "0",
                  "--val-fraction", "0"]) == 0
     model, cfg = load_checkpoint(out)
-    assert not cfg.tempo_projector_onsets and model.tempo_mlp.in_dim == model.structured["tempo"].out_dim
+    assert not cfg.tempo_projector_onsets and not cfg.tempo_projector_tempogram
+    assert model.tempo_mlp.in_dim == model.structured["tempo"].out_dim
 
 
 def test_both_projectors_export_to_onnx_with_the_same_vectors(descriptor_checkpoint, tmp_path):

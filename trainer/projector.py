@@ -9,8 +9,9 @@ to a tritone either way: the type must not depend on the note) and a gain; the t
 transpositions of a chunk are pulled together.
 
 Tempo (``--space tempo``): the projector (:class:`engine.model.branches.TempoProjector`) is
-a small MLP over the tempo branch's output and (unless ``--no-onsets``) the branch's
-parameter-free onset periodicity at finer, shorter lags, trained with a cosine-softmax over
+a small MLP over the tempo branch's output and the branch's parameter-free onset
+periodicity at finer, shorter lags (unless ``--no-onsets``) and onset tempogram (unless
+``--no-tempogram``), trained with a cosine-softmax over
 the heads' log-spaced BPM bins and "no tempo", on songs and loops, time-stretched copies of
 them and one-shots.
 
@@ -205,6 +206,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onsets", action=argparse.BooleanOptionalAction, default=True,
                    help="tempo: the projector also reads the branch's onset periodicity (finer, "
                         "shorter lags per onset band)")
+    p.add_argument("--tempogram", action=argparse.BooleanOptionalAction, default=True,
+                   help="tempo: the projector also reads the branch's onset tempogram (Fourier "
+                        "magnitudes per onset band)")
     p.add_argument("--timbre-share", type=float, default=None,
                    help="the descriptor's share in the new model (default: the checkpoint's)")
     p.add_argument("--epochs", type=int, default=30)
@@ -261,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.space == "tempo":
             new_cfg = dataclasses.replace(cfg, tempo_learned_share=args.share,
-                                          tempo_projector_onsets=args.onsets, provenance={})
+                                          tempo_projector_onsets=args.onsets,
+                                          tempo_projector_tempogram=args.tempogram, provenance={})
         else:
             timbre_share = cfg.timbre_share if args.timbre_share is None else args.timbre_share
             new_cfg = dataclasses.replace(cfg, timbre_share=timbre_share, timbre_learned_share=args.share,

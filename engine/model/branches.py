@@ -35,6 +35,8 @@ PITCH_OCTAVES = 6
 LAG_MIN_S, LAG_MAX_S, LAGS_PER_OCTAVE = 0.25, 1.5, 24  # 240 down to 40 BPM
 # The tempo projector's onset periodicity: finer lags, down to 0.1 s (a beat's subdivisions)
 ONSET_LAG_MIN_S, ONSET_LAGS_PER_OCTAVE = 0.1, 36
+# ... and its onset tempogram: Fourier magnitudes at 30-600 BPM, 36 per octave
+TEMPOGRAM_BPM_MIN, TEMPOGRAM_BPM_MAX, TEMPOGRAM_PER_OCTAVE = 30.0, 600.0, 36
 
 
 def logfreq_filterbank(*, n_fft: int, sr: int, fmin: float = PITCH_FMIN, n_octaves: int = PITCH_OCTAVES,
@@ -155,6 +157,11 @@ class TempoBranch(nn.Module):
         fine = log_lags(frame_rate, lag_min_s=ONSET_LAG_MIN_S, per_octave=ONSET_LAGS_PER_OCTAVE)
         self.register_buffer("fine_lags", torch.from_numpy(fine.astype(np.float32)), persistent=False)
         self.onset_dim = (1 + n_bands) * len(fine)
+        n_bpm = int(math.floor(TEMPOGRAM_PER_OCTAVE * math.log2(TEMPOGRAM_BPM_MAX / TEMPOGRAM_BPM_MIN))) + 1
+        bpm = TEMPOGRAM_BPM_MIN * 2.0 ** (np.arange(n_bpm) / TEMPOGRAM_PER_OCTAVE)
+        self.register_buffer("tempogram_hz", torch.from_numpy((bpm / 60.0).astype(np.float32)), persistent=False)
+        self.frame_rate = frame_rate
+        self.tempogram_dim = (1 + n_bands) * n_bpm
         self.conv1 = nn.Conv1d(1 + n_bands, channels, 7, padding=3)
         self.conv2 = nn.Conv1d(channels, channels, 7, padding=3)
         self.out_dim = (1 + channels) * len(self.lags)
@@ -169,6 +176,23 @@ class TempoBranch(nn.Module):
     def autocorrelation(self, env: torch.Tensor) -> torch.Tensor:
         """Normalised autocorrelation of ``[B, C, N]`` read at the log-spaced lags."""
         return lag_autocorrelation(env, self.lags)
+
+    def onset_tempogram(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Parameter-free, for the tempo projector: the Fourier magnitude of every onset band
+        (Hann window, mean removed) at 30-600 BPM, 36 per octave, each band scaled to unit
+        norm: ``[B, tempogram_dim]``. Where the autocorrelation also peaks at multiples of
+        the beat period, this peaks at multiples of its frequency; together they tell the
+        metrical levels apart better than either."""
+        with torch.autocast(device_type=logmel.device.type, enabled=False):
+            env = self.onsets(logmel.float())
+            env = env - env.mean(dim=-1, keepdim=True)
+            n = env.shape[-1]
+            env = env * torch.hann_window(n, periodic=False, device=env.device, dtype=env.dtype)
+            t = torch.arange(n, device=env.device, dtype=env.dtype) / self.frame_rate
+            phase = (2 * math.pi) * self.tempogram_hz[:, None] * t[None, :]  # [K, N]
+            re, im = env @ torch.cos(phase).T, env @ torch.sin(phase).T
+            mag = torch.sqrt(re.square() + im.square() + 1e-12)
+            return (mag / mag.norm(dim=-1, keepdim=True).clamp_min(1e-6)).flatten(1)
 
     def onset_periodicity(self, logmel: torch.Tensor) -> torch.Tensor:
         """Parameter-free, for the tempo projector: the autocorrelation of every onset band
@@ -306,8 +330,10 @@ class TimbreProjector(nn.Module):
 
 
 class TempoProjector(nn.Module):
-    """The tempo branch's output ``[B, D]`` (and, in models with ``tempo_projector_onsets``,
-    the branch's onset periodicity after it) -> a learned tempo embedding ``[B, out_dim]``.
+    """The tempo branch's output ``[B, D]`` (and after it, in models with
+    ``tempo_projector_onsets`` the branch's onset periodicity, with
+    ``tempo_projector_tempogram`` its onset tempogram) -> a learned tempo embedding
+    ``[B, out_dim]``.
 
     A small MLP trained alone (``loev-train projector --space tempo``) with a cosine-softmax
     over log-spaced BPM bins and "no tempo" on rendered songs, loops and time-stretched

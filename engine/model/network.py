@@ -282,7 +282,8 @@ class LoevNet(nn.Module):
         self.tempo_mlp = None
         if cfg.tempo_learned_share:
             branch = self.structured["tempo"]
-            self.tempo_mlp = TempoProjector(branch.out_dim + (branch.onset_dim if cfg.tempo_projector_onsets else 0))
+            self.tempo_mlp = TempoProjector(branch.out_dim + (branch.onset_dim if cfg.tempo_projector_onsets else 0)
+                                            + (branch.tempogram_dim if cfg.tempo_projector_tempogram else 0))
         dims = self.embedding_dims
         self.heads = nn.ModuleDict({h: ProjectionHead(dims[h] if h in dims else dims["all"], prof.proj_hidden,
                                                       prof.proj_dim) for h in cfg.heads})
@@ -315,11 +316,15 @@ class LoevNet(nn.Module):
         return {name: emb[name] for name in self.cfg.subspaces}
 
     def tempo_projector_input(self, branch: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-        """What the tempo projector reads: the tempo branch's output ``branch`` and, with
-        ``tempo_projector_onsets``, the branch's onset periodicity of ``spec`` after it."""
-        if not self.cfg.tempo_projector_onsets:
-            return branch
-        return torch.cat([branch, self.structured["tempo"].onset_periodicity(spec)], dim=1)
+        """What the tempo projector reads: the tempo branch's output ``branch`` and after it,
+        with ``tempo_projector_onsets``, the branch's onset periodicity of ``spec``, with
+        ``tempo_projector_tempogram`` its onset tempogram."""
+        parts = [branch]
+        if self.cfg.tempo_projector_onsets:
+            parts.append(self.structured["tempo"].onset_periodicity(spec))
+        if self.cfg.tempo_projector_tempogram:
+            parts.append(self.structured["tempo"].onset_tempogram(spec))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def with_tempo(self, branch: torch.Tensor, projector_input: torch.Tensor | None = None) -> torch.Tensor:
         """The tempo space: the tempo branch beside its projector (reading
