@@ -253,7 +253,8 @@ _PROFILE_FIELDS: dict[str, tuple[Any, ...]] = {
     "proj_dim": (int, 1, 8192),
 }
 _TOP_FIELDS = {"method", "variants", "profile", "frontend", "branches", "provenance", "timbre_share",
-               "timbre_learned_share", "tempo_plain_share", "tempo_learned_share", "tempo_projector_onsets", "tempo_projector_tempogram"}
+               "timbre_learned_share", "tempo_plain_share", "tempo_learned_share", "tempo_projector_onsets",
+               "tempo_projector_tempogram"}
 # Numbers in [0, 1), absent in older files.
 _SHARE_FIELDS = ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share")
 # True or false, absent (false) in older files.

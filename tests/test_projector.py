@@ -215,7 +215,7 @@ def test_onset_periodicity_peaks_at_the_beat_not_at_its_half():
     fe = build_frontend(make_config("tiny", "loev++", "psts", branches="structured").frontend)
     y = torch.from_numpy(click_track(150.0, 3.0)[:CHUNK_SAMPLES].astype(np.float32))[None]
     with torch.no_grad():
-        p = branch.onset_periodicity(fe(y))
+        p = branch.onset_periodicity(branch.onsets(fe(y)))
     lags_s = branch.fine_lags.numpy() / 100.0
     assert p.shape == (1, branch.onset_dim) and branch.onset_dim == 5 * len(lags_s)
     full = p[0, :len(lags_s)].numpy()
@@ -234,7 +234,10 @@ def test_onset_tempogram_peaks_at_the_beat_and_its_multiples_not_at_its_half():
     y = torch.from_numpy(click_track(150.0, 3.0)[:CHUNK_SAMPLES].astype(np.float32))[None]
     with torch.no_grad():
         spec = fe(y)
-        gram, periodicity = branch.onset_tempogram(spec), branch.onset_periodicity(spec)
+        env = branch.onsets(spec)
+        gram, periodicity = branch.onset_tempogram(env), branch.onset_periodicity(env)
+        both = branch.projector_features(spec, periodicity=True, tempogram=True)
+    assert torch.equal(both, torch.cat([periodicity, gram], dim=1))
     bpm = branch.tempogram_hz.numpy() * 60.0
     lags_s = branch.fine_lags.numpy() / 100.0
     assert gram.shape == (1, branch.tempogram_dim) and branch.tempogram_dim == 5 * len(bpm)

@@ -11,9 +11,8 @@ transpositions of a chunk are pulled together.
 Tempo (``--space tempo``): the projector (:class:`engine.model.branches.TempoProjector`) is
 a small MLP over the tempo branch's output and the branch's parameter-free onset
 periodicity at finer, shorter lags (unless ``--no-onsets``) and onset tempogram (unless
-``--no-tempogram``), trained with a cosine-softmax over
-the heads' log-spaced BPM bins and "no tempo", on songs and loops, time-stretched copies of
-them and one-shots.
+``--no-tempogram``), trained with a cosine-softmax over the heads' log-spaced BPM bins and
+"no tempo", on songs and loops, time-stretched copies of them and one-shots.
 
 The rest of the network is untouched. The output checkpoint is the source's network with
 the projector added to that space at ``--share``: a new model id, so libraries rescan, and

@@ -177,31 +177,36 @@ class TempoBranch(nn.Module):
         """Normalised autocorrelation of ``[B, C, N]`` read at the log-spaced lags."""
         return lag_autocorrelation(env, self.lags)
 
-    def onset_tempogram(self, logmel: torch.Tensor) -> torch.Tensor:
-        """Parameter-free, for the tempo projector: the Fourier magnitude of every onset band
-        (Hann window, mean removed) at 30-600 BPM, 36 per octave, each band scaled to unit
-        norm: ``[B, tempogram_dim]``. Where the autocorrelation also peaks at multiples of
-        the beat period, this peaks at multiples of its frequency; together they tell the
-        metrical levels apart better than either."""
-        with torch.autocast(device_type=logmel.device.type, enabled=False):
-            env = self.onsets(logmel.float())
-            env = env - env.mean(dim=-1, keepdim=True)
-            n = env.shape[-1]
-            env = env * torch.hann_window(n, periodic=False, device=env.device, dtype=env.dtype)
-            t = torch.arange(n, device=env.device, dtype=env.dtype) / self.frame_rate
-            phase = (2 * math.pi) * self.tempogram_hz[:, None] * t[None, :]  # [K, N]
-            re, im = env @ torch.cos(phase).T, env @ torch.sin(phase).T
-            mag = torch.sqrt(re.square() + im.square() + 1e-12)
-            return (mag / mag.norm(dim=-1, keepdim=True).clamp_min(1e-6)).flatten(1)
+    def onset_tempogram(self, env: torch.Tensor) -> torch.Tensor:
+        """Parameter-free, for the tempo projector: the Fourier magnitude of every band of
+        the onset envelope ``env`` (:meth:`onsets`; Hann window, mean removed) at 30-600 BPM,
+        36 per octave, each band scaled to unit norm: ``[B, tempogram_dim]``. Where the
+        autocorrelation also peaks at multiples of the beat period, this peaks at multiples
+        of its frequency; together they tell the metrical levels apart better than either."""
+        env = env - env.mean(dim=-1, keepdim=True)
+        n = env.shape[-1]
+        env = env * torch.hann_window(n, periodic=False, device=env.device, dtype=env.dtype)
+        t = torch.arange(n, device=env.device, dtype=env.dtype) / self.frame_rate
+        phase = (2 * math.pi) * self.tempogram_hz[:, None] * t[None, :]  # [K, N]
+        re, im = env @ torch.cos(phase).T, env @ torch.sin(phase).T
+        mag = torch.sqrt(re.square() + im.square() + 1e-12)
+        return (mag / mag.norm(dim=-1, keepdim=True).clamp_min(1e-6)).flatten(1)
 
-    def onset_periodicity(self, logmel: torch.Tensor) -> torch.Tensor:
-        """Parameter-free, for the tempo projector: the autocorrelation of every onset band
-        (full band first), each lag divided by its overlap, at finer and shorter lags than
-        the branch's own (0.1-1.5 s, 36 per octave), so that a beat's subdivisions can tell
-        its metrical level apart: ``[B, onset_dim]``."""
+    def onset_periodicity(self, env: torch.Tensor) -> torch.Tensor:
+        """Parameter-free, for the tempo projector: the autocorrelation of every band of the
+        onset envelope ``env`` (:meth:`onsets`), each lag divided by its overlap, at finer
+        and shorter lags than the branch's own (0.1-1.5 s, 36 per octave), so that a beat's
+        subdivisions can tell its metrical level apart: ``[B, onset_dim]``."""
+        return lag_autocorrelation(env, self.fine_lags, unbiased=True).flatten(1)
+
+    def projector_features(self, logmel: torch.Tensor, *, periodicity: bool, tempogram: bool) -> torch.Tensor:
+        """The parameter-free features a tempo projector reads beside the branch's output:
+        the onset periodicity and/or the onset tempogram of one onset envelope, ``[B, D]``."""
         with torch.autocast(device_type=logmel.device.type, enabled=False):
             env = self.onsets(logmel.float())
-            return lag_autocorrelation(env, self.fine_lags, unbiased=True).flatten(1)
+            parts = ([self.onset_periodicity(env)] if periodicity else []) + \
+                    ([self.onset_tempogram(env)] if tempogram else [])
+            return torch.cat(parts, dim=1)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=logmel.device.type, enabled=False):

@@ -319,21 +319,19 @@ class LoevNet(nn.Module):
         """What the tempo projector reads: the tempo branch's output ``branch`` and after it,
         with ``tempo_projector_onsets``, the branch's onset periodicity of ``spec``, with
         ``tempo_projector_tempogram`` its onset tempogram."""
-        parts = [branch]
-        if self.cfg.tempo_projector_onsets:
-            parts.append(self.structured["tempo"].onset_periodicity(spec))
-        if self.cfg.tempo_projector_tempogram:
-            parts.append(self.structured["tempo"].onset_tempogram(spec))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        periodicity, tempogram = self.cfg.tempo_projector_onsets, self.cfg.tempo_projector_tempogram
+        if not (periodicity or tempogram):
+            return branch
+        extra = self.structured["tempo"].projector_features(spec, periodicity=periodicity, tempogram=tempogram)
+        return torch.cat([branch, extra], dim=1)
 
-    def with_tempo(self, branch: torch.Tensor, projector_input: torch.Tensor | None = None) -> torch.Tensor:
+    def with_tempo(self, branch: torch.Tensor, projector_input: torch.Tensor) -> torch.Tensor:
         """The tempo space: the tempo branch beside its projector (reading
-        ``projector_input``, the branch itself by default), when there is one."""
+        ``projector_input``, see :meth:`tempo_projector_input`), when there is one."""
         if self.tempo_mlp is None:
             return branch
         share = self.cfg.tempo_learned_share
-        x = branch if projector_input is None else projector_input
-        return combine_shares([branch, self.tempo_mlp(x)], [1 - share, share])
+        return combine_shares([branch, self.tempo_mlp(projector_input)], [1 - share, share])
 
     def with_timbre(self, learned: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
         """The vibe space: learned features beside the parameter-free timbre descriptor (and
