@@ -34,6 +34,7 @@ import numpy as np
 from engine.config import SAMPLE_RATE
 from engine.errors import LoevError
 from trainer.heads import find_labels, read_rows
+from trainer.metrics import TEMPO_TOLERANCE, cosine_similarity, nearest
 
 ONESHOT_TYPES = ("kick", "snare", "rim", "clap", "hihat", "cymbal", "tom", "percussion")
 
@@ -171,8 +172,6 @@ def train_projector(projector: Any, descriptor: Any, mel: np.ndarray, y: np.ndar
 
 def precision_at_5(vectors: np.ndarray, labels: list[str]) -> float:
     """Mean share of each file's 5 cosine neighbours (itself left out) with its label."""
-    from trainer.metrics import cosine_similarity, nearest
-
     nn = nearest(cosine_similarity(vectors, vectors), 5)
     lab = np.array(labels)
     return float((lab[nn] == lab[:, None]).mean())
@@ -407,10 +406,8 @@ def train_tempo_projector(projector: Any, x: np.ndarray, bpm: np.ndarray, *, epo
     projector.eval()
 
 
-def tempo_acc1_at_5(vectors: np.ndarray, bpm: np.ndarray, tolerance: float = 0.04) -> float:
+def tempo_acc1_at_5(vectors: np.ndarray, bpm: np.ndarray, tolerance: float = TEMPO_TOLERANCE) -> float:
     """Mean share of each track's 5 cosine neighbours within ``tolerance`` of its BPM."""
-    from trainer.metrics import cosine_similarity, nearest
-
     nn = nearest(cosine_similarity(vectors, vectors), 5)
     return float((np.abs(np.log(bpm[nn] / bpm[:, None])) < np.log1p(tolerance)).mean())
 
