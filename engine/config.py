@@ -138,6 +138,9 @@ class ModelConfig:
     tempo_projector_onsets: bool = False
     # ... and its onset tempogram (Fourier magnitudes per onset band); False before it.
     tempo_projector_tempogram: bool = False
+    # The pitch subspace's share given to a learned key projector over the pitch branch
+    # (KeyProjector, trained by ``loev-train projector --space key``), 0 = none.
+    pitch_learned_share: float = 0.0
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -150,7 +153,7 @@ class ModelConfig:
             raise ValueError(f"unknown branches {self.branches!r}; expected 'learned' or 'structured'")
         if self.branches == "structured" and not self.method.endswith("++"):
             raise ValueError(f"structured branches need a branched method (loev++ or mule++), not {self.method!r}")
-        for name in ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share"):
+        for name in _SHARE_FIELDS:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.timbre_share and not self.branched:
@@ -164,6 +167,8 @@ class ModelConfig:
             raise ValueError("tempo_plain_share needs structured branches")
         if self.tempo_learned_share and (self.branches != "structured" or "tempo" not in self.subspaces):
             raise ValueError("a learned tempo projector needs the structured tempo branch")
+        if self.pitch_learned_share and (self.branches != "structured" or "pitch" not in self.subspaces):
+            raise ValueError("a learned key projector needs the structured pitch branch")
         for name in _FLAG_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -218,6 +223,7 @@ class ModelConfig:
             tempo_learned_share=float(d.get("tempo_learned_share", 0.0)),
             tempo_projector_onsets=d.get("tempo_projector_onsets", False),
             tempo_projector_tempogram=d.get("tempo_projector_tempogram", False),
+            pitch_learned_share=float(d.get("pitch_learned_share", 0.0)),
             provenance=dict(d.get("provenance", {})),
         )
 
@@ -254,9 +260,10 @@ _PROFILE_FIELDS: dict[str, tuple[Any, ...]] = {
 }
 _TOP_FIELDS = {"method", "variants", "profile", "frontend", "branches", "provenance", "timbre_share",
                "timbre_learned_share", "tempo_plain_share", "tempo_learned_share", "tempo_projector_onsets",
-               "tempo_projector_tempogram"}
+               "tempo_projector_tempogram", "pitch_learned_share"}
 # Numbers in [0, 1), absent in older files.
-_SHARE_FIELDS = ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share")
+_SHARE_FIELDS = ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share",
+                 "pitch_learned_share")
 # True or false, absent (false) in older files.
 _FLAG_FIELDS = ("tempo_projector_onsets", "tempo_projector_tempogram")
 _MAX_NAME = 200

@@ -1,6 +1,7 @@
 """engine.keys: one key vocabulary for the engine, the app and the trainer, checked on all 24 keys."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from engine import keys
@@ -103,3 +104,16 @@ def test_compatible_keys_are_the_camelot_neighbours_and_the_relative_key():
         up, down = number % 12 + 1, (number - 2) % 12 + 1
         other = "B" if letter == "A" else "A"
         assert codes == [f"{number}{letter}", f"{up}{letter}", f"{down}{letter}", f"{number}{other}"]
+
+
+def test_key_closeness_is_mir_evals_weighted_score_both_ways_and_positive_definite():
+    mir_eval = pytest.importorskip("mir_eval")
+    table = np.array(keys.closeness_table())
+    for a in range(24):
+        for b in range(24):
+            ab = mir_eval.key.weighted_score(keys.key_name(a), keys.key_name(b))
+            ba = mir_eval.key.weighted_score(keys.key_name(b), keys.key_name(a))
+            assert table[a, b] == pytest.approx((ab + ba) / 2)
+    assert np.allclose(table, table.T) and np.linalg.eigvalsh(table).min() > 0.2
+    c, g, am, cm = (keys.parse_key(k) for k in ("C major", "G major", "A minor", "C minor"))
+    assert (keys.closeness(c, c), keys.closeness(c, g), keys.closeness(c, am), keys.closeness(c, cm)) == (1.0, 0.25, 0.3, 0.2)

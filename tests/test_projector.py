@@ -340,3 +340,113 @@ def test_both_projectors_export_to_onnx_with_the_same_vectors(descriptor_checkpo
     for va, vb in zip(a, b):
         for space in ("invariant", "tempo"):
             assert np.allclose(va[space], vb[space], atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ the key space
+
+
+def test_config_carries_and_checks_the_key_projector_share():
+    cfg = make_config("tiny", "loev++", "psts", branches="structured", timbre_share=0.2)
+    with_key = dataclasses.replace(cfg, pitch_learned_share=0.85)
+    assert ModelConfig.from_dict(with_key.to_dict()).pitch_learned_share == 0.85
+    old = cfg.to_dict()
+    del old["pitch_learned_share"]  # a checkpoint written before the key projector
+    assert ModelConfig.from_dict(old).pitch_learned_share == 0.0
+    with pytest.raises(ValueError, match="structured pitch branch"):
+        dataclasses.replace(make_config("tiny", "loev++", "psts"), pitch_learned_share=0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        dataclasses.replace(cfg, pitch_learned_share=1.0)
+    bad = with_key.to_dict()
+    bad["pitch_learned_share"] = "0.85"
+    with pytest.raises(ValueError):
+        ModelConfig.from_dict(bad)
+
+
+def _interleaved_roll(x: torch.Tensor, semitones: int) -> torch.Tensor:
+    """A pitch-space vector ``[B, C * 24]`` as a transposition by ``semitones`` moves it."""
+    return torch.roll(x.reshape(x.shape[0], -1, 24), 2 * semitones, dims=-1).reshape(x.shape[0], -1)
+
+
+def test_the_key_projector_is_pitch_equivariant_and_embeds_key_closeness():
+    from engine import keys
+    from engine.model.branches import KeyProjector
+
+    torch.manual_seed(0)
+    proj = KeyProjector(3)
+    torch.nn.init.normal_(proj.templates)
+    x = torch.randn(4, 3 * 24)
+    with torch.no_grad():
+        for s in (1, 5, -2):
+            # A transposed input gives the transposed output: tonic t -> t + s, mode kept.
+            assert torch.allclose(proj(_interleaved_roll(x, s)), _interleaved_roll(proj(x), s), atol=1e-5)
+        # One-hot posteriors: the dot product of two keys' embeddings is their closeness.
+        onehot = torch.eye(24) @ proj.root
+        order = [proj.key_of_output(i) for i in range(24)]
+        table = np.array(keys.closeness_table())[np.ix_(order, order)]
+    assert np.allclose((onehot @ onehot.T).numpy(), table, atol=1e-5)
+    assert [keys.key_name(proj.key_of_output(i)) for i in (0, 1, 2, 23)] == ["C major", "C minor", "C# major",
+                                                                           "B minor"]
+
+
+def key_corpus(folder, split: str = "train"):
+    """I-IV-V-I cadences in C major and i-iv-V-i in C minor (two voicings each), a drum hit."""
+    from tests.signals import cadence, drum_hit
+
+    rows = []
+    for octave in (0, 12):
+        rows.append((f"maj{octave}.wav", cadence(48 + octave, "major"), "C major", "100", "music_loop"))
+        rows.append((f"min{octave}.wav", cadence(48 + octave, "minor"), "C minor", "100", "music_loop"))
+    rows.append(("hit_drum_hit.wav", drum_hit(0.5), "no key", "no tempo", "kick"))
+    return write_corpus(folder, rows, split)
+
+
+def test_loev_train_projector_key_learns_keys_it_never_heard_in_that_transposition(
+        descriptor_checkpoint, tmp_path, one_torch_thread):
+    from engine import keys
+    from tests.signals import cadence
+    from trainer.cli import main
+
+    out = tmp_path / "key.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--space", "key", "--data", str(key_corpus(tmp_path / "k")),
+                 "--out", str(out), "--epochs", "100", "--share", "0.85", "--val-fraction", "0"]) == 0
+    before, _ = load_checkpoint(descriptor_checkpoint)
+    after, cfg = load_checkpoint(out)
+    assert cfg.pitch_learned_share == 0.85 and cfg.tempo_learned_share == 0.0
+    info = read_checkpoint_info(out)
+    assert info.config["provenance"]["space"] == "key"
+    assert info.dims["pitch"] == read_checkpoint_info(descriptor_checkpoint).dims["pitch"] + 24
+    # Trained on C only, it names the keys of cadences on E and F#.
+    test = {"E major": cadence(52, "major"), "F# minor": cadence(54, "minor"), "Bb major": cadence(58, "major")}
+    ys = torch.from_numpy(np.stack([y[:CHUNK_SAMPLES] for y in test.values()]))
+    with torch.no_grad():
+        e0, e1 = before(ys)["embeddings"], after(ys)["embeddings"]
+        logits = after.key_projector.logits(after.structured["pitch"](ys))
+    assert [keys.key_name(after.key_projector.key_of_output(int(i))) for i in logits.argmax(dim=1)] == list(test)
+    for space in ("invariant", "tempo"):
+        assert torch.equal(e0[space], e1[space])
+    n = e0["pitch"].shape[1]
+    assert torch.allclose(torch.nn.functional.normalize(e1["pitch"][:, :n], dim=1),
+                          torch.nn.functional.normalize(e0["pitch"], dim=1), atol=1e-5)
+
+
+def test_all_three_projectors_export_to_onnx_with_the_same_vectors(descriptor_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from engine.model.embed import Embedder
+    from tests.signals import cadence, click_track
+    from trainer.cli import main
+
+    tempo = tmp_path / "tempo.safetensors"
+    three = tmp_path / "three.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--data", str(tempo_corpus(tmp_path / "t")),
+                 "--out", str(tempo), "--epochs", "2", "--stretches", "0", "--val-fraction", "0"]) == 0
+    assert main(["projector", str(tempo), "--space", "key", "--data", str(key_corpus(tmp_path / "k")),
+                 "--out", str(three), "--epochs", "5", "--val-fraction", "0"]) == 0
+    _, cfg = load_checkpoint(three)
+    assert cfg.tempo_learned_share > 0 and cfg.pitch_learned_share > 0  # the tempo projector is kept
+    assert main(["export", str(three)]) == 0
+    ys = [cadence(50, "minor"), click_track(120.0, 4.0).astype(np.float32)]
+    a = Embedder(three, backend="torch").embed_audio_batch(ys)
+    b = Embedder(three, backend="onnxruntime").embed_audio_batch(ys)
+    for va, vb in zip(a, b):
+        for space in ("invariant", "pitch", "tempo"):
+            assert np.allclose(va[space], vb[space], atol=1e-4)

@@ -1,4 +1,4 @@
-"""``loev-train projector``: train a projector for the vibe or the tempo space on a frozen
+"""``loev-train projector``: train a projector for the vibe, the tempo or the key space on a frozen
 checkpoint.
 
 Vibe (the default): the projector (:class:`engine.model.branches.TimbreProjector`) is a
@@ -13,6 +13,12 @@ a small MLP over the tempo branch's output and the branch's parameter-free onset
 periodicity at finer, shorter lags (unless ``--no-onsets``) and onset tempogram (unless
 ``--no-tempogram``), trained with a cosine-softmax over the heads' log-spaced BPM bins and
 "no tempo", on songs and loops, time-stretched copies of them and one-shots.
+
+Key (``--space key``): the projector (:class:`engine.model.branches.KeyProjector`) holds
+learned major and minor key profiles over the pitch branch's output, read at every tonic,
+trained with cross-entropy over the keys of songs and loops; its key posterior enters the
+pitch space embedded by the keys' closeness, so "same key" ranks the same key first, then
+fifths, relative and parallel keys. It is pitch-equivariant: no transposed copies needed.
 
 The rest of the network is untouched. The output checkpoint is the source's network with
 the projector added to that space at ``--share``: a new model id, so libraries rescan, and
@@ -196,8 +202,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="training corpora: folders holding labels.csv files (loev-train corpus)")
     p.add_argument("--out", required=True, help="the checkpoint to write (heads are not carried over)")
-    p.add_argument("--space", choices=("vibe", "tempo"), default="vibe",
-                   help="the subspace that gets the projector (vibe: sound types; tempo: BPM)")
+    p.add_argument("--space", choices=("vibe", "tempo", "key"), default="vibe",
+                   help="the subspace that gets the projector (vibe: sound types; tempo: BPM; key: keys)")
     p.add_argument("--share", type=float, default=0.4, help="the subspace's share for the projector")
     p.add_argument("--stretches", type=int, default=3,
                    help="tempo: time-stretched copies of each song and loop (3 chunks each)")
@@ -227,7 +233,7 @@ def extended_model(source: Any, new_cfg: Any, space: str, seed: int) -> Any:
 
     from engine.model.network import build_model
 
-    prefix = {"invariant": "timbre_mlp.", "tempo": "tempo_mlp."}[space]
+    prefix = {"invariant": "timbre_mlp.", "tempo": "tempo_mlp.", "pitch": "key_projector."}[space]
     head = f"heads.{space}.net.0.weight"
     torch.manual_seed(seed)
     model = build_model(new_cfg)
@@ -261,7 +267,9 @@ def run(args: argparse.Namespace) -> int:
         raise ProjectorError("--epochs and --max-chunks must be >= 1, --val-fraction in [0, 0.9)")
     source, cfg = load_checkpoint(args.checkpoint)
     try:
-        if args.space == "tempo":
+        if args.space == "key":
+            new_cfg = dataclasses.replace(cfg, pitch_learned_share=args.share, provenance={})
+        elif args.space == "tempo":
             new_cfg = dataclasses.replace(cfg, tempo_learned_share=args.share,
                                           tempo_projector_onsets=args.onsets,
                                           tempo_projector_tempogram=args.tempogram, provenance={})
@@ -274,7 +282,9 @@ def run(args: argparse.Namespace) -> int:
     source_id = read_checkpoint_info(args.checkpoint).model_id
     print(f"{args.space} projector for model {source_id} ({args.checkpoint}), share {args.share}")
     csv_paths = find_labels(args.data)
-    if args.space == "tempo":
+    if args.space == "key":
+        model, report, t_read, t_train = _key(args, source, new_cfg, csv_paths)
+    elif args.space == "tempo":
         model, report, t_read, t_train = _tempo(args, source, new_cfg, csv_paths)
     else:
         model, report, t_read, t_train = _vibe(args, source, new_cfg, csv_paths)
@@ -450,4 +460,115 @@ def _tempo(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[
         report.update(val_versions=int(len(timed)), tempo_acc1_before=round(scores[0], 4),
                       tempo_acc1_after=round(scores[1], 4))
         print(f"validation ({len(timed)} versions with a tempo): tempo acc1@5 {scores[0]:.3f} -> {scores[1]:.3f}")
+    return model, report, t_read, t_train
+
+
+# --------------------------------------------------------------------------- the key space
+
+
+def read_key_corpus(csv_paths: list[Path], model: Any, *, max_chunks: int, log: Any = print
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pitch branch's output for every chunk ``[N, D]`` of each file with a key (songs
+    and loops; one-shots and "no key" files have none to learn), their file index ``[N]``
+    and each file's :mod:`engine.keys` index. No transposed copies: the key projector is
+    pitch-equivariant, so it learns every transposition of what it sees at once."""
+    import torch
+
+    from engine import keys
+    from engine.model.embed import frame_chunks
+
+    feats, owner, key = [], [], []
+    t0 = time.time()
+    for csv_path in csv_paths:
+        for row in read_rows(csv_path):
+            k = keys.parse_key(row.get("key") or "")
+            if k is None or is_oneshot(row):
+                continue
+            y = load_sample(csv_path, row, log)
+            if y is None:
+                continue
+            with torch.inference_mode():
+                p = model.structured["pitch"](torch.from_numpy(frame_chunks(y, max_chunks=max_chunks))).numpy()
+            feats.append(p)
+            owner += [len(key)] * len(p)
+            key.append(k)
+        log(f"  {csv_path}: {len(key)} files with a key, {sum(len(f) for f in feats)} chunks, {time.time() - t0:.0f} s")
+    if not key:
+        raise ProjectorError("no file with a key label in the corpora given")
+    return np.concatenate(feats).astype(np.float32), np.array(owner), np.array(key)
+
+
+def train_key_projector(projector: Any, x: np.ndarray, key: np.ndarray, *, epochs: int, batch: int = 256,
+                        lr: float = 1e-2, weight_decay: float = 1e-2, seed: int = 0, log: Any = print) -> None:
+    """Fit ``projector`` in place on pitch-branch outputs ``x`` and their keys
+    (:mod:`engine.keys` indices): cross-entropy over its 24 key logits, major and minor
+    chunks drawn equally often."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x_all = torch.from_numpy(x)
+    target = torch.from_numpy(2 * (key % 12) + key // 12)  # interleaved, as the projector's outputs
+    minor = torch.from_numpy(key >= 12)
+    n_minor = int(minor.sum())
+    weight = torch.where(minor, 1.0 / max(n_minor, 1), 1.0 / max(len(key) - n_minor, 1)).double()
+    opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = max(epochs, epochs * len(x_all) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    projector.train()
+    for step in range(steps):
+        idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
+        loss = F.cross_entropy(projector.logits(x_all[idx]), target[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 500 == 0 or step == steps - 1:
+            log(f"  step {step + 1}/{steps}: loss {loss.item():.3f}")
+    projector.eval()
+
+
+def key_at_5(vectors: np.ndarray, key: np.ndarray) -> float:
+    """Mean mir_eval weighted key score of each track's 5 cosine neighbours."""
+    from trainer.metrics import _key_table
+
+    nn = nearest(cosine_similarity(vectors, vectors), 5)
+    return float(_key_table()[key[:, None], key[nn]].mean())
+
+
+def _key(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[Path]
+         ) -> tuple[Any, dict[str, Any], float, float]:
+    import torch
+
+    model = extended_model(source, new_cfg, "pitch", args.seed)
+    t0 = time.time()
+    x, owner, key = read_key_corpus(csv_paths, model, max_chunks=args.max_chunks)
+    val_files = split_files(len(key), args.val_fraction, args.seed)
+    is_val = np.isin(owner, val_files)
+    t_read = time.time() - t0
+    print(f"{len(key)} files with a key ({int((key >= 12).sum())} minor), {len(x)} chunks, read in {t_read:.0f} s")
+    t1 = time.time()
+    train_key_projector(model.key_projector, x[~is_val], key[owner[~is_val]], epochs=args.epochs, seed=args.seed)
+    t_train = time.time() - t1
+    report: dict[str, Any] = {}
+    if len(val_files) > 5:
+        remap = {f: i for i, f in enumerate(val_files)}
+        o = np.array([remap[v] for v in owner[is_val]])
+        with torch.inference_mode():
+            after_chunks = model.with_key(torch.from_numpy(x[is_val])).numpy()
+            estimate = model.key_projector.logits(torch.from_numpy(x[is_val])).numpy()
+        scores = []
+        for chunks in (x[is_val], after_chunks):
+            tracks = np.zeros((len(val_files), chunks.shape[1]))
+            np.add.at(tracks, o, chunks)
+            scores.append(key_at_5(tracks, key[val_files]))
+        logits = np.zeros((len(val_files), estimate.shape[1]))
+        np.add.at(logits, o, estimate)
+        guess = np.array([model.key_projector.key_of_output(i) for i in logits.argmax(axis=1)])
+        accuracy = float((guess == key[val_files]).mean())
+        report.update(val_files=int(len(val_files)), key_at_5_before=round(scores[0], 4),
+                      key_at_5_after=round(scores[1], 4), key_accuracy=round(accuracy, 4))
+        print(f"validation ({len(val_files)} files): key@5 {scores[0]:.3f} -> {scores[1]:.3f}; "
+              f"the projector's own key right for {accuracy:.3f}")
     return model, report, t_read, t_train

@@ -362,6 +362,58 @@ class TempoProjector(nn.Module):
         return self.mlp((tempo.float() - self.loc) / self.scale)
 
 
+class KeyProjector(nn.Module):
+    """The pitch branch's output ``[B, channels * 24]`` -> a key embedding ``[B, 24]``.
+
+    Learned key profiles: two templates (major, minor) per branch channel over the 24
+    pitch-class bins, read at each of the 12 tonics by rolling the input (a circular
+    correlation, as in template key finding), give 24 key logits; their softmax, a key
+    posterior ``p``, is embedded as ``p @ K^(1/2)`` with ``K`` the symmetric key closeness
+    of :func:`engine.keys.closeness` (same key 1, a fifth 0.25, relative 0.3, parallel 0.2),
+    so that the dot product of two embeddings is the expected closeness of their keys.
+
+    Keys are interleaved, output ``2 t + m`` for tonic ``t`` (C = 0) and mode ``m`` (0
+    major, 1 minor), so a transposition by ``s`` semitones, which rolls the branch's bins by
+    ``2 s``, rolls the output by ``2 s`` too: the pitch space stays pitch-equivariant.
+    Trained alone (``loev-train projector --space key``) with cross-entropy over the keys
+    of rendered songs and loops.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        from engine.keys import N_KEYS, closeness_table
+
+        self.channels, self.out_dim = channels, N_KEYS
+        self.templates = nn.Parameter(torch.zeros(2, channels, BINS_PER_OCTAVE))
+        self.bias = nn.Parameter(torch.zeros(2))
+        self.log_gain = nn.Parameter(torch.tensor(math.log(10.0)))
+        per = BINS_PER_OCTAVE // 12
+        tonic = torch.arange(12)
+        # read[t, b]: the input bin that template bin b meets at tonic t
+        self.register_buffer("read", (torch.arange(BINS_PER_OCTAVE)[None, :] + per * tonic[:, None])
+                             % BINS_PER_OCTAVE, persistent=False)
+        k = np.array(closeness_table())
+        order = [t + 12 * m for t in range(12) for m in range(2)]  # interleaved -> engine.keys index
+        k = k[np.ix_(order, order)]
+        w, v = np.linalg.eigh(k)
+        root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+        self.register_buffer("root", torch.from_numpy(root.astype(np.float32)), persistent=False)
+
+    @staticmethod
+    def key_of_output(i: int) -> int:
+        """The :mod:`engine.keys` index of output ``i`` (interleaved tonic and mode)."""
+        return i // 2 + 12 * (i % 2)
+
+    def logits(self, pitch: torch.Tensor) -> torch.Tensor:
+        """Key logits ``[B, 24]``, interleaved, scaled by the learned gain."""
+        x = pitch.float().reshape(pitch.shape[0], self.channels, BINS_PER_OCTAVE)[:, :, self.read]  # [B, C, 12, 24]
+        out = torch.einsum("mcb,nctb->ntm", self.templates, x) + self.bias
+        return out.reshape(pitch.shape[0], -1) * self.log_gain.exp()
+
+    def forward(self, pitch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(pitch), dim=1) @ self.root
+
+
 def combine_shares(parts: list[torch.Tensor], shares: list[float]) -> torch.Tensor:
     """Concatenate L2-normalised parts scaled by ``sqrt(share)``: the cosine of the result is
     the share-weighted mean of the parts' cosines."""

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig, ProfileConfig
-from engine.model.branches import (PitchBranch, TempoBranch, TempoProjector, TimbreDescriptor, TimbreProjector,
-                                   combine_shares)
+from engine.model.branches import (BINS_PER_OCTAVE, KeyProjector, PitchBranch, TempoBranch, TempoProjector,
+                                   TimbreDescriptor, TimbreProjector, combine_shares)
 from engine.model.frontend import build_frontend
 
 GELU_GAMMA = 1.7015043497085571  # timm's _nonlin_gamma["gelu"]: keeps unit variance
@@ -284,6 +284,9 @@ class LoevNet(nn.Module):
             branch = self.structured["tempo"]
             self.tempo_mlp = TempoProjector(branch.out_dim + (branch.onset_dim if cfg.tempo_projector_onsets else 0)
                                             + (branch.tempogram_dim if cfg.tempo_projector_tempogram else 0))
+        self.key_projector = None
+        if cfg.pitch_learned_share:
+            self.key_projector = KeyProjector(self.structured["pitch"].out_dim // BINS_PER_OCTAVE)
         dims = self.embedding_dims
         self.heads = nn.ModuleDict({h: ProjectionHead(dims[h] if h in dims else dims["all"], prof.proj_hidden,
                                                       prof.proj_dim) for h in cfg.heads})
@@ -298,6 +301,8 @@ class LoevNet(nn.Module):
             dims["invariant"] += self.timbre_mlp.out_dim
         if self.tempo_mlp is not None:
             dims["tempo"] += self.tempo_mlp.out_dim
+        if self.key_projector is not None:
+            dims["pitch"] += self.key_projector.out_dim
         return dims
 
     def embed(self, y: torch.Tensor, spec: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -309,7 +314,7 @@ class LoevNet(nn.Module):
         if self.timbre is not None:
             emb["invariant"] = self.with_timbre(emb["invariant"], spec)
         if "pitch" in self.structured:
-            emb["pitch"] = self.structured["pitch"](y)
+            emb["pitch"] = self.with_key(self.structured["pitch"](y))
         if "tempo" in self.structured:
             branch = self.structured["tempo"](spec)
             emb["tempo"] = self.with_tempo(branch, self.tempo_projector_input(branch, spec))
@@ -332,6 +337,13 @@ class LoevNet(nn.Module):
             return branch
         share = self.cfg.tempo_learned_share
         return combine_shares([branch, self.tempo_mlp(projector_input)], [1 - share, share])
+
+    def with_key(self, branch: torch.Tensor) -> torch.Tensor:
+        """The pitch space: the pitch branch beside its key projector, when there is one."""
+        if self.key_projector is None:
+            return branch
+        share = self.cfg.pitch_learned_share
+        return combine_shares([branch, self.key_projector(branch)], [1 - share, share])
 
     def with_timbre(self, learned: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
         """The vibe space: learned features beside the parameter-free timbre descriptor (and
