@@ -67,8 +67,10 @@ def test_key_subspace_separates_a_known_key_pair(embedder):
     def dist(a: str, b: str, space: str = "pitch") -> float:
         return 1.0 - float(vecs[a][space] @ vecs[b][space])
 
-    # Another key is far in the key subspace; another timbre in the same key is near.
-    assert dist("C saw", "F# saw") > 1.2
+    # Another key is far in the key subspace (keys with nothing in common, as C and F#, are
+    # orthogonal in the key projector's part: their closeness is 0); another timbre in the
+    # same key is near.
+    assert dist("C saw", "F# saw") > 0.9
     assert dist("C saw", "C square") < 0.3
     # Nearer keys on the circle of fifths are nearer: a fifth, a whole tone, a tritone.
     assert dist("C saw", "G saw") < dist("C saw", "D saw") < dist("C saw", "F# saw")
