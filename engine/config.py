@@ -138,6 +138,9 @@ class ModelConfig:
     tempo_projector_onsets: bool = False
     # ... and its onset tempogram (Fourier magnitudes per onset band); False before it.
     tempo_projector_tempogram: bool = False
+    # ... and gives its cosine-softmax's posterior over BPM bins, embedded by their
+    # closeness, instead of its features; False before it.
+    tempo_projector_posterior: bool = False
     # The pitch subspace's share given to a learned key projector over the pitch branch
     # (KeyProjector, trained by ``loev-train projector --space key``), 0 = none.
     pitch_learned_share: float = 0.0
@@ -223,6 +226,7 @@ class ModelConfig:
             tempo_learned_share=float(d.get("tempo_learned_share", 0.0)),
             tempo_projector_onsets=d.get("tempo_projector_onsets", False),
             tempo_projector_tempogram=d.get("tempo_projector_tempogram", False),
+            tempo_projector_posterior=d.get("tempo_projector_posterior", False),
             pitch_learned_share=float(d.get("pitch_learned_share", 0.0)),
             provenance=dict(d.get("provenance", {})),
         )
@@ -260,12 +264,12 @@ _PROFILE_FIELDS: dict[str, tuple[Any, ...]] = {
 }
 _TOP_FIELDS = {"method", "variants", "profile", "frontend", "branches", "provenance", "timbre_share",
                "timbre_learned_share", "tempo_plain_share", "tempo_learned_share", "tempo_projector_onsets",
-               "tempo_projector_tempogram", "pitch_learned_share"}
+               "tempo_projector_tempogram", "tempo_projector_posterior", "pitch_learned_share"}
 # Numbers in [0, 1), absent in older files.
 _SHARE_FIELDS = ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share",
                  "pitch_learned_share")
 # True or false, absent (false) in older files.
-_FLAG_FIELDS = ("tempo_projector_onsets", "tempo_projector_tempogram")
+_FLAG_FIELDS = ("tempo_projector_onsets", "tempo_projector_tempogram", "tempo_projector_posterior")
 _MAX_NAME = 200
 
 

@@ -273,10 +273,12 @@ def test_loev_train_projector_tempo_adds_a_tempo_projector_and_leaves_the_other_
     data = tempo_corpus(tmp_path / "corpus")
     out = tmp_path / "tempo.safetensors"
     assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--data", str(data), "--out", str(out),
-                 "--epochs", "60", "--share", "0.5", "--stretches", "1", "--val-fraction", "0"]) == 0
+                 "--epochs", "60", "--share", "0.5", "--stretches", "1", "--val-fraction", "0",
+                 "--no-posterior"]) == 0
     before, _ = load_checkpoint(descriptor_checkpoint)
     after, cfg = load_checkpoint(out)
     assert cfg.tempo_learned_share == 0.5 and cfg.timbre_learned_share == 0.0 and cfg.tempo_projector_onsets
+    assert not cfg.tempo_projector_posterior
     info = read_checkpoint_info(out)
     assert info.config["provenance"]["space"] == "tempo"
     assert info.dims["tempo"] == read_checkpoint_info(descriptor_checkpoint).dims["tempo"] + 128
@@ -313,7 +315,7 @@ def test_no_onsets_no_tempogram_builds_a_projector_over_the_branch_alone(descrip
     out = tmp_path / "plain.safetensors"
     assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--no-onsets", "--no-tempogram", "--data",
                  str(tempo_corpus(tmp_path / "t")), "--out", str(out), "--epochs", "1", "--stretches", "0",
-                 "--val-fraction", "0"]) == 0
+                 "--val-fraction", "0", "--no-posterior"]) == 0
     model, cfg = load_checkpoint(out)
     assert not cfg.tempo_projector_onsets and not cfg.tempo_projector_tempogram
     assert model.tempo_mlp.in_dim == model.structured["tempo"].out_dim
@@ -450,3 +452,56 @@ def test_all_three_projectors_export_to_onnx_with_the_same_vectors(descriptor_ch
     for va, vb in zip(a, b):
         for space in ("invariant", "pitch", "tempo"):
             assert np.allclose(va[space], vb[space], atol=1e-4)
+
+
+def test_config_carries_and_checks_the_tempo_posterior_flag():
+    cfg = make_config("tiny", "loev++", "psts", branches="structured", timbre_share=0.2)
+    on = dataclasses.replace(cfg, tempo_learned_share=0.9, tempo_projector_posterior=True)
+    assert ModelConfig.from_dict(on.to_dict()).tempo_projector_posterior
+    old = on.to_dict()
+    del old["tempo_projector_posterior"]  # a checkpoint written before it
+    assert not ModelConfig.from_dict(old).tempo_projector_posterior
+    with pytest.raises(ValueError, match="learned tempo projector"):
+        dataclasses.replace(cfg, tempo_projector_posterior=True)
+    bad = on.to_dict()
+    bad["tempo_projector_posterior"] = "yes"
+    with pytest.raises(ValueError):
+        ModelConfig.from_dict(bad)
+
+
+def test_the_tempo_posterior_embeds_bpm_closeness():
+    proj = TempoProjector(10, posterior=True)
+    bins = proj.bpm_bins()
+    assert proj.out_dim == len(bins) + 1 and bins[0] == 40.0 and bins[-1] == pytest.approx(260.0, rel=0.01)
+    onehot = torch.eye(proj.out_dim) @ proj.root
+    gram = (onehot @ onehot.T).numpy()
+    # The same bin 1, two bins (3.9 %) apart exp(-1/2), far apart ~0; "no tempo" apart from all.
+    assert gram[50, 50] == pytest.approx(1.0, abs=1e-5) and gram[50, 52] == pytest.approx(np.exp(-0.5), abs=1e-5)
+    assert abs(gram[50, 70]) < 1e-5 and abs(gram[-1, :-1]).max() < 1e-5 and gram[-1, -1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_loev_train_projector_tempo_posterior_names_the_tempo_and_gathers_it(descriptor_checkpoint, tmp_path,
+                                                                           one_torch_thread):
+    from tests.signals import click_track
+    from trainer.cli import main
+
+    out = tmp_path / "posterior.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--data",
+                 str(tempo_corpus(tmp_path / "t")), "--out", str(out), "--epochs", "60", "--share", "0.9",
+                 "--stretches", "1", "--val-fraction", "0"]) == 0
+    model, cfg = load_checkpoint(out)
+    proj = model.tempo_mlp
+    assert cfg.tempo_projector_posterior and proj.posterior
+    assert read_checkpoint_info(out).dims["tempo"] == model.structured["tempo"].out_dim + len(proj.bpm_bins()) + 1
+    ys = torch.from_numpy(np.stack([click_track(b, 3.0)[:CHUNK_SAMPLES] for b in (88.0, 92.0, 138.0, 142.0)])
+                          .astype(np.float32))
+    with torch.no_grad():
+        spec = model.frontend(ys)
+        x = model.tempo_projector_input(model.structured["tempo"](spec), spec)
+        guess = proj.bpm_bins()[proj.logits(x, proj.POSTERIOR_SCALE)[:, :-1].argmax(dim=1).numpy()]
+        z = torch.nn.functional.normalize(proj(x), dim=1)
+    # Each click track's most likely bin lies within 8 % of its tempo (the corpus: 90-143 BPM).
+    assert np.all(np.abs(np.log(guess / np.array([88.0, 92.0, 138.0, 142.0]))) < np.log(1.08))
+    same = float(z[0] @ z[1] + z[2] @ z[3]) / 2
+    other = float(z[0] @ z[2] + z[1] @ z[3]) / 2
+    assert same > 0.5 > 0.2 > other

@@ -444,7 +444,8 @@ def _init_steps(path: str) -> int | None:
 # are not carried (the run's config has none): train them again on the result with
 # ``loev-train projector``.
 INIT_MAY_DIFFER = ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share",
-                   "pitch_learned_share", "tempo_projector_onsets", "tempo_projector_tempogram")
+                   "pitch_learned_share", "tempo_projector_onsets", "tempo_projector_tempogram",
+                   "tempo_projector_posterior")
 
 
 def init_weights(model: torch.nn.Module, path: str, cfg) -> list[str]:

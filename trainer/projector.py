@@ -12,7 +12,9 @@ Tempo (``--space tempo``): the projector (:class:`engine.model.branches.TempoPro
 a small MLP over the tempo branch's output and the branch's parameter-free onset
 periodicity at finer, shorter lags (unless ``--no-onsets``) and onset tempogram (unless
 ``--no-tempogram``), trained with a cosine-softmax over the heads' log-spaced BPM bins and
-"no tempo", on songs and loops, time-stretched copies of them and one-shots.
+"no tempo", on songs and loops, time-stretched copies of them and one-shots. Unless
+``--no-posterior`` the projector keeps the softmax's class centres and its output is the
+posterior over the bins, embedded by their closeness (a Gaussian two bins wide).
 
 Key (``--space key``): the projector (:class:`engine.model.branches.KeyProjector`) holds
 learned major and minor key profiles over the pitch branch's output, read at every tonic,
@@ -213,6 +215,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tempogram", action=argparse.BooleanOptionalAction, default=True,
                    help="tempo: the projector also reads the branch's onset tempogram (Fourier "
                         "magnitudes per onset band)")
+    p.add_argument("--posterior", action=argparse.BooleanOptionalAction, default=True,
+                   help="tempo: the projector gives its posterior over BPM bins, embedded by their "
+                        "closeness, instead of its features")
     p.add_argument("--timbre-share", type=float, default=None,
                    help="the descriptor's share in the new model (default: the checkpoint's)")
     p.add_argument("--epochs", type=int, default=30)
@@ -272,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.space == "tempo":
             new_cfg = dataclasses.replace(cfg, tempo_learned_share=args.share,
                                           tempo_projector_onsets=args.onsets,
-                                          tempo_projector_tempogram=args.tempogram, provenance={})
+                                          tempo_projector_tempogram=args.tempogram,
+                                          tempo_projector_posterior=args.posterior, provenance={})
         else:
             timbre_share = cfg.timbre_share if args.timbre_share is None else args.timbre_share
             new_cfg = dataclasses.replace(cfg, timbre_share=timbre_share, timbre_learned_share=args.share,
@@ -397,14 +403,22 @@ def train_tempo_projector(projector: Any, x: np.ndarray, bpm: np.ndarray, *, epo
         projector.scale.copy_(x_all.std(dim=0).clamp_min(1e-4))
     hard = targets.argmax(dim=1)
     weight = 1.0 / torch.bincount(hard, minlength=targets.shape[1]).clamp_min(1).float()[hard]
-    centres = torch.nn.Parameter(torch.randn(targets.shape[1], projector.out_dim, generator=gen) * 0.1)
+    start = torch.randn(targets.shape[1], projector.OUT_DIM, generator=gen) * 0.1
+    if projector.posterior:  # the centres are kept: the projector's output is the softmax
+        if not np.allclose(projector.bpm_bins(), bins):
+            raise ProjectorError("the tempo projector's BPM bins differ from the heads'")
+        with torch.no_grad():
+            projector.centres.copy_(start)
+        centres = projector.centres
+    else:
+        centres = torch.nn.Parameter(start)
     opt = torch.optim.AdamW(list(projector.mlp.parameters()) + [centres], lr=lr, weight_decay=1e-2)
     steps = max(epochs, epochs * len(x_all) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
     projector.train()
     for step in range(steps):
         idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
-        z = F.normalize(projector(x_all[idx]), dim=1)
+        z = F.normalize(projector.features(x_all[idx]), dim=1)
         logp = F.log_softmax(scale * z @ F.normalize(centres, dim=1).T, dim=1)
         loss = -(targets[idx] * logp).sum(dim=1).mean()
         opt.zero_grad()

@@ -344,22 +344,60 @@ class TempoProjector(nn.Module):
     over log-spaced BPM bins and "no tempo" on rendered songs, loops and time-stretched
     copies of them: chunks at one tempo gather, whatever their instruments. ``loc`` and
     ``scale`` standardise its input, set from the training corpus.
+
+    With ``posterior`` (config ``tempo_projector_posterior``) it keeps the cosine-softmax's
+    class centres and gives the softmax itself, a posterior ``p`` over the BPM bins and "no
+    tempo", embedded as ``p K^(1/2)`` with ``K`` a Gaussian kernel two bins wide (3.9 %) and
+    "no tempo" apart: the dot product of two embeddings is the expected closeness of their
+    tempi, as the key projector's is of their keys.
     """
 
     HIDDEN = 512
     OUT_DIM = 128
+    # The posterior output: the cosine-softmax's classes (log-spaced BPM bins, then "no
+    # tempo"), the softmax's scale in training and at inference (softer: a file's chunks
+    # are averaged), and the kernel's width in bins (2 bins = 3.9 %, acc1's tolerance).
+    BPM_MIN, BPM_MAX, BINS_PER_OCTAVE = 40.0, 260.0, 36
+    TRAIN_SCALE, POSTERIOR_SCALE, KERNEL_BINS = 16.0, 8.0, 2.0
 
-    def __init__(self, in_dim: int) -> None:
+    def __init__(self, in_dim: int, *, posterior: bool = False) -> None:
         super().__init__()
-        self.in_dim, self.out_dim = in_dim, self.OUT_DIM
+        self.in_dim, self.posterior = in_dim, posterior
         self.register_buffer("loc", torch.zeros(in_dim))
         self.register_buffer("scale", torch.ones(in_dim))
         # Dropout only acts in training; inference is the two layers.
         self.mlp = nn.Sequential(nn.Linear(in_dim, self.HIDDEN), nn.GELU(), nn.Dropout(0.3),
                                  nn.Linear(self.HIDDEN, self.OUT_DIM))
+        self.out_dim = self.OUT_DIM
+        if posterior:
+            n = len(self.bpm_bins()) + 1
+            self.centres = nn.Parameter(torch.zeros(n, self.OUT_DIM))
+            k = np.exp(-0.5 * ((np.arange(n - 1)[:, None] - np.arange(n - 1)[None, :]) / self.KERNEL_BINS) ** 2)
+            k = np.block([[k, np.zeros((n - 1, 1))], [np.zeros((1, n - 1)), np.ones((1, 1))]])
+            w, v = np.linalg.eigh(k)
+            root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+            self.register_buffer("root", torch.from_numpy(root.astype(np.float32)), persistent=False)
+            self.out_dim = n
+
+    @classmethod
+    def bpm_bins(cls) -> np.ndarray:
+        """The posterior's BPM bins (the tempo head's: 40-260 BPM, 36 per octave)."""
+        n = int(round(cls.BINS_PER_OCTAVE * math.log2(cls.BPM_MAX / cls.BPM_MIN))) + 1
+        return cls.BPM_MIN * 2.0 ** (np.arange(n) / cls.BINS_PER_OCTAVE)
+
+    def features(self, tempo: torch.Tensor) -> torch.Tensor:
+        """The MLP's output ``[B, 128]``, what the cosine-softmax is trained on."""
+        return self.mlp((tempo.float() - self.loc) / self.scale)
+
+    def logits(self, tempo: torch.Tensor, scale: float) -> torch.Tensor:
+        """Cosine-softmax logits ``[B, bins + 1]`` against the class centres (posterior only)."""
+        z = F.normalize(self.features(tempo), dim=1)
+        return scale * z @ F.normalize(self.centres, dim=1).T
 
     def forward(self, tempo: torch.Tensor) -> torch.Tensor:
-        return self.mlp((tempo.float() - self.loc) / self.scale)
+        if not self.posterior:
+            return self.features(tempo)
+        return torch.softmax(self.logits(tempo, self.POSTERIOR_SCALE), dim=1) @ self.root
 
 
 class KeyProjector(nn.Module):

@@ -283,7 +283,8 @@ class LoevNet(nn.Module):
         if cfg.tempo_learned_share:
             branch = self.structured["tempo"]
             self.tempo_mlp = TempoProjector(branch.out_dim + (branch.onset_dim if cfg.tempo_projector_onsets else 0)
-                                            + (branch.tempogram_dim if cfg.tempo_projector_tempogram else 0))
+                                            + (branch.tempogram_dim if cfg.tempo_projector_tempogram else 0),
+                                            posterior=cfg.tempo_projector_posterior)
         self.key_projector = None
         if cfg.pitch_learned_share:
             self.key_projector = KeyProjector(self.structured["pitch"].out_dim // BINS_PER_OCTAVE)
