@@ -485,10 +485,14 @@ def test_loev_train_projector_tempo_posterior_names_the_tempo_and_gathers_it(des
     from tests.signals import click_track
     from trainer.cli import main
 
+    data = tempo_corpus(tmp_path / "t")
+    features = tmp_path / "features.safetensors"
     out = tmp_path / "posterior.safetensors"
-    assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--data",
-                 str(tempo_corpus(tmp_path / "t")), "--out", str(out), "--epochs", "60", "--share", "0.9",
-                 "--stretches", "1", "--val-fraction", "0"]) == 0
+    assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--data", str(data), "--out",
+                 str(features), "--epochs", "1", "--stretches", "0", "--val-fraction", "0", "--no-posterior"]) == 0
+    # Retrained over the features projector (128 outputs) as a posterior (99): replaced.
+    assert main(["projector", str(features), "--space", "tempo", "--data", str(data), "--out", str(out),
+                 "--epochs", "60", "--share", "0.9", "--stretches", "1", "--val-fraction", "0"]) == 0
     model, cfg = load_checkpoint(out)
     proj = model.tempo_mlp
     assert cfg.tempo_projector_posterior and proj.posterior

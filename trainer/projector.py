@@ -238,19 +238,21 @@ def extended_model(source: Any, new_cfg: Any, space: str, seed: int) -> Any:
 
     from engine.model.network import build_model
 
-    prefix = {"invariant": "timbre_mlp.", "tempo": "tempo_mlp.", "pitch": "key_projector."}[space]
+    attr = {"invariant": "timbre_mlp", "tempo": "tempo_mlp", "pitch": "key_projector"}[space]
     head = f"heads.{space}.net.0.weight"
     torch.manual_seed(seed)
     model = build_model(new_cfg)
     new_state = model.state_dict()
+    # The space's columns before its projector (the projector comes last in the space).
+    kept = model.embedding_dims[space] - getattr(model, attr).out_dim
     for k, v in source.state_dict().items():
-        if k.startswith(prefix):
+        if k.startswith(attr + "."):
             continue
         if k == head and v.shape != new_state[k].shape:
             # The projection head (used in training only) reads the projector's dimensions
             # with zero weights, so a later fine-tune starts from the source's head.
             w = torch.zeros_like(new_state[k])
-            w[:, :v.shape[1]] = v
+            w[:, :kept] = v[:, :kept]
             v = w
         new_state[k] = v
     model.load_state_dict(new_state, strict=True)
