@@ -204,6 +204,10 @@ def test_checkpoint_without_heads_has_none(tiny_checkpoint):
     (lambda t, m: m["type"].update(labels=["kick", "not a type"]), "type head"),
     (lambda t, m: m["key"].update(subspaces=["pitch", "nope"]), "key head reads"),
     (lambda t, m: m["tempo"].update(bpm=[120.0, 60.0, 90.0]), "tempo head"),
+    (lambda t, m: m["key"].update(widths=[0]), "key head: widths"),
+    (lambda t, m: m["key"].update(widths=[10_000]), "key head: widths"),
+    (lambda t, m: m["key"].update(widths=[4, 4]), "key head: widths"),
+    (lambda t, m: m["key"].update(widths=["4"]), "key head: widths"),
     (lambda t, m: t.update({"estimators.tempo.mean": np.full(t["estimators.tempo.mean"].shape, np.nan, np.float32)}),
      "non-finite"),
 ])
@@ -216,6 +220,35 @@ def test_damaged_heads_are_refused(tiny_checkpoint, tmp_path, damage, message):
     with pytest.raises(CheckpointError, match="damaged key/tempo/type heads") as e:
         load_heads(path)
     assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_a_head_with_widths_reads_the_leading_part_of_its_subspace(tiny_checkpoint, tmp_path):
+    """A key head that reads the first 5 pitch dimensions (scaled back to unit length): its
+    answer does not depend on the rest of the vector, and the rest is not dropped silently
+    when the vector is too short."""
+    info = read_checkpoint_info(tiny_checkpoint)
+    tensors, raw = hand_heads(info.dims)
+    meta = json.loads(raw)
+    meta["key"]["widths"] = [5]
+    rng = np.random.default_rng(1)
+    tensors["estimators.key.mean"] = np.zeros(5, np.float32)
+    tensors["estimators.key.scale"] = np.ones(5, np.float32)
+    tensors["estimators.key.0.weight"] = rng.standard_normal((8, 5)).astype(np.float32)
+    path = save_with_heads(tmp_path / "widths.safetensors", tiny_checkpoint, tensors, json.dumps(meta))
+    heads = load_heads(path)
+    vecs = unit_vectors(info.dims, 3)
+    other = {k: v.copy() for k, v in vecs.items()}
+    other["pitch"][:, 5:] = rng.standard_normal(other["pitch"][:, 5:].shape)
+    other["pitch"][:, :5] *= 3.0  # the same direction, another length: rescaled to unit
+    p1, p2 = heads.probabilities(vecs)["key"], heads.probabilities(other)["key"]
+    assert np.allclose(p1, p2, atol=1e-5)
+    x = vecs["pitch"][:, :5] / np.linalg.norm(vecs["pitch"][:, :5], axis=1, keepdims=True)
+    w0 = tensors["estimators.key.0.weight"]
+    expect = np.maximum(x @ w0.T, 0) @ tensors["estimators.key.1.weight"].T
+    expect = np.exp(expect - expect.max(1, keepdims=True))
+    assert np.allclose(p1, expect / expect.sum(1, keepdims=True), atol=1e-5)
+    with pytest.raises(ValueError, match="pitch"):
+        heads.probabilities({**vecs, "pitch": vecs["pitch"][:, :3]})
 
 
 def test_heads_load_without_pickle_or_torch(with_heads):

@@ -509,3 +509,25 @@ def test_loev_train_projector_tempo_posterior_names_the_tempo_and_gathers_it(des
     same = float(z[0] @ z[1] + z[2] @ z[3]) / 2
     other = float(z[0] @ z[2] + z[1] @ z[3]) / 2
     assert same > 0.5 > 0.2 > other
+
+
+def test_heads_on_a_key_projector_read_the_pitch_branch_unless_told(descriptor_checkpoint, tmp_path,
+                                                                    one_torch_thread):
+    from engine.model.heads import load_heads
+    from tests.test_heads import tiny_corpus
+    from trainer.cli import main
+
+    keyed = tmp_path / "key.safetensors"
+    assert main(["projector", str(descriptor_checkpoint), "--space", "key", "--data", str(key_corpus(tmp_path / "k")),
+                 "--out", str(keyed), "--epochs", "5", "--val-fraction", "0"]) == 0
+    pitch = read_checkpoint_info(keyed).dims["pitch"]
+    data = tiny_corpus(tmp_path / "corpus")
+    common = ["--data", str(data), "--epochs", "1", "--synthetic", "4", "--stretches", "0",
+              "--cache", str(tmp_path / "cache"), "--val-fraction", "0.3"]
+    branch, both = tmp_path / "branch.safetensors", tmp_path / "both.safetensors"
+    assert main(["heads", str(keyed), "--out", str(branch)] + common) == 0
+    assert main(["heads", str(keyed), "--out", str(both), "--key-reads-projector"] + common) == 0
+    a, b = load_heads(branch), load_heads(both)
+    assert a._heads["key"].widths == (pitch - 24,) and a._heads["key"].mean.shape == (pitch - 24,)
+    assert b._heads["key"].widths == () and b._heads["key"].mean.shape == (pitch,)
+    assert a._heads["tempo"].widths == () and a.provenance["key_widths"] == [pitch - 24]

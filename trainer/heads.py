@@ -516,14 +516,22 @@ def _class_weights(labels: np.ndarray, n: int) -> np.ndarray:
     return w
 
 
-def _head_inputs(data: Labelled, subspaces: tuple[str, ...]) -> np.ndarray:
-    return np.concatenate([data.vectors[s] for s in subspaces], axis=1).astype(np.float32)
+def _head_inputs(data: Labelled, subspaces: tuple[str, ...], widths: tuple[int | None, ...] = ()) -> np.ndarray:
+    """A head's input as :meth:`engine.model.heads._Mlp.inputs` builds it from stored vectors."""
+    parts = []
+    for s, w in zip(subspaces, widths or (None,) * len(subspaces)):
+        x = data.vectors[s]
+        if w is not None:
+            x = x[:, :w] / np.maximum(np.linalg.norm(x[:, :w], axis=1, keepdims=True), 1e-12)
+        parts.append(x)
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs: int = 60,
                 hidden: int = 1024, seed: int = 0, lr: float = 2e-3, weight_decay: float = 1e-2,
                 dropout: float = 0.3, noise: float = 0.2, subspaces: dict[str, tuple[str, ...]] | None = None,
-                key_roll: int = 0, log: Any = print) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+                widths: dict[str, tuple[int | None, ...]] | None = None, key_roll: int = 0,
+                log: Any = print) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
     """Train the three heads; return their tensors, their metadata (without provenance)
     and the validation figures of the epoch kept for each.
 
@@ -531,7 +539,9 @@ def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs:
     (the structured pitch branch: 24 per octave, a shift of s semitones rolls them by
     2 s), and each example is transposed at random every epoch by rolling them, its key
     label with it; so every key is seen from every song. Its standardisation is then per
-    channel, so that it commutes with the roll.
+    channel, so that it commutes with the roll. ``widths``: per head, how many leading
+    dimensions of each of its subspaces it reads (None: all), that part scaled back to unit
+    length.
     """
     import torch
     from torch import nn
@@ -550,15 +560,18 @@ def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs:
         "type": (torch.from_numpy(train.type), torch.from_numpy(_class_weights(train.type, len(SOUND_TYPES)))),
     }
     meta: dict[str, Any] = {"format": HEADS_FORMAT}
+    widths = {head: tuple(w) for head, w in (widths or {}).items() if any(x is not None for x in w)}
     for head in HEAD_SUBSPACES:
         meta[head] = {"subspaces": list(subspaces[head]), "hidden": [hidden], "labels": labels[head]}
+        if head in widths:
+            meta[head]["widths"] = list(widths[head])
     meta["tempo"]["bpm"] = [float(b) for b in bins]
     raw_meta = json.dumps(meta)
 
     nets, stats, best = {}, {}, {}
     xs = {}
     for head in HEAD_SUBSPACES:
-        x = _head_inputs(train, subspaces[head])
+        x = _head_inputs(train, subspaces[head], widths.get(head, ()))
         mean, std = x.mean(axis=0), x.std(axis=0)
         if head == "key" and key_roll:
             xc = x.reshape(len(x), -1, key_roll)
@@ -693,6 +706,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default="runs/heads-cache", help="folder of cached embeddings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="torch", help="embedder backend (torch or onnxruntime)")
+    p.add_argument("--key-reads-projector", action="store_true",
+                   help="with a key projector in the pitch space, the key head reads its part too "
+                        "(by default it reads the pitch branch's part alone)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -729,9 +745,17 @@ def run(args: argparse.Namespace) -> int:
 
     roll = BINS_PER_OCTAVE if (info.config.get("branches") == "structured"
                                and info.dims.get("pitch", 1) % BINS_PER_OCTAVE == 0) else 0
+    # With a key projector in the pitch space the key head reads the pitch branch's part
+    # alone, unless told otherwise (measured: the projector's part makes it call more drum
+    # hits keyed).
+    widths = {}
+    if info.config.get("pitch_learned_share") and not args.key_reads_projector:
+        from engine.keys import N_KEYS
+
+        widths["key"] = (info.dims["pitch"] - N_KEYS,)
     tensors, meta, report = train_heads(data.take(tr), data.take(va), info.dims, epochs=args.epochs,
                                         hidden=args.hidden, seed=args.seed, subspaces={"type": type_sub},
-                                        key_roll=roll)
+                                        widths=widths, key_roll=roll)
     t_train = time.time() - t1
     meta["provenance"] = {
         "trainer": "loev-train heads", "encoder": info.model_id,
@@ -741,6 +765,7 @@ def run(args: argparse.Namespace) -> int:
         "original_chunks": args.original_chunks, "copy_chunks": args.copy_chunks,
         "max_files": args.max_files,
         "epochs": args.epochs, "seed": args.seed, "hidden": args.hidden, "key_roll": roll,
+        "key_widths": list(widths.get("key", ())),
         "selection": {h: {"epoch": r["epoch"], **{k: round(v, 4) for k, v in r["val"].items()
                                                   if not math.isnan(v)}} for h, r in report.items()},
         "train_seconds": round(t_train, 1)}

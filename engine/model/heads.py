@@ -94,6 +94,31 @@ class _Mlp:
     mean: np.ndarray
     scale: np.ndarray
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # (weight [out, in], bias [out])
+    # Per subspace, None (the whole vector) or the number of leading dimensions read, that
+    # part scaled back to unit length (a space's structured branch without its projector).
+    widths: tuple[int | None, ...] = ()
+
+    def inputs(self, vectors: dict[str, np.ndarray], name: str) -> np.ndarray:
+        """The head's input ``[N, D]`` from ``{subspace: [N, dim]}`` (or ``[dim]``) vectors."""
+        parts = []
+        for s, width in zip(self.subspaces, self.widths or (None,) * len(self.subspaces)):
+            if s not in vectors:
+                raise ValueError(f"the {name} head reads the {s!r} subspace, absent from "
+                                 f"the vectors given ({sorted(vectors)})")
+            x = np.asarray(vectors[s], dtype=np.float32)
+            x = x[None] if x.ndim == 1 else x
+            if width is not None and x.ndim == 2 and x.shape[1] >= width:
+                x = x[:, :width]
+                x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            parts.append(x)
+        d = self.mean.shape[0]
+        if any(x.ndim != 2 for x in parts) or len({len(x) for x in parts}) > 1:
+            raise ValueError(f"{'+'.join(self.subspaces)} vectors must be [N, D] arrays of one N")
+        x = np.concatenate(parts, axis=1)
+        if x.shape[1] != d:
+            raise ValueError(f"{'+'.join(self.subspaces)} vectors must be [N, {d}] together, "
+                             f"got {[list(p.shape) for p in parts]}")
+        return x
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         h = (x - self.mean) * self.scale
@@ -126,21 +151,7 @@ class Heads:
         """Each head's class probabilities ``{head: [N, classes]}``."""
         out = {}
         for name, head in self._heads.items():
-            parts = []
-            for s in head.subspaces:
-                if s not in vectors:
-                    raise ValueError(f"the {name} head reads the {s!r} subspace, absent from "
-                                     f"the vectors given ({sorted(vectors)})")
-                x = np.asarray(vectors[s], dtype=np.float32)
-                parts.append(x[None] if x.ndim == 1 else x)
-            d = head.mean.shape[0]
-            if any(x.ndim != 2 for x in parts) or len({len(x) for x in parts}) > 1:
-                raise ValueError(f"{'+'.join(head.subspaces)} vectors must be [N, D] arrays of one N")
-            x = np.concatenate(parts, axis=1)
-            if x.shape[1] != d:
-                raise ValueError(f"{'+'.join(head.subspaces)} vectors must be [N, {d}] together, "
-                                 f"got {[list(p.shape) for p in parts]}")
-            out[name] = head.probabilities(x)
+            out[name] = head.probabilities(head.inputs(vectors, name))
         lengths = {len(p) for p in out.values()}
         if len(lengths) > 1:
             raise ValueError(f"the subspaces hold different numbers of vectors ({sorted(lengths)})")
@@ -282,20 +293,21 @@ def _assemble(raw: str, spec: dict[str, Any], arrays: dict[str, np.ndarray],
         digest.update(name.encode("utf-8"))
         digest.update(np.ascontiguousarray(a, dtype="<f4").tobytes())
     heads = {}
-    for head, (subspace, labels, n_layers) in layouts.items():
+    for head, (subspace, labels, n_layers, widths) in layouts.items():
         p = f"{HEADS_PREFIX}{head}."
         heads[head] = _Mlp(subspaces=subspace, labels=labels, mean=arrays[p + "mean"],
                            scale=arrays[p + "scale"],
                            layers=tuple((arrays[f"{p}{i}.weight"], arrays[f"{p}{i}.bias"])
-                                        for i in range(n_layers)))
+                                        for i in range(n_layers)), widths=widths)
     return Heads(heads, np.asarray(spec["tempo"]["bpm"], dtype=np.float64),
                  digest.hexdigest()[:16], spec.get("provenance"))
 
 
-def _expected_tensors(spec: dict[str, Any], dims: dict[str, int]
-                      ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[tuple[str, ...], tuple[str, ...], int]]]:
+def _expected_tensors(spec: dict[str, Any], dims: dict[str, int]) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
     """The heads tensors the metadata promises (name -> shape), and each head's
-    (subspace, labels, number of layers); ValueError where the metadata is inconsistent."""
+    (subspaces, labels, number of layers, widths); ValueError where the metadata is
+    inconsistent. A head's optional ``widths`` (one per subspace, an int or null) reads
+    only that many leading dimensions of the subspace's vector."""
     from engine.model.checkpoint import HEADS_PREFIX
 
     expected: dict[str, tuple[int, ...]] = {}
@@ -310,7 +322,12 @@ def _expected_tensors(spec: dict[str, Any], dims: dict[str, int]
             raise ValueError(f"the {head} head reads {str(subspace)[:60]}; expected distinct "
                              f"subspaces of this checkpoint ({sorted(dims)})")
         subspace = tuple(subspace)
-        d_in = sum(dims[s] for s in subspace)
+        widths = h.get("widths", [None] * len(subspace))
+        if (not isinstance(widths, list) or len(widths) != len(subspace) or not all(
+                w is None or (type(w) is int and 1 <= w <= dims[s]) for w, s in zip(widths, subspace))):
+            raise ValueError(f"{head} head: widths {str(widths)[:40]}; expected one per subspace, "
+                             f"null or 1..its dimensions")
+        d_in = sum(dims[s] if w is None else w for s, w in zip(subspace, widths))
         hidden = h.get("hidden")
         if not isinstance(hidden, list) or len(hidden) > 4 or not all(
                 type(n) is int and 1 <= n <= 4096 for n in hidden):
@@ -341,5 +358,6 @@ def _expected_tensors(spec: dict[str, Any], dims: dict[str, int]
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
             expected[f"{p}{i}.weight"] = (b, a)
             expected[f"{p}{i}.bias"] = (b,)
-        layouts[head] = (subspace, tuple(labels), len(sizes) - 1)
+        layouts[head] = (subspace, tuple(labels), len(sizes) - 1,
+                         tuple(widths) if any(w is not None for w in widths) else ())
     return expected, layouts
