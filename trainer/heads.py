@@ -31,7 +31,7 @@ from engine import keys
 from engine.config import CHUNK_SAMPLES, SAMPLE_RATE
 from engine.errors import LoevError
 from engine.model.heads import (BPM_TOLERANCE, HEAD_SUBSPACES, HEADS_FORMAT, NO_KEY, NO_TEMPO,
-                                SOUND_TYPES, Estimate, Heads, heads_from_arrays)
+                                SOUND_TYPES, Estimate, Heads, heads_from_arrays, leading_part)
 
 NO_KEY_CLASS = keys.N_KEYS  # class 24
 UNKNOWN = -1  # a label the file does not have (a melodic one-shot's key): no loss
@@ -518,13 +518,9 @@ def _class_weights(labels: np.ndarray, n: int) -> np.ndarray:
 
 def _head_inputs(data: Labelled, subspaces: tuple[str, ...], widths: tuple[int | None, ...] = ()) -> np.ndarray:
     """A head's input as :meth:`engine.model.heads._Mlp.inputs` builds it from stored vectors."""
-    parts = []
-    for s, w in zip(subspaces, widths or (None,) * len(subspaces)):
-        x = data.vectors[s]
-        if w is not None:
-            x = x[:, :w] / np.maximum(np.linalg.norm(x[:, :w], axis=1, keepdims=True), 1e-12)
-        parts.append(x)
-    return np.concatenate(parts, axis=1).astype(np.float32)
+    ws = widths or (None,) * len(subspaces)
+    return np.concatenate([data.vectors[s] if w is None else leading_part(data.vectors[s], w)
+                           for s, w in zip(subspaces, ws)], axis=1).astype(np.float32)
 
 
 def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs: int = 60,

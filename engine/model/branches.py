@@ -81,6 +81,13 @@ def lag_autocorrelation(env: torch.Tensor, lags: torch.Tensor, *, unbiased: bool
     return ac[..., lo] * (1 - frac) + ac[..., lo + 1] * frac
 
 
+def kernel_root(k: np.ndarray) -> torch.Tensor:
+    """The symmetric square root of a positive semi-definite kernel ``[n, n]``: rows of
+    ``p @ root`` have dot products ``p K q``, the expected kernel value of two posteriors."""
+    w, v = np.linalg.eigh(k)
+    return torch.from_numpy(((v * np.sqrt(np.clip(w, 0.0, None))) @ v.T).astype(np.float32))
+
+
 def normalise_channels(x: torch.Tensor) -> torch.Tensor:
     """``[B, C, N]``: remove each channel's mean, scale it to unit norm, flatten."""
     x = x - x.mean(dim=-1, keepdim=True)
@@ -374,9 +381,7 @@ class TempoProjector(nn.Module):
             self.centres = nn.Parameter(torch.zeros(n, self.OUT_DIM))
             k = np.exp(-0.5 * ((np.arange(n - 1)[:, None] - np.arange(n - 1)[None, :]) / self.KERNEL_BINS) ** 2)
             k = np.block([[k, np.zeros((n - 1, 1))], [np.zeros((1, n - 1)), np.ones((1, 1))]])
-            w, v = np.linalg.eigh(k)
-            root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-            self.register_buffer("root", torch.from_numpy(root.astype(np.float32)), persistent=False)
+            self.register_buffer("root", kernel_root(k), persistent=False)
             self.out_dim = n
 
     @classmethod
@@ -432,10 +437,7 @@ class KeyProjector(nn.Module):
                              % BINS_PER_OCTAVE, persistent=False)
         k = np.array(closeness_table())
         order = [t + 12 * m for t in range(12) for m in range(2)]  # interleaved -> engine.keys index
-        k = k[np.ix_(order, order)]
-        w, v = np.linalg.eigh(k)
-        root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-        self.register_buffer("root", torch.from_numpy(root.astype(np.float32)), persistent=False)
+        self.register_buffer("root", kernel_root(k[np.ix_(order, order)]), persistent=False)
 
     @staticmethod
     def key_of_output(i: int) -> int:

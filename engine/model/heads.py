@@ -85,6 +85,13 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def leading_part(x: np.ndarray, width: int) -> np.ndarray:
+    """The first ``width`` dimensions of vectors ``[N, D]``, scaled back to unit length (a
+    zero vector stays zero): what a head with ``widths`` reads of a subspace."""
+    x = x[:, :width]
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 @dataclass(frozen=True)
 class _Mlp:
     """One head: standardise, then dense layers with ReLU between them."""
@@ -108,8 +115,7 @@ class _Mlp:
             x = np.asarray(vectors[s], dtype=np.float32)
             x = x[None] if x.ndim == 1 else x
             if width is not None and x.ndim == 2 and x.shape[1] >= width:
-                x = x[:, :width]
-                x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+                x = leading_part(x, width)
             parts.append(x)
         d = self.mean.shape[0]
         if any(x.ndim != 2 for x in parts) or len({len(x) for x in parts}) > 1:
