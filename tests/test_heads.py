@@ -204,6 +204,8 @@ def test_checkpoint_without_heads_has_none(tiny_checkpoint):
     (lambda t, m: m["type"].update(labels=["kick", "not a type"]), "type head"),
     (lambda t, m: m["key"].update(subspaces=["pitch", "nope"]), "key head reads"),
     (lambda t, m: m["tempo"].update(bpm=[120.0, 60.0, 90.0]), "tempo head"),
+    (lambda t, m: m["tempo"].update(posterior={"kernel_bins": 0}), "tempo head: posterior"),
+    (lambda t, m: m["tempo"].update(posterior={"kernel_bins": 2.0, "x": 1}), "tempo head: posterior"),
     (lambda t, m: m["key"].update(widths=[0]), "key head: widths"),
     (lambda t, m: m["key"].update(widths=[10_000]), "key head: widths"),
     (lambda t, m: m["key"].update(widths=[4, 4]), "key head: widths"),
@@ -249,6 +251,41 @@ def test_a_head_with_widths_reads_the_leading_part_of_its_subspace(tiny_checkpoi
     assert np.allclose(p1, expect / expect.sum(1, keepdims=True), atol=1e-5)
     with pytest.raises(ValueError, match="pitch"):
         heads.probabilities({**vecs, "pitch": vecs["pitch"][:, :3]})
+
+
+def test_a_tempo_posterior_in_the_space_gives_the_bpm(tiny_checkpoint, tmp_path):
+    """Heads over a tempo space that ends in a tempo projector's posterior (embedded by the
+    kernel root) read the BPM from it; the tempo head still says "no tempo"."""
+    from engine.model.kernels import psd_root, tempo_kernel
+
+    info = read_checkpoint_info(tiny_checkpoint)
+    tensors, raw = hand_heads(info.dims)
+    meta = json.loads(raw)
+    meta["tempo"]["posterior"] = {"kernel_bins": 2.0}
+    tensors["estimators.tempo.1.weight"][:] = 0.0
+    tensors["estimators.tempo.1.bias"][:] = 0.0
+    tensors["estimators.tempo.1.bias"][-1] = -50.0  # the tempo head: never "no tempo"
+    path = save_with_heads(tmp_path / "posterior.safetensors", tiny_checkpoint, tensors, json.dumps(meta))
+    heads = load_heads(path)
+    n = len(BPM_BINS) + 1
+    root = psd_root(tempo_kernel(len(BPM_BINS), 2.0))
+    vecs = unit_vectors(info.dims, 3)
+    p = np.zeros((3, n))
+    p[0, 12] = 1.0  # 120 BPM
+    p[1, 12] = p[1, 13] = 0.5  # between 120 and 127.1
+    p[2, 3] = 0.2
+    p[2, 20] = 0.8  # mostly 190.3
+    tempo = np.zeros((3, info.dims["tempo"]))
+    tempo[:, -n:] = p @ root
+    vecs["tempo"] = (tempo / np.linalg.norm(tempo, axis=1, keepdims=True)).astype(np.float32)
+    est = heads.predict(vecs)
+    assert est[0].bpm == pytest.approx(120.0, rel=0.005) and est[0].bpm_confidence > 0.95
+    assert 120.0 * 1.01 < est[1].bpm < 127.1 / 1.01 and est[1].bpm_confidence > 0.8
+    assert est[2].bpm == pytest.approx(BPM_BINS[20], rel=0.01) and est[2].bpm_confidence == pytest.approx(0.8, abs=0.05)
+    # The tempo head's "no tempo" still decides.
+    tensors["estimators.tempo.1.bias"][-1] = 50.0
+    path = save_with_heads(tmp_path / "none.safetensors", tiny_checkpoint, tensors, json.dumps(meta))
+    assert all(e.bpm is None for e in load_heads(path).predict(vecs))
 
 
 def test_heads_load_without_pickle_or_torch(with_heads):

@@ -527,7 +527,7 @@ def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs:
                 hidden: int = 1024, seed: int = 0, lr: float = 2e-3, weight_decay: float = 1e-2,
                 dropout: float = 0.3, noise: float = 0.2, subspaces: dict[str, tuple[str, ...]] | None = None,
                 widths: dict[str, tuple[int | None, ...]] | None = None, key_roll: int = 0,
-                log: Any = print) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+                tempo_kernel_bins: float | None = None, log: Any = print) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
     """Train the three heads; return their tensors, their metadata (without provenance)
     and the validation figures of the epoch kept for each.
 
@@ -537,7 +537,9 @@ def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs:
     label with it; so every key is seen from every song. Its standardisation is then per
     channel, so that it commutes with the roll. ``widths``: per head, how many leading
     dimensions of each of its subspaces it reads (None: all), that part scaled back to unit
-    length.
+    length. ``tempo_kernel_bins``: the tempo space ends in a tempo projector's posterior
+    over these BPM bins, embedded with a Gaussian kernel that many bins wide; the BPM is
+    read from it (the tempo head still says "no tempo").
     """
     import torch
     from torch import nn
@@ -562,6 +564,8 @@ def train_heads(train: Labelled, val: Labelled, dims: dict[str, int], *, epochs:
         if head in widths:
             meta[head]["widths"] = list(widths[head])
     meta["tempo"]["bpm"] = [float(b) for b in bins]
+    if tempo_kernel_bins is not None:
+        meta["tempo"]["posterior"] = {"kernel_bins": float(tempo_kernel_bins)}
     raw_meta = json.dumps(meta)
 
     nets, stats, best = {}, {}, {}
@@ -749,9 +753,16 @@ def run(args: argparse.Namespace) -> int:
         from engine.keys import N_KEYS
 
         widths["key"] = (info.dims["pitch"] - N_KEYS,)
+    kernel_bins = None
+    if info.config.get("tempo_projector_posterior"):
+        from engine.model.branches import TempoProjector
+
+        if not np.allclose(TempoProjector.bpm_bins(), bpm_bins()):
+            raise HeadsError("the tempo projector's BPM bins differ from the tempo head's")
+        kernel_bins = TempoProjector.KERNEL_BINS
     tensors, meta, report = train_heads(data.take(tr), data.take(va), info.dims, epochs=args.epochs,
                                         hidden=args.hidden, seed=args.seed, subspaces={"type": type_sub},
-                                        widths=widths, key_roll=roll)
+                                        widths=widths, key_roll=roll, tempo_kernel_bins=kernel_bins)
     t_train = time.time() - t1
     meta["provenance"] = {
         "trainer": "loev-train heads", "encoder": info.model_id,

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.model.kernels import psd_root, tempo_kernel
 from engine.model.stft import StftSpec
 
 BINS_PER_OCTAVE = 24
@@ -82,10 +83,9 @@ def lag_autocorrelation(env: torch.Tensor, lags: torch.Tensor, *, unbiased: bool
 
 
 def kernel_root(k: np.ndarray) -> torch.Tensor:
-    """The symmetric square root of a positive semi-definite kernel ``[n, n]``: rows of
-    ``p @ root`` have dot products ``p K q``, the expected kernel value of two posteriors."""
-    w, v = np.linalg.eigh(k)
-    return torch.from_numpy(((v * np.sqrt(np.clip(w, 0.0, None))) @ v.T).astype(np.float32))
+    """:func:`engine.model.kernels.psd_root` as a float32 tensor: rows of ``p @ root`` have
+    dot products ``p K q``, the expected kernel value of two posteriors."""
+    return torch.from_numpy(psd_root(k).astype(np.float32))
 
 
 def normalise_channels(x: torch.Tensor) -> torch.Tensor:
@@ -379,9 +379,7 @@ class TempoProjector(nn.Module):
         if posterior:
             n = len(self.bpm_bins()) + 1
             self.centres = nn.Parameter(torch.zeros(n, self.OUT_DIM))
-            k = np.exp(-0.5 * ((np.arange(n - 1)[:, None] - np.arange(n - 1)[None, :]) / self.KERNEL_BINS) ** 2)
-            k = np.block([[k, np.zeros((n - 1, 1))], [np.zeros((1, n - 1)), np.ones((1, 1))]])
-            self.register_buffer("root", kernel_root(k), persistent=False)
+            self.register_buffer("root", kernel_root(tempo_kernel(n - 1, self.KERNEL_BINS)), persistent=False)
             self.out_dim = n
 
     @classmethod

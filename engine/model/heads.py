@@ -22,6 +22,7 @@ import numpy as np
 
 from engine import keys
 from engine.errors import CheckpointError
+from engine.model.kernels import psd_root, tempo_kernel
 
 SOUND_TYPES = ("kick", "snare", "clap", "rim", "hihat", "cymbal", "tom", "percussion", "bass", "keys",
                "guitar", "strings", "brass_wind", "pad", "lead", "vocal", "fx", "drum_loop", "music_loop",
@@ -38,7 +39,8 @@ class Estimate:
     ``key`` is an :mod:`engine.keys` index (0..23) or None for "no key"; ``bpm`` is None
     for "no tempo"; ``type`` is one of :data:`SOUND_TYPES`. Each confidence lies in [0, 1]
     and is the head's probability for what it says (for the BPM, the probability mass
-    within 4 % of it).
+    within 4 % of it; where the BPM comes from the tempo projector's posterior, that
+    posterior's mass under its kernel around the BPM).
     """
 
     key: int | None
@@ -145,9 +147,16 @@ class Heads:
     """
 
     def __init__(self, heads: dict[str, _Mlp], bpm_bins: np.ndarray, heads_id: str,
-                 provenance: dict[str, Any] | None = None) -> None:
+                 provenance: dict[str, Any] | None = None, tempo_kernel_bins: float | None = None) -> None:
         self._heads = heads
         self.bpm_bins = np.asarray(bpm_bins, dtype=np.float64)
+        # With a tempo projector's posterior in the tempo space (its last bins + 1 dims),
+        # the BPM is read from that posterior, smoothed by its kernel; the tempo head
+        # still says "no tempo".
+        self._tempo_root = self._tempo_rows = None
+        if tempo_kernel_bins is not None:
+            kernel = tempo_kernel(len(self.bpm_bins), tempo_kernel_bins)
+            self._tempo_root, self._tempo_rows = psd_root(kernel), kernel.sum(axis=1)
         self.heads_id = heads_id
         self.provenance = dict(provenance or {})
         self.subspaces = {name: h.subspaces for name, h in heads.items()}
@@ -163,11 +172,21 @@ class Heads:
             raise ValueError(f"the subspaces hold different numbers of vectors ({sorted(lengths)})")
         return out
 
-    def _tempo(self, p: np.ndarray) -> tuple[float | None, float]:
-        """BPM (None: no tempo) and confidence from the tempo head's probabilities."""
+    def _tempo(self, p: np.ndarray, smoothed: np.ndarray | None = None) -> tuple[float | None, float]:
+        """BPM (None: no tempo) and confidence from the tempo head's probabilities ``p``, or,
+        given ``smoothed`` (the tempo projector's posterior over the BPM bins, smoothed by
+        its kernel), from that where the head finds a tempo."""
         bins, p_none = p[:-1], float(p[-1])
         if p_none >= 0.5:
             return None, p_none
+        confidence = None
+        if smoothed is not None and smoothed.max() > 0:
+            bins = np.clip(smoothed, 0.0, None)
+            b = int(np.argmax(bins))
+            # The smoothed posterior's peak, divided by its total and scaled by the kernel's
+            # row sum there: the posterior's mass under the kernel around the peak (1 for
+            # a certain one), whatever the stored vector's length.
+            confidence = min(1.0, float(bins[b] * self._tempo_rows[b] / bins.sum())) * (1.0 - p_none)
         b = int(np.argmax(bins))
         logc = np.log(self.bpm_bins)
         shift, step = 0.0, 0.0
@@ -180,6 +199,8 @@ class Heads:
             if den < 0:
                 shift = float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
         bpm = float(np.exp(logc[b] + shift * step))
+        if confidence is not None:
+            return bpm, confidence
         near = np.abs(np.log(self.bpm_bins / bpm)) <= np.log1p(BPM_TOLERANCE)
         return bpm, float(bins[near].sum())
 
@@ -187,6 +208,7 @@ class Heads:
         """One :class:`Estimate` per track of ``vectors`` (``{subspace: [N, D]}``, the
         L2-normalised track vectors as the library stores them)."""
         probs = self.probabilities(vectors)
+        smoothed = self._smoothed_tempo(vectors)
         # A zero vector is what normalising nothing gives (digital silence has no chroma
         # and no onsets): no key and no tempo for certain, whatever the MLP would say.
         empty = {name: self._empty(vectors, name) for name in ("key", "tempo")}
@@ -195,11 +217,23 @@ class Heads:
         for i, (pk, pt, py) in enumerate(zip(probs["key"], probs["tempo"], probs["type"])):
             k = int(np.argmax(pk))
             key, key_conf = (None, 1.0) if empty["key"][i] else (self._key_index[k], float(pk[k]))
-            bpm, bpm_conf = (None, 1.0) if empty["tempo"][i] else self._tempo(pt)
+            bpm, bpm_conf = ((None, 1.0) if empty["tempo"][i]
+                             else self._tempo(pt, None if smoothed is None else smoothed[i]))
             t = int(np.argmax(py))
             out.append(Estimate(key=key, key_confidence=key_conf, bpm=bpm, bpm_confidence=bpm_conf,
                                 type=type_labels[t], type_confidence=float(py[t])))
         return out
+
+    def _smoothed_tempo(self, vectors: dict[str, np.ndarray]) -> np.ndarray | None:
+        """``[N, bins]``: the tempo projector's posterior over the BPM bins, smoothed by its
+        kernel, read back from the tempo space's last dimensions; None without one."""
+        if self._tempo_root is None:
+            return None
+        n = len(self._tempo_root)
+        x = np.atleast_2d(np.asarray(vectors["tempo"], dtype=np.float64))
+        if x.shape[1] < n:
+            raise ValueError(f"tempo vectors must hold the tempo posterior's {n} dimensions, got {x.shape[1]}")
+        return (x[:, -n:] @ self._tempo_root)[:, :-1]
 
     def _empty(self, vectors: dict[str, np.ndarray], head: str) -> np.ndarray:
         """[N] bool: the head's vectors are all zero (their norm well below 1)."""
@@ -305,8 +339,10 @@ def _assemble(raw: str, spec: dict[str, Any], arrays: dict[str, np.ndarray],
                            scale=arrays[p + "scale"],
                            layers=tuple((arrays[f"{p}{i}.weight"], arrays[f"{p}{i}.bias"])
                                         for i in range(n_layers)), widths=widths)
+    posterior = spec["tempo"].get("posterior")
     return Heads(heads, np.asarray(spec["tempo"]["bpm"], dtype=np.float64),
-                 digest.hexdigest()[:16], spec.get("provenance"))
+                 digest.hexdigest()[:16], spec.get("provenance"),
+                 tempo_kernel_bins=None if posterior is None else float(posterior["kernel_bins"]))
 
 
 def _expected_tensors(spec: dict[str, Any], dims: dict[str, int]) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
@@ -357,6 +393,13 @@ def _expected_tensors(spec: dict[str, Any], dims: dict[str, int]) -> tuple[dict[
                 raise ValueError("tempo head: bpm must be >= 3 increasing bin centres")
             if len(labels) != len(bpm) + 1 or labels[-1] != NO_TEMPO:
                 raise ValueError("tempo head: labels must be its bins then 'no tempo'")
+            posterior = spec[head].get("posterior")
+            if posterior is not None and not (
+                    isinstance(posterior, dict) and set(posterior) == {"kernel_bins"}
+                    and type(posterior["kernel_bins"]) in (int, float) and 0.1 <= posterior["kernel_bins"] <= 16.0
+                    and "tempo" in dims and dims["tempo"] >= len(bpm) + 1):
+                raise ValueError(f"tempo head: posterior {str(posterior)[:60]}; expected "
+                                 f"{{'kernel_bins': 0.1..16}} over a tempo space of at least {len(bpm) + 1} dims")
         sizes = [d_in, *hidden, len(labels)]
         p = f"{HEADS_PREFIX}{head}."
         expected[p + "mean"] = (d_in,)
