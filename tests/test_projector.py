@@ -509,6 +509,20 @@ def test_loev_train_projector_tempo_posterior_names_the_tempo_and_gathers_it(des
     same = float(z[0] @ z[1] + z[2] @ z[3]) / 2
     other = float(z[0] @ z[2] + z[1] @ z[3]) / 2
     assert same > 0.5 > 0.2 > other
+    # Heads trained over it read the BPM from the posterior (without: from the tempo head).
+    from engine.model.embed import Embedder
+    from engine.model.heads import load_heads
+
+    with_heads = tmp_path / "heads.safetensors"
+    assert main(["heads", str(out), "--out", str(with_heads), "--data", str(data), "--epochs", "1",
+                 "--synthetic", "4", "--stretches", "0", "--cache", str(tmp_path / "cache"),
+                 "--val-fraction", "0.3"]) == 0
+    heads = load_heads(with_heads)
+    assert read_checkpoint_info(with_heads).metadata["loev_heads"].count('"posterior"') == 1
+    vectors = Embedder(with_heads).embed_audio_batch([click_track(b, 6.0).astype(np.float32) for b in (90.0, 140.0)])
+    est = heads.predict({s: np.stack([v[s] for v in vectors]) for s in vectors[0]})
+    bpm = [e.bpm for e in est]
+    assert None not in bpm and abs(np.log(bpm[0] / 90.0)) < np.log(1.08) and abs(np.log(bpm[1] / 140.0)) < np.log(1.08)
 
 
 def test_heads_on_a_key_projector_read_the_pitch_branch_unless_told(descriptor_checkpoint, tmp_path,
