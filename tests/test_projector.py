@@ -315,9 +315,10 @@ def test_no_onsets_no_tempogram_builds_a_projector_over_the_branch_alone(descrip
     out = tmp_path / "plain.safetensors"
     assert main(["projector", str(descriptor_checkpoint), "--space", "tempo", "--no-onsets", "--no-tempogram", "--data",
                  str(tempo_corpus(tmp_path / "t")), "--out", str(out), "--epochs", "1", "--stretches", "0",
-                 "--val-fraction", "0", "--no-posterior"]) == 0
+                 "--val-fraction", "0", "--no-posterior", "--synthetic", "10"]) == 0
     model, cfg = load_checkpoint(out)
     assert not cfg.tempo_projector_onsets and not cfg.tempo_projector_tempogram
+    assert cfg.provenance["synthetic"] == 10
     assert model.tempo_mlp.in_dim == model.structured["tempo"].out_dim
 
 

@@ -218,6 +218,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--posterior", action=argparse.BooleanOptionalAction, default=True,
                    help="tempo: the projector gives its posterior over BPM bins, embedded by their "
                         "closeness, instead of its features")
+    p.add_argument("--synthetic", type=int, default=0,
+                   help="tempo: also this many synthetic click tracks, struck chords, hits and silences "
+                        "(the heads' kind, another draw)")
     p.add_argument("--timbre-share", type=float, default=None,
                    help="the descriptor's share in the new model (default: the checkpoint's)")
     p.add_argument("--epochs", type=int, default=30)
@@ -341,21 +344,36 @@ def _vibe(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[P
 
 
 def read_tempo_corpus(csv_paths: list[Path], model: Any, *, max_chunks: int, stretches: int, seed: int,
-                      max_oneshots: int = 400, log: Any = print
+                      max_oneshots: int = 400, synthetic: int = 0, log: Any = print
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What ``model``'s tempo projector reads for every chunk ``[N, D]`` (the tempo branch's
     output first, see ``tempo_projector_input``), their version index ``[N]``, each
-    version's BPM (0: "no tempo") and file index (the original comes first). A version is a file as it is (up to ``max_chunks``
-    chunks) or, for a file with a tempo, one of ``stretches`` time-stretched copies (3
-    chunks each) spread over 50-220 BPM; at most ``max_oneshots`` one-shots per labels
-    file, as "no tempo" examples."""
+    version's BPM (0: "no tempo") and file index (the original comes first). A version is a
+    file as it is (up to ``max_chunks`` chunks) or, for a file with a tempo, one of
+    ``stretches`` time-stretched copies (3 chunks each) spread over 50-220 BPM; at most
+    ``max_oneshots`` one-shots per labels file, as "no tempo" examples. ``synthetic`` > 0
+    adds that many of the heads' synthetic examples (click tracks and struck chords at
+    known tempi, single hits, silence; :func:`trainer.heads.synthetic_set`), drawn with
+    another seed than the heads' own, so that their validation stays unseen."""
     import torch
 
-    from trainer.heads import _rates, bpm_value, version_chunks
+    from trainer.heads import _rates, bpm_value, synthetic_set, version_chunks
 
     feats, owner, bpm, files = [], [], [], []
-    n_files = 0
     t0 = time.time()
+
+    def add(y: np.ndarray, b: float, rng: np.random.Generator) -> None:
+        files_so_far = files[-1] + 1 if files else 0
+        versions = [(1.0, max_chunks)] + [(r, 3) for r in (_rates(b, stretches, rng) if b > 0 else [])]
+        for rate, chunks in versions:
+            with torch.inference_mode():
+                spec = model.frontend(torch.from_numpy(version_chunks(y, 0, rate, chunks)))
+                t = model.tempo_projector_input(model.structured["tempo"](spec), spec).numpy()
+            feats.append(t)
+            owner.extend([len(bpm)] * len(t))
+            bpm.append(b * rate)
+            files.append(files_so_far)
+
     for csv_path in csv_paths:
         rows = read_rows(csv_path)
         n_oneshots = 0
@@ -368,18 +386,13 @@ def read_tempo_corpus(csv_paths: list[Path], model: Any, *, max_chunks: int, str
             if y is None:
                 continue
             n_oneshots += oneshot
-            rng = np.random.default_rng([seed, i, len(rows)])
-            n_files += 1
-            versions = [(1.0, max_chunks)] + [(r, 3) for r in (_rates(b, stretches, rng) if b > 0 else [])]
-            for rate, chunks in versions:
-                with torch.inference_mode():
-                    spec = model.frontend(torch.from_numpy(version_chunks(y, 0, rate, chunks)))
-                    t = model.tempo_projector_input(model.structured["tempo"](spec), spec).numpy()
-                feats.append(t)
-                owner += [len(bpm)] * len(t)
-                bpm.append(b * rate)
-                files.append(n_files - 1)
+            add(y, b, np.random.default_rng([seed, i, len(rows)]))
         log(f"  {csv_path}: {len(bpm)} versions, {sum(len(f) for f in feats)} chunks, {time.time() - t0:.0f} s")
+    if synthetic > 0:
+        for i, (y, _, b, _) in enumerate(synthetic_set(synthetic, seed + 1_000_003)):
+            if b >= 0:
+                add(np.asarray(y, dtype=np.float32), b, np.random.default_rng([seed, i, synthetic]))
+        log(f"  synthetic: {len(bpm)} versions, {sum(len(f) for f in feats)} chunks, {time.time() - t0:.0f} s")
     if not bpm:
         raise ProjectorError("no file with a tempo label in the corpora given")
     return np.concatenate(feats).astype(np.float32), np.array(owner), np.array(bpm), np.array(files)
@@ -446,7 +459,7 @@ def _tempo(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[
     branch_dim = model.structured["tempo"].out_dim
     t0 = time.time()
     x, owner, bpm, files = read_tempo_corpus(csv_paths, model, max_chunks=args.max_chunks,
-                                             stretches=args.stretches, seed=args.seed)
+                                             stretches=args.stretches, seed=args.seed, synthetic=args.synthetic)
     # Held out by file, so a file's stretched copies never straddle the split; the report
     # is on the held-out originals with a tempo.
     val_files = split_files(int(files.max()) + 1, args.val_fraction, args.seed)
@@ -459,7 +472,7 @@ def _tempo(args: argparse.Namespace, source: Any, new_cfg: Any, csv_paths: list[
     keep = ~np.isin(owner, val)
     train_tempo_projector(model.tempo_mlp, x[keep], bpm[owner[keep]], epochs=args.epochs, seed=args.seed)
     t_train = time.time() - t1
-    report: dict[str, Any] = {"stretches": args.stretches}
+    report: dict[str, Any] = {"stretches": args.stretches, "synthetic": args.synthetic}
     timed = np.flatnonzero(in_val & first & (bpm > 0))
     if len(timed) > 5:
         rows = np.isin(owner, timed)
