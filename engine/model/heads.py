@@ -179,14 +179,9 @@ class Heads:
         bins, p_none = p[:-1], float(p[-1])
         if p_none >= 0.5:
             return None, p_none
-        confidence = None
-        if smoothed is not None and smoothed.max() > 0:
+        from_posterior = smoothed is not None and smoothed.max() > 0
+        if from_posterior:
             bins = np.clip(smoothed, 0.0, None)
-            b = int(np.argmax(bins))
-            # The smoothed posterior's peak, divided by its total and scaled by the kernel's
-            # row sum there: the posterior's mass under the kernel around the peak (1 for
-            # a certain one), whatever the stored vector's length.
-            confidence = min(1.0, float(bins[b] * self._tempo_rows[b] / bins.sum())) * (1.0 - p_none)
         b = int(np.argmax(bins))
         logc = np.log(self.bpm_bins)
         shift, step = 0.0, 0.0
@@ -199,8 +194,11 @@ class Heads:
             if den < 0:
                 shift = float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
         bpm = float(np.exp(logc[b] + shift * step))
-        if confidence is not None:
-            return bpm, confidence
+        if from_posterior:
+            # The smoothed posterior's peak, divided by its total and scaled by the kernel's
+            # row sum there: the posterior's mass under the kernel around the peak (1 for
+            # a certain one), whatever the stored vector's length.
+            return bpm, min(1.0, float(bins[b] * self._tempo_rows[b] / bins.sum())) * (1.0 - p_none)
         near = np.abs(np.log(self.bpm_bins / bpm)) <= np.log1p(BPM_TOLERANCE)
         return bpm, float(bins[near].sum())
 
