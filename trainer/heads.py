@@ -32,20 +32,15 @@ from engine.config import CHUNK_SAMPLES, SAMPLE_RATE
 from engine.errors import LoevError
 from engine.model.heads import (BPM_TOLERANCE, HEAD_SUBSPACES, HEADS_FORMAT, NO_KEY, NO_TEMPO,
                                 SOUND_TYPES, Estimate, Heads, heads_from_arrays, leading_part)
+from engine.model.kernels import bpm_bins
 
 NO_KEY_CLASS = keys.N_KEYS  # class 24
 UNKNOWN = -1  # a label the file does not have (a melodic one-shot's key): no loss
-BPM_MIN, BPM_MAX, BINS_PER_OCTAVE = 40.0, 260.0, 36  # bins 1.9 % apart
 MUSIC_TYPES = ("song", "music_loop")
 
 
 class HeadsError(LoevError):
     """The heads cannot be trained: no data, held-out data, a bad argument."""
-
-
-def bpm_bins() -> np.ndarray:
-    n = int(round(BINS_PER_OCTAVE * math.log2(BPM_MAX / BPM_MIN))) + 1
-    return BPM_MIN * 2.0 ** (np.arange(n) / BINS_PER_OCTAVE)
 
 
 # ----------------------------------------------------------------------------- data
@@ -757,8 +752,6 @@ def run(args: argparse.Namespace) -> int:
     if info.config.get("tempo_projector_posterior"):
         from engine.model.branches import TempoProjector
 
-        if not np.allclose(TempoProjector.bpm_bins(), bpm_bins()):
-            raise HeadsError("the tempo projector's BPM bins differ from the tempo head's")
         kernel_bins = TempoProjector.KERNEL_BINS
     tensors, meta, report = train_heads(data.take(tr), data.take(va), info.dims, epochs=args.epochs,
                                         hidden=args.hidden, seed=args.seed, subspaces={"type": type_sub},

@@ -406,7 +406,8 @@ def train_tempo_projector(projector: Any, x: np.ndarray, bpm: np.ndarray, *, epo
     import torch
     import torch.nn.functional as F
 
-    from trainer.heads import _soft_tempo_targets, bpm_bins
+    from engine.model.kernels import bpm_bins
+    from trainer.heads import _soft_tempo_targets
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -420,8 +421,6 @@ def train_tempo_projector(projector: Any, x: np.ndarray, bpm: np.ndarray, *, epo
     weight = 1.0 / torch.bincount(hard, minlength=targets.shape[1]).clamp_min(1).float()[hard]
     start = torch.randn(targets.shape[1], projector.OUT_DIM, generator=gen) * 0.1
     if projector.posterior:  # the centres are kept: the projector's output is the softmax
-        if not np.allclose(projector.bpm_bins(), bins):
-            raise ProjectorError("the tempo projector's BPM bins differ from the heads'")
         with torch.no_grad():
             projector.centres.copy_(start)
         centres = projector.centres

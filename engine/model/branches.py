@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.model.kernels import psd_root, tempo_kernel
+from engine.model.kernels import bpm_bins, psd_root, tempo_kernel
 from engine.model.stft import StftSpec
 
 BINS_PER_OCTAVE = 24
@@ -361,10 +361,9 @@ class TempoProjector(nn.Module):
 
     HIDDEN = 512
     OUT_DIM = 128
-    # The posterior output: the cosine-softmax's classes (log-spaced BPM bins, then "no
-    # tempo"), the softmax's scale in training and at inference (softer: a file's chunks
-    # are averaged), and the kernel's width in bins (2 bins = 3.9 %, acc1's tolerance).
-    BPM_MIN, BPM_MAX, BINS_PER_OCTAVE = 40.0, 260.0, 36
+    # The posterior output (classes: the BPM bins, then "no tempo"): the softmax's scale in
+    # training and at inference (softer: a file's chunks are averaged), and the kernel's
+    # width in bins (2 bins = 3.9 %, acc1's tolerance).
     TRAIN_SCALE, POSTERIOR_SCALE, KERNEL_BINS = 16.0, 8.0, 2.0
 
     def __init__(self, in_dim: int, *, posterior: bool = False) -> None:
@@ -382,11 +381,10 @@ class TempoProjector(nn.Module):
             self.register_buffer("root", kernel_root(tempo_kernel(n - 1, self.KERNEL_BINS)), persistent=False)
             self.out_dim = n
 
-    @classmethod
-    def bpm_bins(cls) -> np.ndarray:
-        """The posterior's BPM bins (the tempo head's: 40-260 BPM, 36 per octave)."""
-        n = int(round(cls.BINS_PER_OCTAVE * math.log2(cls.BPM_MAX / cls.BPM_MIN))) + 1
-        return cls.BPM_MIN * 2.0 ** (np.arange(n) / cls.BINS_PER_OCTAVE)
+    @staticmethod
+    def bpm_bins() -> np.ndarray:
+        """The posterior's BPM bins: the tempo head's (:func:`engine.model.kernels.bpm_bins`)."""
+        return bpm_bins()
 
     def features(self, tempo: torch.Tensor) -> torch.Tensor:
         """The MLP's output ``[B, 128]``, what the cosine-softmax is trained on."""

@@ -8,7 +8,19 @@ expected closeness of their classes. The same root read back, ``e @ psd_root(K)`
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+# The BPM classes of the tempo head and of the tempo projector's posterior: 40-260 BPM,
+# 36 per octave (1.9 % apart; acc1 allows 4 %).
+BPM_MIN, BPM_MAX, BPM_BINS_PER_OCTAVE = 40.0, 260.0, 36
+
+
+def bpm_bins() -> np.ndarray:
+    """The log-spaced BPM bin centres (98), shared by the tempo head and the tempo projector."""
+    n = int(round(BPM_BINS_PER_OCTAVE * math.log2(BPM_MAX / BPM_MIN))) + 1
+    return BPM_MIN * 2.0 ** (np.arange(n) / BPM_BINS_PER_OCTAVE)
 
 
 def psd_root(k: np.ndarray) -> np.ndarray:
