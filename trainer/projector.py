@@ -129,6 +129,29 @@ def transpose_mel(mel: Any, semitones: Any, *, f_max: float) -> Any:
     return a * (1.0 - frac) + b * frac
 
 
+def fit_steps(projector: Any, params: list[Any], weight: Any, loss_of: Any, *, epochs: int, n: int, batch: int,
+              lr: float, weight_decay: float, gen: Any, log: Any, log_every: int = 500) -> None:
+    """The projectors' training loop: AdamW under a one-cycle schedule, ``max(epochs,
+    epochs * n / batch)`` steps (a small corpus still gets a step per epoch), each on
+    ``batch`` examples drawn with replacement by ``weight``; ``loss_of(idx)`` gives the
+    loss of the drawn indices. Leaves ``projector`` in eval mode."""
+    import torch
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    steps = max(epochs, epochs * n // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    projector.train()
+    for step in range(steps):
+        loss = loss_of(torch.multinomial(weight, batch, replacement=True, generator=gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % log_every == 0 or step == steps - 1:
+            log(f"  step {step + 1}/{steps}: loss {loss.item():.3f}")
+    projector.eval()
+
+
 def train_projector(projector: Any, descriptor: Any, mel: np.ndarray, y: np.ndarray, n_classes: int, *,
                     epochs: int, f_max: float, batch: int = 256, lr: float = 2e-3, max_shift: float = 6.0,
                     scale: float = 16.0, invariance: float = 4.0,
@@ -151,14 +174,10 @@ def train_projector(projector: Any, descriptor: Any, mel: np.ndarray, y: np.ndar
         projector.loc.copy_(pooled.mean(dim=0))
         projector.scale.copy_(pooled.std(dim=0).clamp_min(1e-4))
     centres = torch.nn.Parameter(torch.randn(n_classes, projector.out_dim, generator=gen) * 0.1)
-    opt = torch.optim.AdamW(list(projector.mlp.parameters()) + [centres], lr=lr, weight_decay=1e-2)
-    steps = max(epochs, epochs * len(x_all) // batch)  # a small corpus still gets a step per epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
     # Class-balanced draws: a rare type weighs as much as the drum hits.
     weight = 1.0 / torch.bincount(labels, minlength=n_classes).clamp_min(1).float()[labels]
-    projector.train()
-    for step in range(steps):
-        idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
+
+    def loss_of(idx: Any) -> Any:
         m = x_all[idx].float()
         # Two transpositions of each chunk: both classified, and pulled together, so the
         # embedding itself (not only its class) stays put when a sound is transposed.
@@ -167,15 +186,11 @@ def train_projector(projector: Any, descriptor: Any, mel: np.ndarray, y: np.ndar
             t = transpose_mel(m, torch.empty(batch).uniform_(-max_shift, max_shift, generator=gen), f_max=f_max)
             t = (t * torch.empty(batch, 1, 1).uniform_(0.8, 1.2, generator=gen))[:, None]
             z.append(F.normalize(projector(t, descriptor.raw(t)), dim=1))
-        loss = sum(F.cross_entropy(scale * zi @ F.normalize(centres, dim=1).T, labels[idx], label_smoothing=0.1)
+        return sum(F.cross_entropy(scale * zi @ F.normalize(centres, dim=1).T, labels[idx], label_smoothing=0.1)
                    for zi in z) / 2 + invariance * (1.0 - (z[0] * z[1]).sum(dim=1)).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            log(f"  step {step + 1}/{steps}: loss {loss.item():.3f}")
-    projector.eval()
+
+    fit_steps(projector, list(projector.mlp.parameters()) + [centres], weight, loss_of, epochs=epochs,
+              n=len(x_all), batch=batch, lr=lr, weight_decay=1e-2, gen=gen, log=log, log_every=200)
 
 
 def precision_at_5(vectors: np.ndarray, labels: list[str]) -> float:
@@ -426,22 +441,14 @@ def train_tempo_projector(projector: Any, x: np.ndarray, bpm: np.ndarray, *, epo
         centres = projector.centres
     else:
         centres = torch.nn.Parameter(start)
-    opt = torch.optim.AdamW(list(projector.mlp.parameters()) + [centres], lr=lr, weight_decay=1e-2)
-    steps = max(epochs, epochs * len(x_all) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    projector.train()
-    for step in range(steps):
-        idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
+
+    def loss_of(idx: Any) -> Any:
         z = F.normalize(projector.features(x_all[idx]), dim=1)
         logp = F.log_softmax(scale * z @ F.normalize(centres, dim=1).T, dim=1)
-        loss = -(targets[idx] * logp).sum(dim=1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 500 == 0 or step == steps - 1:
-            log(f"  step {step + 1}/{steps}: loss {loss.item():.3f}")
-    projector.eval()
+        return -(targets[idx] * logp).sum(dim=1).mean()
+
+    fit_steps(projector, list(projector.mlp.parameters()) + [centres], weight, loss_of, epochs=epochs,
+              n=len(x_all), batch=batch, lr=lr, weight_decay=1e-2, gen=gen, log=log)
 
 
 def tempo_acc1_at_5(vectors: np.ndarray, bpm: np.ndarray, tolerance: float = TEMPO_TOLERANCE) -> float:
@@ -541,20 +548,9 @@ def train_key_projector(projector: Any, x: np.ndarray, key: np.ndarray, *, epoch
     minor = torch.from_numpy(key >= 12)
     n_minor = int(minor.sum())
     weight = torch.where(minor, 1.0 / max(n_minor, 1), 1.0 / max(len(key) - n_minor, 1)).double()
-    opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = max(epochs, epochs * len(x_all) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    projector.train()
-    for step in range(steps):
-        idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
-        loss = F.cross_entropy(projector.logits(x_all[idx]), target[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 500 == 0 or step == steps - 1:
-            log(f"  step {step + 1}/{steps}: loss {loss.item():.3f}")
-    projector.eval()
+    fit_steps(projector, list(projector.parameters()), weight,
+              lambda idx: F.cross_entropy(projector.logits(x_all[idx]), target[idx]), epochs=epochs,
+              n=len(x_all), batch=batch, lr=lr, weight_decay=weight_decay, gen=gen, log=log)
 
 
 def key_at_5(vectors: np.ndarray, key: np.ndarray) -> float:
