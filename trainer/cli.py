@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from engine.errors import LoevError
@@ -35,7 +36,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment (one that was replaced since is not kept)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def show_trainer_log() -> None:
+    """The trainer's log lines from info up on stderr, beside the subcommands' own output
+    (Python shows only warnings from a logger without a handler)."""
+    logger = logging.getLogger("trainer")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    show_trainer_log()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -181,11 +181,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None,
                    help="start from this checkpoint's weights (same model config, or one that differs only "
                         "in the shares below: the tensors of matching shape are loaded): fine-tuning")
-    p.add_argument("--timbre-share", type=float, default=0.0,
+    p.add_argument("--timbre-share", type=float, default=None,
                    help="share of the vibe (invariant) space given to a parameter-free timbre descriptor "
-                        "(calibrated on the training data before the first step; 0: none)")
-    p.add_argument("--tempo-plain-share", type=float, default=0.0,
-                   help="share of the structured tempo space kept by its parameter-free autocorrelation")
+                        "(calibrated on the training data before the first step; 0: none; default: "
+                        "the --init checkpoint's, else 0)")
+    p.add_argument("--tempo-plain-share", type=float, default=None,
+                   help="share of the structured tempo space kept by its parameter-free autocorrelation "
+                        "(default: the --init checkpoint's, else 0)")
     p.add_argument("--mix", default=None,
                    help="anchor shares by labelled group, e.g. songs=0.4,oneshots=0.4,loops=0.2 "
                         "(needs --labels; default: every file alike)")
@@ -195,8 +197,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import signal
 
-    opts = FitOptions(**{k: getattr(args, k) for k in FitOptions.__dataclass_fields__
-                         if hasattr(args, k)})
+    values = {k: getattr(args, k) for k in FitOptions.__dataclass_fields__ if hasattr(args, k)}
+    values.update(inherited_shares(values))
+    opts = FitOptions(**values)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # fit() saves the finished steps before leaving
@@ -439,6 +442,34 @@ def _init_steps(path: str) -> int | None:
     return None if steps is None else int(steps) + int(prov.get("init_steps") or 0)
 
 
+# Shares a fine-tune keeps from its --init checkpoint unless given: fine-tuning a model
+# keeps its parameter-free parts.
+INHERITED_SHARES = ("timbre_share", "tempo_plain_share")
+
+
+def inherited_shares(values: dict[str, Any]) -> dict[str, float]:
+    """The shares of :data:`INHERITED_SHARES` in ``values`` (run options; None: not given),
+    a missing one taken from the run folder's saved options when it resumes, else from the
+    ``--init`` checkpoint's config (read from its header), else 0."""
+    missing = [k for k in INHERITED_SHARES if values.get(k) is None]
+    out = {k: values[k] for k in INHERITED_SHARES if k not in missing}
+    if not missing:
+        return out
+    doc = read_state(Path(values["out"])) if values.get("out") else None
+    if doc is not None:  # a resume: the run's own settings
+        return {**out, **{k: float(doc.get("options", {}).get(k) or 0.0) for k in missing}}
+    theirs: dict[str, Any] = {}
+    if values.get("init"):
+        from engine.model.checkpoint import read_checkpoint_info
+
+        theirs = read_checkpoint_info(values["init"]).config
+    out.update({k: float(theirs.get(k) or 0.0) for k in missing})
+    taken = [f"--{k.replace('_', '-')} {out[k]:g}" for k in missing if out[k]]
+    if taken:
+        log.info("--init %s: %s taken from it", values["init"], ", ".join(taken))
+    return out
+
+
 # Config fields a fine-tune may change from its --init checkpoint: they add parameter-free
 # parts or projectors, so every learned tensor of matching shape carries over. Projectors
 # are not carried (the run's config has none): train them again on the result with
@@ -446,6 +477,18 @@ def _init_steps(path: str) -> int | None:
 INIT_MAY_DIFFER = ("timbre_share", "timbre_learned_share", "tempo_plain_share", "tempo_learned_share",
                    "pitch_learned_share", "tempo_projector_onsets", "tempo_projector_tempogram",
                    "tempo_projector_posterior")
+
+
+def _leading(theirs: torch.Tensor, mine: torch.Tensor) -> torch.Tensor:
+    """A projection head's first weight read over a space with a projector, cut to the
+    columns of this run's space: a projector's dimensions come last in its space."""
+    if theirs.dim() == 2 and theirs.shape[0] == mine.shape[0] and theirs.shape[1] > mine.shape[1]:
+        return theirs[:, :mine.shape[1]]
+    return theirs
+
+
+# The network's projector attributes and the --space that trains them (loev-train projector).
+PROJECTORS = {"timbre_mlp": "vibe", "tempo_mlp": "tempo", "key_projector": "key"}
 
 
 def init_weights(model: torch.nn.Module, path: str, cfg) -> list[str]:
@@ -463,11 +506,20 @@ def init_weights(model: torch.nn.Module, path: str, cfg) -> list[str]:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise ValueError(f"--init {path}: its model differs from this run's in {diff}")
     own = model.state_dict()
-    state = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    state = {k: _leading(v, own[k]) if k.startswith("heads.") else v
+             for k, v in source.state_dict().items() if k in own}
+    state = {k: v for k, v in state.items() if own[k].shape == v.shape}
     model.load_state_dict(state, strict=False)
     fresh = sorted(set(own) - set(state))
     if fresh:
         log.info("--init %s: %d tensors left as initialised: %s", path, len(fresh), ", ".join(fresh))
+    dropped = [space for attr, space in PROJECTORS.items()
+               if getattr(source, attr, None) is not None and getattr(model, attr, None) is None]
+    if dropped:
+        plural = len(dropped) > 1
+        log.info("--init %s: its %s projector%s not carried: train %s again on the result with "
+                 "loev-train projector", path, ", ".join(dropped), "s are" if plural else " is",
+                 "them" if plural else "it")
     return fresh
 
 
