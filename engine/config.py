@@ -57,6 +57,10 @@ class FrontendConfig:
     f_min: float = 0.0
     f_max: float = 8000.0
     chunk_seconds: float = CHUNK_SECONDS
+    # Each chunk's peak brought to this level (dBFS) before its spectra (see
+    # engine.model.stft.peak_gain), so that a file's level is not part of its embedding;
+    # None (older checkpoints): the chunk as it is.
+    peak_db: float | None = None
 
     @property
     def chunk_samples(self) -> int:
@@ -198,7 +202,10 @@ class ModelConfig:
         return self.heads if self.branched else ("all",)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["frontend"]["peak_db"] is None:  # absent, as in the files written before it
+            del d["frontend"]["peak_db"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -246,6 +253,7 @@ _FRONTEND_FIELDS: dict[str, tuple[Any, ...]] = {
     "f_min": (float, 0.0, 48_000.0),
     "f_max": (float, 0.0, 48_000.0),
     "chunk_seconds": (float, 0.1, 60.0),
+    "peak_db": (float, -60.0, 0.0),
 }
 _PROFILE_FIELDS: dict[str, tuple[Any, ...]] = {
     "name": (str,),
@@ -374,12 +382,13 @@ def check_config_dict(d: Any) -> None:
 
 def make_config(profile: str = "tiny", method: str = "loev++", variants: str = "psts",
                 frontend: str = "paper", branches: str = "learned", timbre_share: float = 0.0,
-                tempo_plain_share: float = 0.0) -> ModelConfig:
+                tempo_plain_share: float = 0.0, peak_db: float | None = None) -> ModelConfig:
     """Build a config from the short names used on the command line."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {tuple(PROFILES)}")
     if variants not in VARIANT_SETS:
         raise ValueError(f"unknown variant set {variants!r}; expected one of {tuple(VARIANT_SETS)}")
     return ModelConfig(method=method, variants=VARIANT_SETS[variants],
-                       profile=PROFILES[profile], frontend=FrontendConfig(kind=frontend), branches=branches,
+                       profile=PROFILES[profile], frontend=FrontendConfig(kind=frontend, peak_db=peak_db),
+                       branches=branches,
                        timbre_share=timbre_share, tempo_plain_share=tempo_plain_share)

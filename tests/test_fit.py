@@ -181,25 +181,26 @@ def test_init_starts_from_a_checkpoint_and_records_the_budget(folder, tmp_path):
 
 
 def test_a_fine_tune_keeps_the_descriptor_share_and_names_the_projectors_it_drops(folder, tmp_path, capsys):
-    """--init from a model with a timbre descriptor and a key projector, no share given: the
-    descriptor and its statistics carry over, the projector does not and stderr says so, the
+    """--init from a model with a timbre descriptor, an input level and a key projector, no
+    share or level given: the descriptor, its statistics and the level carry over, the projector does not and stderr says so, the
     pitch projection head keeps the columns of the branch; a resume keeps the run's shares."""
     import dataclasses
 
     from engine.model.checkpoint import save_checkpoint
     from trainer.projector import extended_model
 
-    assert _fit(folder, tmp_path / "a", 1, "--branches", "structured", "--timbre-share", "0.5") == 0
+    assert _fit(folder, tmp_path / "a", 1, "--branches", "structured", "--timbre-share", "0.5",
+                "--peak-db", "-6") == 0
     m1, cfg1 = load_checkpoint(tmp_path / "a" / "model.safetensors")
     src = save_checkpoint(tmp_path / "key.safetensors",
                           extended_model(m1, dataclasses.replace(cfg1, pitch_learned_share=0.85), "pitch", 0))
     capsys.readouterr()
     assert _fit(folder, tmp_path / "b", 1, "--branches", "structured", "--init", str(src), "--lr", "0") == 0
     err = capsys.readouterr().err
-    assert "--timbre-share 0.5 taken from it" in err
+    assert "--timbre-share 0.5, --peak-db -6 taken from it" in err
     assert "its key projector is not carried" in err
     m2, cfg2 = load_checkpoint(tmp_path / "b" / "model.safetensors")
-    assert cfg2.timbre_share == 0.5 and m2.key_projector is None
+    assert cfg2.timbre_share == 0.5 and cfg2.frontend.peak_db == -6.0 and m2.key_projector is None
     assert torch.equal(m2.timbre.loc, m1.timbre.loc)  # the source's statistics, not recalibrated
     w1, w2 = m1.state_dict()["heads.pitch.net.0.weight"], m2.state_dict()["heads.pitch.net.0.weight"]
     assert torch.equal(w1, w2)  # the projector's columns cut off again, the branch's kept

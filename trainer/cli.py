@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "heads": ("trainer.heads", "train the key, tempo and type heads on a frozen checkpoint"),
     "projector": ("trainer.projector", "train the vibe space's timbre projector on a frozen checkpoint"),
     "eval": ("trainer.evaluate", "retrieval, probing, invariance curves and robustness on a labelled folder"),
+    "level": ("trainer.level", "bring each chunk's peak to one level before a checkpoint's spectra"),
     "report": ("trainer.report", "regenerate docs/RESULTS.md from eval folders' metrics.json"),
 }
 

@@ -93,13 +93,14 @@ class FitOptions:
     progress: bool = True
     timbre_share: float = 0.0
     tempo_plain_share: float = 0.0
+    peak_db: float | None = None
     mix: str | None = None
 
     # Options that change what step s computes: a resume must agree on them.
     RESUME_KEYS = ("profile", "method", "variants", "frontend", "branches", "batch_anchors", "views", "lr",
                    "schedule", "warmup", "temperature", "clip", "seed", "labels",
                    "supervised_fraction", "label_weighting", "recon_weight", "init",
-                   "timbre_share", "tempo_plain_share", "mix")
+                   "timbre_share", "tempo_plain_share", "peak_db", "mix")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -137,6 +138,8 @@ class FitOptions:
         for flag, value, holds in bounds:
             if not holds:  # also catches NaN, which fails every comparison
                 raise ValueError(f"{flag} must be {_BOUND_TEXT[flag]}, got {value}")
+        if self.peak_db is not None and not -60.0 <= self.peak_db <= 0.0:
+            raise ValueError(f"--peak-db must be within [-60, 0], got {self.peak_db}")
         if self.mix is not None:
             parse_mix(self.mix)
 
@@ -188,6 +191,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tempo-plain-share", type=float, default=None,
                    help="share of the structured tempo space kept by its parameter-free autocorrelation "
                         "(default: the --init checkpoint's, else 0)")
+    p.add_argument("--peak-db", type=float, default=None,
+                   help="bring each chunk's peak to this level (dBFS) before its spectra, so that a "
+                        "file's level is not in its embedding (default: the --init checkpoint's, else off)")
     p.add_argument("--mix", default=None,
                    help="anchor shares by labelled group, e.g. songs=0.4,oneshots=0.4,loops=0.2 "
                         "(needs --labels; default: every file alike)")
@@ -198,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     values = {k: getattr(args, k) for k in FitOptions.__dataclass_fields__ if hasattr(args, k)}
-    values.update(inherited_shares(values))
+    values.update(inherited_settings(values))
     opts = FitOptions(**values)
 
     def stop(signum: int, frame: object) -> None:
@@ -378,7 +384,8 @@ def _config(opts: FitOptions):
     variants = "b" if opts.method == "mule-mixup" else parse_variants(opts.variants)
     method = "mule" if opts.method == "mule-mixup" else opts.method
     return make_config(opts.profile, method, variants, opts.frontend, opts.branches,
-                       timbre_share=opts.timbre_share, tempo_plain_share=opts.tempo_plain_share)
+                       timbre_share=opts.timbre_share, tempo_plain_share=opts.tempo_plain_share,
+                       peak_db=opts.peak_db)
 
 
 def _view_config(opts: FitOptions, variants: tuple[str, ...]) -> ViewConfig:
@@ -442,28 +449,30 @@ def _init_steps(path: str) -> int | None:
     return None if steps is None else int(steps) + int(prov.get("init_steps") or 0)
 
 
-# Shares a fine-tune keeps from its --init checkpoint unless given: fine-tuning a model
-# keeps its parameter-free parts.
-INHERITED_SHARES = ("timbre_share", "tempo_plain_share")
+# Parameter-free settings a fine-tune keeps from its --init checkpoint unless given: option
+# -> (where in the checkpoint's config, the value without one).
+INHERITED = {"timbre_share": (("timbre_share",), 0.0), "tempo_plain_share": (("tempo_plain_share",), 0.0),
+             "peak_db": (("frontend", "peak_db"), None)}
 
 
-def inherited_shares(values: dict[str, Any]) -> dict[str, float]:
-    """The shares of :data:`INHERITED_SHARES` in ``values`` (run options; None: not given),
-    a missing one taken from the run folder's saved options when it resumes, else from the
-    ``--init`` checkpoint's config (read from its header), else 0."""
-    missing = [k for k in INHERITED_SHARES if values.get(k) is None]
-    out = {k: values[k] for k in INHERITED_SHARES if k not in missing}
-    if not missing:
-        return out
-    doc = read_state(Path(values["out"])) if values.get("out") else None
+def inherited_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The options of :data:`INHERITED` in ``values`` (run options; None: not given), a
+    missing one taken from the run folder's saved options when it resumes, else from the
+    ``--init`` checkpoint's config (read from its header), else its default."""
+    missing = [k for k in INHERITED if values.get(k) is None]
+    out = {k: values[k] for k in INHERITED if k not in missing}
+    doc = read_state(Path(values["out"])) if missing and values.get("out") else None
     if doc is not None:  # a resume: the run's own settings
-        return {**out, **{k: float(doc.get("options", {}).get(k) or 0.0) for k in missing}}
+        return {**out, **{k: doc.get("options", {}).get(k, INHERITED[k][1]) for k in missing}}
     theirs: dict[str, Any] = {}
-    if values.get("init"):
+    if missing and values.get("init"):
         from engine.model.checkpoint import read_checkpoint_info
 
         theirs = read_checkpoint_info(values["init"]).config
-    out.update({k: float(theirs.get(k) or 0.0) for k in missing})
+    for k in missing:
+        (*section, name), default = INHERITED[k]
+        where = theirs.get(section[0], {}) if section else theirs
+        out[k] = where.get(name, default)
     taken = [f"--{k.replace('_', '-')} {out[k]:g}" for k in missing if out[k]]
     if taken:
         log.info("--init %s: %s taken from it", values["init"], ", ".join(taken))
@@ -502,6 +511,7 @@ def init_weights(model: torch.nn.Module, path: str, cfg) -> list[str]:
     for d in (mine, theirs):
         for k in ("provenance",) + INIT_MAY_DIFFER:
             d.pop(k, None)
+        d["frontend"].pop("peak_db", None)  # parameter-free, as the shares
     if mine != theirs:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise ValueError(f"--init {path}: its model differs from this run's in {diff}")

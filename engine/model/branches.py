@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.model.frontend import level
 from engine.model.kernels import bpm_bins, psd_root, tempo_kernel
 from engine.model.stft import StftSpec
 
@@ -99,8 +100,9 @@ class PitchBranch(nn.Module):
     """Waveform ``[B, T]`` -> pitch-class embedding ``[B, (1 + channels) * 24]``."""
 
     def __init__(self, *, sr: int = 16_000, n_fft: int = 4096, hop_length: int = 160,
-                 channels: int = 8, time_pool: int = 10) -> None:
+                 channels: int = 8, time_pool: int = 10, peak_db: float | None = None) -> None:
         super().__init__()
+        self.peak_db = peak_db  # the frontend's input level (engine.model.frontend.level)
         # Frames every time_pool / 2 hops, averaged in pairs: the 256 ms window still covers
         # every sample, at a fifth of the cost of a frame per hop.
         self.n_fft, self.hop_length, self.time_pool = n_fft, hop_length * time_pool // 2, 2
@@ -118,12 +120,12 @@ class PitchBranch(nn.Module):
     def stft_spec(self) -> StftSpec:
         """The STFT this branch starts from (the onnxruntime backend runs it in numpy)."""
         return StftSpec(n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.n_fft,
-                        pad_mode="reflect", power=1, n_bins=self.n_used)
+                        pad_mode="reflect", power=1, n_bins=self.n_used, peak_db=self.peak_db)
 
     def spectrum(self, y: torch.Tensor) -> torch.Tensor:
         """Waveform ``[B, T]`` -> magnitude spectrum ``[B, frames, n_used]``."""
         with torch.autocast(device_type=y.device.type, enabled=False):
-            spec = torch.stft(y.float(), n_fft=self.n_fft, hop_length=self.hop_length, window=self.window,
+            spec = torch.stft(level(y.float(), self.peak_db), n_fft=self.n_fft, hop_length=self.hop_length, window=self.window,
                               center=True, return_complex=True)[:, : self.n_used].abs()
         return spec.transpose(1, 2)
 

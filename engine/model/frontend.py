@@ -2,7 +2,8 @@
 
 ``paper`` is MULE's log-mel (paper Section II; McCallum et al. 2022): 16 kHz, n_fft 2048,
 window 400, hop 160, 96 HTK mel bands over 0-8 kHz, power compressed as
-``log10(1 + 10000 x)``, 300 frames per 3 s chunk.
+``log10(1 + 10000 x)``, 300 frames per 3 s chunk. With ``peak_db`` each chunk's peak is
+brought to that level first (:func:`level`).
 """
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ import torchaudio.functional as AF
 from torch import nn
 
 from engine.config import FrontendConfig
-from engine.model.stft import StftSpec
+from engine.model.stft import MAX_GAIN_DB, StftSpec
 
 LOG_SCALE = 10_000.0
+
+
+def level(y: torch.Tensor, peak_db: float | None) -> torch.Tensor:
+    """Waveforms ``[B, T]`` with each one's peak brought to ``peak_db`` dBFS (raised by at
+    most ``MAX_GAIN_DB``), :func:`engine.model.stft.peak_gain` in torch; None: as they are."""
+    if peak_db is None:
+        return y
+    peak = y.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    return y * (10.0 ** (peak_db / 20.0) / peak).clamp(max=10.0 ** (MAX_GAIN_DB / 20.0))
 
 
 class LogMel(nn.Module):
@@ -42,13 +52,13 @@ class LogMel(nn.Module):
         """The STFT this frontend starts from (the onnxruntime backend runs it in numpy)."""
         c = self.cfg
         return StftSpec(n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-                        pad_mode="constant", power=2, drop_last=True)
+                        pad_mode="constant", power=2, drop_last=True, peak_db=c.peak_db)
 
     def spectrum(self, y: torch.Tensor) -> torch.Tensor:
         """Waveform ``[B, T]`` -> power spectrum ``[B, T // hop_length, n_fft // 2 + 1]``."""
         with torch.autocast(device_type=y.device.type, enabled=False):
             spec = torch.stft(
-                y.float(), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
+                level(y.float(), self.cfg.peak_db), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
                 win_length=self.cfg.win_length, window=self.window, center=True,
                 pad_mode="constant", return_complex=True,
             )

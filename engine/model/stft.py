@@ -36,6 +36,8 @@ class StftSpec:
     drop_last : bool
         Drop the trailing frame, so ``T`` samples give ``T // hop_length`` frames
         instead of ``1 + T // hop_length``.
+    peak_db : float or None
+        Bring each signal's peak to this level (dBFS) first, :func:`peak_gain`; None: not.
     """
 
     n_fft: int
@@ -45,8 +47,12 @@ class StftSpec:
     power: int = 2
     n_bins: int | None = None
     drop_last: bool = False
+    peak_db: float | None = None
 
     def __post_init__(self) -> None:
+        if self.peak_db is not None and not (isinstance(self.peak_db, (int, float))
+                                             and -60.0 <= self.peak_db <= 0.0):
+            raise ValueError(f"peak_db must be a number in [-60, 0] or null, got {self.peak_db!r}")
         if self.pad_mode not in ("constant", "reflect"):
             raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}")
         if self.power not in (1, 2):
@@ -67,6 +73,17 @@ class StftSpec:
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> StftSpec:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})  # type: ignore[arg-type]
+
+
+# The most a quiet signal is raised by ``peak_db``: near-silence stays near-silent.
+MAX_GAIN_DB = 40.0
+
+
+def peak_gain(peak: np.ndarray, peak_db: float) -> np.ndarray:
+    """The gain that brings signals of peak ``peak`` to ``peak_db`` dBFS, at most
+    :data:`MAX_GAIN_DB` (a silent signal keeps its zeros). The torch frontends use the same
+    rule (:func:`engine.model.frontend.level`)."""
+    return np.minimum(10.0 ** (peak_db / 20.0) / np.maximum(peak, 1e-12), 10.0 ** (MAX_GAIN_DB / 20.0))
 
 
 def hann(n: int) -> np.ndarray:
@@ -97,6 +114,8 @@ def stft_spectrum(y: np.ndarray, spec: StftSpec) -> np.ndarray:
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 2:
         raise ValueError(f"y must be [B, T], got shape {y.shape}")
+    if spec.peak_db is not None:
+        y = (y * peak_gain(np.abs(y).max(axis=1, keepdims=True), spec.peak_db)).astype(np.float32)
     pad = spec.n_fft // 2
     if spec.pad_mode == "reflect" and y.shape[1] <= pad:
         raise ValueError(f"reflect padding needs more than {pad} samples, got {y.shape[1]}")
