@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.cli import main
-from tests.fixtures_audio import clicks, tiny_checkpoint_path, tone, write
+from tests.fixtures_audio import SR, clicks, tiny_checkpoint_path, tone, write
 
 pytest.importorskip("torch")
 REPO = Path(__file__).resolve().parents[1]
@@ -167,6 +168,23 @@ def test_curve_json_contract(scanned, ckpt, capsys, transform, n, first, last):
         assert len(dists) == n and all(0.0 <= d <= 2.0 for d in dists)
     identity = curve["values"].index(0.0 if transform == "pitch" else 1.0)
     assert all(d[identity] < 1e-2 for d in curve["subspaces"].values())
+
+
+@pytest.mark.parametrize("name", ["hit", "changes"])
+def test_a_tempo_curve_starts_from_its_own_reference(tmp_path, ckpt, name):
+    """At rate 1 the stretched version is the reference itself: for a one-shot (stretched
+    whole, attack included) and for a track whose start differs from its middle."""
+    from engine.model.curves import invariance_curve
+    from engine.model.embed import Embedder
+
+    t = np.arange(int(0.5 * SR)) / SR
+    hit = (np.sin(2 * np.pi * 220 * t) * np.exp(-t / 0.08)).astype(np.float32)
+    changes = np.concatenate([tone(220.0, 6.0), clicks(90, 6.0) + 0.2 * tone(660.0, 6.0),
+                              tone(440.0, 6.0)]).astype(np.float32)
+    curve = invariance_curve({"hit": hit, "changes": changes}[name], "tempo", Embedder(ckpt, backend="torch"))
+    identity = curve["values"].index(1.0)
+    for space, dists in curve["subspaces"].items():
+        assert dists[identity] < 1e-4, (space, dists[identity])
 
 
 def test_match_json_contract(scanned, ckpt, capsys):

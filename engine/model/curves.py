@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from engine.audio.decode import load_middle
-from engine.config import PITCH_RANGE, SAMPLE_RATE, TEMPO_RANGE
+from engine.config import CHUNK_SAMPLES, PITCH_RANGE, SAMPLE_RATE, TEMPO_RANGE
 from engine.model.variants import pitch_shift_versions, time_stretch_versions
 
 PITCH_VALUES = tuple(float(s) for s in range(int(PITCH_RANGE[0]), int(PITCH_RANGE[1]) + 1))
@@ -40,7 +40,9 @@ def invariance_curve(path_or_y: str | os.PathLike[str] | np.ndarray, transform: 
     seconds : float
         Length of the excerpt (the middle of a file) the curve is computed on; for
         ``tempo`` the transformed excerpts are this long and are cut from twice as much
-        audio where the track has it, so that even rate 2.0 is not padded.
+        audio where the track has it, so that even rate 2.0 is not padded; the reference
+        is the same middle, unstretched. A track too short to fill a chunk that way (a
+        one-shot) is stretched whole, its reference the whole track.
 
     Returns
     -------
@@ -76,6 +78,12 @@ def _transformed(y: np.ndarray, transform: str, vals: list[float]
     """The clean reference [T'] and one transformed version [T'] per value."""
     if transform == "pitch":
         return y, pitch_shift_versions(y, vals, sr=SAMPLE_RATE)
-    # One output length for all rates: as much as the fastest rate can fill.
+    # One output length for all rates: as much as the fastest rate can fill, from the middle
+    # of the track, where the stretched versions are cut from too (rate 1 is the reference).
     out = int(len(y) / max(max(vals), 1.0))
-    return y[:out], time_stretch_versions(y, vals, sr=SAMPLE_RATE, out_samples=out)
+    if out < CHUNK_SAMPLES:
+        # A sound shorter than that is padded to a chunk anyway: stretch all of it, as a
+        # producer plays a one-shot faster or slower, not its middle alone.
+        return y, time_stretch_versions(y, vals, sr=SAMPLE_RATE)
+    start = (len(y) - out) // 2
+    return y[start : start + out], time_stretch_versions(y, vals, sr=SAMPLE_RATE, out_samples=out)
