@@ -182,8 +182,9 @@ def test_init_starts_from_a_checkpoint_and_records_the_budget(folder, tmp_path):
 
 def test_a_fine_tune_keeps_the_descriptor_share_and_names_the_projectors_it_drops(folder, tmp_path, capsys):
     """--init from a model with a timbre descriptor, an input level and a key projector, no
-    share or level given: the descriptor, its statistics and the level carry over, the projector does not and stderr says so, the
-    pitch projection head keeps the columns of the branch; a resume keeps the run's shares."""
+    share or level given: the descriptor, its statistics and the level carry over, the
+    projector does not and stderr says so, the pitch projection head keeps the columns of
+    the branch; a resume keeps the run's shares."""
     import dataclasses
 
     from engine.model.checkpoint import save_checkpoint

@@ -470,9 +470,11 @@ def inherited_settings(values: dict[str, Any]) -> dict[str, Any]:
 
         theirs = read_checkpoint_info(values["init"]).config
     for k in missing:
-        (*section, name), default = INHERITED[k]
-        where = theirs.get(section[0], {}) if section else theirs
-        out[k] = where.get(name, default)
+        path, default = INHERITED[k]
+        where = theirs
+        for key in path[:-1]:
+            where = where.get(key, {})
+        out[k] = where.get(path[-1], default)
     taken = [f"--{k.replace('_', '-')} {out[k]:g}" for k in missing if out[k]]
     if taken:
         log.info("--init %s: %s taken from it", values["init"], ", ".join(taken))
@@ -494,10 +496,6 @@ def _leading(theirs: torch.Tensor, mine: torch.Tensor) -> torch.Tensor:
     if theirs.dim() == 2 and theirs.shape[0] == mine.shape[0] and theirs.shape[1] > mine.shape[1]:
         return theirs[:, :mine.shape[1]]
     return theirs
-
-
-# The network's projector attributes and the --space that trains them (loev-train projector).
-PROJECTORS = {"timbre_mlp": "vibe", "tempo_mlp": "tempo", "key_projector": "key"}
 
 
 def init_weights(model: torch.nn.Module, path: str, cfg) -> list[str]:
@@ -523,7 +521,9 @@ def init_weights(model: torch.nn.Module, path: str, cfg) -> list[str]:
     fresh = sorted(set(own) - set(state))
     if fresh:
         log.info("--init %s: %d tensors left as initialised: %s", path, len(fresh), ", ".join(fresh))
-    dropped = [space for attr, space in PROJECTORS.items()
+    from trainer.projector import SPACES
+
+    dropped = [space for space, (_, attr) in SPACES.items()
                if getattr(source, attr, None) is not None and getattr(model, attr, None) is None]
     if dropped:
         plural = len(dropped) > 1

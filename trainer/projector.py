@@ -219,7 +219,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="training corpora: folders holding labels.csv files (loev-train corpus)")
     p.add_argument("--out", required=True, help="the checkpoint to write (heads are not carried over)")
-    p.add_argument("--space", choices=("vibe", "tempo", "key"), default="vibe",
+    p.add_argument("--space", choices=tuple(SPACES), default="vibe",
                    help="the subspace that gets the projector (vibe: sound types; tempo: BPM; key: keys)")
     p.add_argument("--share", type=float, default=0.4, help="the subspace's share for the projector")
     p.add_argument("--stretches", type=int, default=3,
@@ -248,6 +248,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+# --space -> (the subspace its projector extends, the network's attribute that holds it)
+SPACES = {"vibe": ("invariant", "timbre_mlp"), "tempo": ("tempo", "tempo_mlp"), "key": ("pitch", "key_projector")}
+
+
 def extended_model(source: Any, new_cfg: Any, space: str, seed: int) -> Any:
     """``source``'s network rebuilt with ``new_cfg`` (a projector added to ``space``): every
     tensor carried over but the projector's own (a projector the source already has is
@@ -256,7 +260,7 @@ def extended_model(source: Any, new_cfg: Any, space: str, seed: int) -> Any:
 
     from engine.model.network import build_model
 
-    attr = {"invariant": "timbre_mlp", "tempo": "tempo_mlp", "pitch": "key_projector"}[space]
+    attr = {sub: name for sub, name in SPACES.values()}[space]
     head = f"heads.{space}.net.0.weight"
     torch.manual_seed(seed)
     model = build_model(new_cfg)

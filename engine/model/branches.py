@@ -125,8 +125,8 @@ class PitchBranch(nn.Module):
     def spectrum(self, y: torch.Tensor) -> torch.Tensor:
         """Waveform ``[B, T]`` -> magnitude spectrum ``[B, frames, n_used]``."""
         with torch.autocast(device_type=y.device.type, enabled=False):
-            spec = torch.stft(level(y.float(), self.peak_db), n_fft=self.n_fft, hop_length=self.hop_length, window=self.window,
-                              center=True, return_complex=True)[:, : self.n_used].abs()
+            spec = torch.stft(level(y.float(), self.peak_db), n_fft=self.n_fft, hop_length=self.hop_length,
+                              window=self.window, center=True, return_complex=True)[:, : self.n_used].abs()
         return spec.transpose(1, 2)
 
     def logfreq(self, mag: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,8 @@ class LogMel(nn.Module):
         """Waveform ``[B, T]`` -> power spectrum ``[B, T // hop_length, n_fft // 2 + 1]``."""
         with torch.autocast(device_type=y.device.type, enabled=False):
             spec = torch.stft(
-                level(y.float(), self.cfg.peak_db), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
+                level(y.float(), self.cfg.peak_db), n_fft=self.cfg.n_fft,
+                hop_length=self.cfg.hop_length,
                 win_length=self.cfg.win_length, window=self.window, center=True,
                 pad_mode="constant", return_complex=True,
             )

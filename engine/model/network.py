@@ -269,7 +269,8 @@ class LoevNet(nn.Module):
         if cfg.branches == "structured":
             fe = cfg.frontend
             if "pitch" in cfg.subspaces:
-                self.structured["pitch"] = PitchBranch(sr=fe.sample_rate, hop_length=fe.hop_length, peak_db=fe.peak_db)
+                self.structured["pitch"] = PitchBranch(sr=fe.sample_rate, hop_length=fe.hop_length,
+                                                       peak_db=fe.peak_db)
             if "tempo" in cfg.subspaces:
                 self.structured["tempo"] = TempoBranch(frame_rate=fe.sample_rate / fe.hop_length,
                                                        plain_share=cfg.tempo_plain_share)

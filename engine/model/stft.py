@@ -50,8 +50,8 @@ class StftSpec:
     peak_db: float | None = None
 
     def __post_init__(self) -> None:
-        if self.peak_db is not None and not (isinstance(self.peak_db, (int, float))
-                                             and -60.0 <= self.peak_db <= 0.0):
+        if self.peak_db is not None and (isinstance(self.peak_db, bool) or not isinstance(self.peak_db, (int, float))
+                                         or not -60.0 <= self.peak_db <= 0.0):
             raise ValueError(f"peak_db must be a number in [-60, 0] or null, got {self.peak_db!r}")
         if self.pad_mode not in ("constant", "reflect"):
             raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}")
