@@ -27,18 +27,19 @@ def run(args: argparse.Namespace) -> int:
     from engine.model.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
     from engine.model.network import build_model
 
-    source, cfg = load_checkpoint(args.checkpoint)
+    info = read_checkpoint_info(args.checkpoint)  # the header alone: the level is checked before any weight loads
+    cfg = info.model_config()
     new_cfg = dataclasses.replace(cfg, frontend=dataclasses.replace(cfg.frontend, peak_db=args.peak_db),
                                   provenance={})
     try:
         check_config_dict(new_cfg.to_dict())  # as a file's config is checked
     except ValueError as e:
         raise ValueError(f"--peak-db: {e}") from None
+    source, _ = load_checkpoint(args.checkpoint)
     model = build_model(new_cfg)
     model.load_state_dict(source.state_dict(), strict=True)
-    source_id = read_checkpoint_info(args.checkpoint).model_id
     out = save_checkpoint(args.out, model.eval(), provenance={
-        "trainer": "loev-train level", "source": source_id, "source_provenance": cfg.provenance,
+        "trainer": "loev-train level", "source": info.model_id, "source_provenance": cfg.provenance,
         "peak_db": args.peak_db})
     print(f"wrote {out} (model {read_checkpoint_info(out).model_id}, input peak {args.peak_db:g} dBFS, "
           f"no heads: run loev-train heads on it)")
